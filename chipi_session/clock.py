@@ -1,0 +1,89 @@
+"""Injected time.
+
+The engine and LocalChain never read the system clock directly: they take a :class:`Clock`.
+:class:`SystemClock` is wall time (unix seconds, which is what ``valid_until`` is measured in);
+:class:`ManualClock` only moves when a test (or a simulation) says so, which makes every
+time-based behaviour exact and instant to test.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from typing import Protocol, runtime_checkable
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["Clock", "SystemClock", "ManualClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Unix time in seconds, and a way to wait for a moment in it."""
+
+    def now(self) -> float: ...
+
+    async def sleep_until(self, deadline: float) -> None: ...
+
+
+class SystemClock:
+    """Wall-clock time; sleeps on the event loop's monotonic timer, re-checking wall time."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep_until(self, deadline: float) -> None:
+        while True:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return
+            await anyio.sleep(remaining)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+class ManualClock:
+    """A clock that only moves on :meth:`advance` / :meth:`set`.
+
+    Sleepers wake in deadline order when time reaches their deadline. ``advance`` must be
+    called from the event loop's thread (from a blocking facade, go through its portal).
+    """
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self._now = float(start)
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._now:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        heapq.heappush(self._sleepers, (deadline, next(self._seq), event))
+        await event.wait()
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock does not go backwards")
+        self.set(self._now + seconds)
+
+    def set(self, now: float) -> None:
+        if now < self._now:
+            raise ValueError("a clock does not go backwards")
+        self._now = float(now)
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, event = heapq.heappop(self._sleepers)
+            event.set()
+
+    @property
+    def pending_sleepers(self) -> int:
+        return sum(1 for *_, e in self._sleepers if not e.is_set())
+
+    def __repr__(self) -> str:
+        return f"ManualClock(now={self._now})"

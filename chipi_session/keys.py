@@ -1,0 +1,150 @@
+"""Stark keypairs and signatures.
+
+Signing and verification go through a native signer (``fast-stark-crypto``, the Rust
+``starknet-crypto`` crate: ~0.5 ms per signature) when it is installed, else through
+starknet-py's signer (~180 ms). Both produce the same RFC 6979 deterministic signatures, so the
+choice changes speed, never results. Private keys live in :class:`SecretKey`, which can be zeroed
+and never shows its value in ``repr``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Final
+
+from .errors import ChipiSessionError, ErrorCode
+from .felts import CURVE_ORDER, FIELD_PRIME, U64_MAX
+
+__all__ = [
+    "SecretKey",
+    "KeySource",
+    "generate_private_key",
+    "public_key_of",
+    "sign",
+    "verify",
+    "session_signature",
+    "SIGNER_BACKEND",
+]
+
+#: A key source returns a private key in [1, CURVE_ORDER); injectable for deterministic tests.
+KeySource = Callable[[], int]
+
+try:  # pragma: no cover - which branch runs depends on the platform
+    import fast_stark_crypto as _native
+
+    SIGNER_BACKEND: Final[str] = "fast-stark-crypto"
+except ImportError:  # pragma: no cover
+    _native = None
+    SIGNER_BACKEND = "starknet-py"  # type: ignore[misc]
+
+
+def generate_private_key() -> int:
+    """Uniform in [1, n) from the OS CSPRNG (rejection-free: randbelow is uniform)."""
+    return 1 + secrets.randbelow(CURVE_ORDER - 1)
+
+
+def _check_private(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < CURVE_ORDER:
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, "private key out of range [1, n)")
+    return value
+
+
+def public_key_of(private_key: int) -> int:
+    """The Stark public key (x-coordinate) of a private key."""
+    _check_private(private_key)
+    if _native is not None:
+        return int(_native.get_public_key(private_key))
+    from starknet_py.hash.utils import private_to_stark_key
+
+    return int(private_to_stark_key(private_key))
+
+
+def sign(msg_hash: int, private_key: int) -> tuple[int, int]:
+    """RFC 6979 ECDSA over the Stark curve; returns ``(r, s)``."""
+    _check_private(private_key)
+    if not 0 <= msg_hash < FIELD_PRIME:
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, "message hash is not a felt")
+    if _native is not None:
+        r, s = _native.sign(private_key, msg_hash)
+        return int(r), int(s)
+    from starknet_py.hash.utils import message_signature
+
+    r, s = message_signature(msg_hash, private_key, seed=None)
+    return int(r), int(s)
+
+
+def verify(public_key: int, msg_hash: int, r: int, s: int) -> bool:
+    """True if ``(r, s)`` is a valid signature of ``msg_hash`` by ``public_key``; never raises."""
+    if not (0 < public_key < FIELD_PRIME and 0 <= msg_hash < FIELD_PRIME):
+        return False
+    if not (0 < r < FIELD_PRIME and 0 < s < CURVE_ORDER):
+        return False
+    try:
+        if _native is not None:
+            return bool(_native.verify(public_key, msg_hash, r, s))
+        from starknet_py.hash.utils import verify_message_signature
+
+        return bool(verify_message_signature(msg_hash, [r, s], public_key))
+    except Exception:  # invalid point encodings etc. are "not valid", not a crash
+        return False
+
+
+class SecretKey:
+    """A private key held in a mutable buffer so it can be zeroed.
+
+    ``repr``/``str`` never show the value. After :meth:`zero` every use raises ``NO_SESSION``.
+    Python may have copied the int elsewhere; zeroing is best effort, but it keeps the
+    long-lived copy out of memory once a session ends.
+    """
+
+    __slots__ = ("_buf", "_public_key")
+
+    def __init__(self, private_key: int, public_key: int | None = None) -> None:
+        _check_private(private_key)
+        self._buf = bytearray(private_key.to_bytes(32, "big"))
+        self._public_key = public_key_of(private_key) if public_key is None else public_key
+
+    @classmethod
+    def generate(cls, source: KeySource | None = None) -> SecretKey:
+        return cls((source or generate_private_key)())
+
+    @property
+    def public_key(self) -> int:
+        return self._public_key
+
+    @property
+    def is_zeroed(self) -> bool:
+        return not any(self._buf)
+
+    def reveal(self) -> int:
+        """The private key as an int (for encryption); avoid keeping the result around."""
+        if self.is_zeroed:
+            raise ChipiSessionError(ErrorCode.NO_SESSION, "the key has been cleared")
+        return int.from_bytes(self._buf, "big")
+
+    def sign(self, msg_hash: int) -> tuple[int, int]:
+        return sign(msg_hash, self.reveal())
+
+    def zero(self) -> None:
+        for i in range(len(self._buf)):
+            self._buf[i] = 0
+
+    def __repr__(self) -> str:
+        state = "zeroed" if self.is_zeroed else "set"
+        return f"SecretKey(public_key={hex(self._public_key)}, private=<{state}>)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> object:
+        raise TypeError("SecretKey cannot be pickled")
+
+
+def session_signature(
+    key: SecretKey, msg_hash: int, valid_until: int
+) -> tuple[int, int, int, int]:
+    """The 4-felt session signature ``[session_pubkey, r, s, valid_until]``."""
+    if not 0 <= valid_until <= U64_MAX:
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, "valid_until is not a u64")
+    r, s = key.sign(msg_hash)
+    return (key.public_key, r, s, valid_until)
