@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
@@ -54,7 +54,9 @@ class ManualClock:
 
     def __init__(self, start: float = 1_000_000.0) -> None:
         self._now = float(start)
-        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        # entries: [deadline, seq, event]; a cancelled sleeper's event is set to None (lazy
+        # deletion keeps cancelling O(1) with thousands of sleepers)
+        self._sleepers: list[list[Any]] = []
         self._seq = itertools.count()
 
     def now(self) -> float:
@@ -65,8 +67,12 @@ class ManualClock:
             await anyio.lowlevel.checkpoint()
             return
         event = anyio.Event()
-        heapq.heappush(self._sleepers, (deadline, next(self._seq), event))
-        await event.wait()
+        entry: list[Any] = [deadline, next(self._seq), event]
+        heapq.heappush(self._sleepers, entry)
+        try:
+            await event.wait()
+        finally:
+            entry[2] = None
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
@@ -78,12 +84,13 @@ class ManualClock:
             raise ValueError("a clock does not go backwards")
         self._now = float(now)
         while self._sleepers and self._sleepers[0][0] <= self._now:
-            _, _, event = heapq.heappop(self._sleepers)
-            event.set()
+            event = heapq.heappop(self._sleepers)[2]
+            if event is not None:
+                event.set()
 
     @property
     def pending_sleepers(self) -> int:
-        return sum(1 for *_, e in self._sleepers if not e.is_set())
+        return sum(1 for entry in self._sleepers if entry[2] is not None)
 
     def __repr__(self) -> str:
         return f"ManualClock(now={self._now})"

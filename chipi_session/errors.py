@@ -12,7 +12,7 @@ import enum
 __all__ = ["ChipiSessionError", "ErrorCode"]
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     """Stable error codes; the first group are Chipi's own session codes."""
 
     INVALID_WALLET_TYPE_FOR_SESSION = "INVALID_WALLET_TYPE_FOR_SESSION"
@@ -36,6 +36,7 @@ class ErrorCode(str, enum.Enum):
     UNKNOWN_OUTCOME = "UNKNOWN_OUTCOME"
     TRANSACTION_REJECTED = "TRANSACTION_REJECTED"
     ACTION_IN_PROGRESS = "ACTION_IN_PROGRESS"
+    NOT_SUPPORTED = "NOT_SUPPORTED"  # the backend cannot do this (e.g. a read-only RPC backend)
     CLOSED = "CLOSED"
 
     def __str__(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NoReturn
 
 from .errors import ChipiSessionError, ErrorCode
 from .felts import CURVE_ORDER, FIELD_PRIME, U64_MAX
@@ -35,8 +35,13 @@ try:  # pragma: no cover - which branch runs depends on the platform
 
     SIGNER_BACKEND: Final[str] = "fast-stark-crypto"
 except ImportError:  # pragma: no cover
-    _native = None
+    _native = None  # type: ignore[assignment]
     SIGNER_BACKEND = "starknet-py"  # type: ignore[misc]
+
+
+#: Stark ECDSA signs and verifies only hashes below 2**251 (both backends reject larger ones).
+_ECDSA_BOUND: Final = 2**251
+_CURVE_BETA: Final = 0x6F21413EFBE40DE150E596D72F7A8C5609AD26C15C915C1F4CDFCB99CEE9E89
 
 
 def generate_private_key() -> int:
@@ -63,8 +68,10 @@ def public_key_of(private_key: int) -> int:
 def sign(msg_hash: int, private_key: int) -> tuple[int, int]:
     """RFC 6979 ECDSA over the Stark curve; returns ``(r, s)``."""
     _check_private(private_key)
-    if not 0 <= msg_hash < FIELD_PRIME:
-        raise ChipiSessionError(ErrorCode.INVALID_INPUT, "message hash is not a felt")
+    if isinstance(msg_hash, bool) or not isinstance(msg_hash, int):
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, "message hash is not an int")
+    if not 0 <= msg_hash < _ECDSA_BOUND:
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, "message hash is not below 2**251")
     if _native is not None:
         r, s = _native.sign(private_key, msg_hash)
         return int(r), int(s)
@@ -74,11 +81,24 @@ def sign(msg_hash: int, private_key: int) -> tuple[int, int]:
     return int(r), int(s)
 
 
+def _is_curve_x(x: int) -> bool:
+    """True if some point of y^2 = x^3 + x + beta has this x (Euler's criterion)."""
+    rhs = (x * x * x + x + _CURVE_BETA) % FIELD_PRIME
+    return rhs == 0 or pow(rhs, (FIELD_PRIME - 1) // 2, FIELD_PRIME) == 1
+
+
 def verify(public_key: int, msg_hash: int, r: int, s: int) -> bool:
     """True if ``(r, s)`` is a valid signature of ``msg_hash`` by ``public_key``; never raises."""
-    if not (0 < public_key < FIELD_PRIME and 0 <= msg_hash < FIELD_PRIME):
+    values = (public_key, msg_hash, r, s)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
         return False
-    if not (0 < r < FIELD_PRIME and 0 < s < CURVE_ORDER):
+    if not (0 < public_key < FIELD_PRIME and 0 <= msg_hash < _ECDSA_BOUND):
+        return False
+    if not (0 < r < _ECDSA_BOUND and 0 < s < _ECDSA_BOUND):
+        return False
+    # The native verifier panics (a BaseException, with a backtrace on stderr) on an x that is
+    # not on the curve or on s whose inverse w is >= 2**251 (Stark ECDSA rejects those): check.
+    if pow(s, -1, CURVE_ORDER) >= _ECDSA_BOUND or not _is_curve_x(public_key):
         return False
     try:
         if _native is not None:
@@ -88,6 +108,10 @@ def verify(public_key: int, msg_hash: int, r: int, s: int) -> bool:
         return bool(verify_message_signature(msg_hash, [r, s], public_key))
     except Exception:  # invalid point encodings etc. are "not valid", not a crash
         return False
+    except BaseException as exc:  # pyo3's PanicException derives from BaseException
+        if type(exc).__name__ == "PanicException":
+            return False
+        raise
 
 
 class SecretKey:
@@ -136,7 +160,7 @@ class SecretKey:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("SecretKey cannot be pickled")
 
 

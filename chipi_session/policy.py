@@ -49,7 +49,7 @@ SPENDING_SELECTORS: frozenset[int] = frozenset(
 )
 
 
-class Denial(str, enum.Enum):
+class Denial(enum.StrEnum):
     """Why ``is_session_allowed_for_calls`` said no, in the contract's check order."""
 
     NOT_REGISTERED = "not_registered"  # valid_until == 0: unknown or revoked

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-class WalletType(str, enum.Enum):
+class WalletType(enum.StrEnum):
     CHIPI = "CHIPI"
     READY = "READY"
     SHHH = "SHHH"
@@ -46,7 +46,7 @@ class WalletType(str, enum.Enum):
         return self.value
 
 
-class SessionState(str, enum.Enum):
+class SessionState(enum.StrEnum):
     """The lifecycle states of a session (see ``chipi_session.lifecycle``)."""
 
     NONE = "none"
@@ -59,7 +59,7 @@ class SessionState(str, enum.Enum):
         return self.value
 
 
-class ExpiryReason(str, enum.Enum):
+class ExpiryReason(enum.StrEnum):
     TIME = "time"
     CALLS = "calls"
 

@@ -1,0 +1,65 @@
+"""The ``chipi-session`` command: ``demo``, ``diagram`` and ``localnet``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+DIAGRAM_PATH = Path("diagrams") / "lifecycle.mmd"
+
+
+def _diagram(args: argparse.Namespace) -> int:
+    from .lifecycle import mermaid_diagram
+
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(mermaid_diagram())
+    print(f"wrote {out}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .demo import run_demo
+
+    return anyio.run(run_demo, print, args.fast_kdf, backend=args.backend)
+
+
+def _localnet(argv: list[str]) -> int:
+    try:
+        from .localnet import main as localnet_main
+    except ImportError as exc:  # the server's dependencies are an extra
+        print(f"localnet needs the server extra: pip install 'chipi-session[localnet]' ({exc})")
+        return 2
+    return localnet_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["localnet"]:
+        return _localnet(argv[1:])
+    parser = argparse.ArgumentParser(prog="chipi-session", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="the whole session lifecycle on the embedded chain")
+    demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    demo.add_argument(
+        "--fast-kdf", action="store_true", help="cheap Argon2id cost (tests only, not secure)"
+    )
+    demo.set_defaults(func=_demo)
+    diagram = sub.add_parser("diagram", help="write the lifecycle's mermaid diagram")
+    diagram.add_argument("--output", default=str(DIAGRAM_PATH))
+    diagram.set_defaults(func=_diagram)
+    sub.add_parser("localnet", help="a local Chipi-compatible REST + JSON-RPC server")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""THE session lifecycle: states, the transition table, guards and reconciliation.
+
+Pure and synchronous: no I/O, no clock, no randomness (time is passed in). The table below is
+the single source of truth; it drives one process-wide ``transitions.Machine`` (sessions are
+*unregistered* models: firing ``machine.events[name].trigger(model)`` costs O(1) per session,
+whereas ``add_model`` scans a list) and the generated diagram in ``diagrams/``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, Final
+
+import attrs
+
+from .errors import ChipiSessionError, ErrorCode
+from .types import ExpiryReason, SessionState, SessionStatus
+
+__all__ = [
+    "Transition",
+    "TRANSITIONS",
+    "SessionModel",
+    "machine",
+    "fire",
+    "can_fire",
+    "derive_state",
+    "mermaid_diagram",
+]
+
+S = SessionState
+_ANY: Final = tuple(SessionState)
+_ANY_BUT_NONE: Final = tuple(s for s in SessionState if s is not S.NONE)
+
+
+@attrs.frozen
+class Transition:
+    trigger: str
+    sources: tuple[SessionState, ...]
+    dest: SessionState
+    note: str = ""
+    #: Only for ``reconcile``: fires when the derived state equals ``dest``.
+    derived: bool = False
+
+
+TRANSITIONS: Final[tuple[Transition, ...]] = (
+    Transition("create", _ANY, S.CREATED, "new local keypair; replaces the local session"),
+    Transition("restore", (S.NONE,), S.CREATED, "from stored_session, then reconciled"),
+    Transition(
+        "register",
+        (S.CREATED, S.ACTIVE, S.EXPIRED),
+        S.ACTIVE,
+        "owner-signed add_or_update_session_key; resets calls; guard: not past valid_until, "
+        "not expired by time",
+    ),
+    Transition("execute", (S.ACTIVE,), S.ACTIVE, "one call of the budget per transaction"),
+    Transition("expire", (S.CREATED, S.ACTIVE), S.EXPIRED, "reason time or calls"),
+    Transition("revoke", (S.CREATED, S.ACTIVE, S.EXPIRED), S.REVOKED, "owner-signed"),
+    Transition("clear", _ANY, S.NONE, "forget the local session; zero its key"),
+    *(
+        Transition("reconcile", _ANY_BUT_NONE, dest, "from on-chain status", derived=True)
+        for dest in _ANY_BUT_NONE
+    ),
+)
+
+
+class SessionModel:
+    """The lifecycle's model: just a state (plus why), so 10,000 of them stay small."""
+
+    __slots__ = ("state", "reason", "__weakref__")
+
+    def __init__(self, state: SessionState = S.NONE, reason: str = "") -> None:
+        self.state: str = state.value
+        self.reason = reason
+
+    @property
+    def current(self) -> SessionState:
+        return SessionState(self.state)
+
+    def __repr__(self) -> str:
+        return f"SessionModel(state={self.state!r}, reason={self.reason!r})"
+
+
+def _guard_register(
+    *, now: int | None = None, valid_until: int | None = None, reason: str = "", **_: Any
+) -> bool:
+    return now is None or valid_until is None or now <= valid_until
+
+
+def _guard_derived(dest: SessionState) -> Any:
+    def guard(*, target: SessionState | None = None, **_: Any) -> bool:
+        return target is dest
+
+    return guard
+
+
+@functools.cache
+def machine() -> Any:
+    """The one ``transitions.Machine`` shared by every session of the process."""
+    from transitions import Machine
+
+    spec: list[dict[str, Any]] = []
+    for t in TRANSITIONS:
+        entry: dict[str, Any] = {
+            "trigger": t.trigger,
+            "source": [s.value for s in t.sources],
+            "dest": t.dest.value,
+        }
+        if t.trigger == "register":
+            entry["conditions"] = [_guard_register]
+        if t.derived:
+            entry["conditions"] = [_guard_derived(t.dest)]
+        spec.append(entry)
+    return Machine(
+        model=None,
+        states=[s.value for s in SessionState],
+        transitions=spec,
+        initial=S.NONE.value,
+        auto_transitions=False,
+        send_event=False,
+        model_attribute="state",
+    )
+
+
+def can_fire(model: SessionModel, trigger: str) -> bool:
+    return any(
+        t.trigger == trigger and model.current in t.sources for t in TRANSITIONS
+    )
+
+
+def fire(
+    model: SessionModel, trigger: str, *, reason: str | None = None, **kwargs: Any
+) -> tuple[SessionState, SessionState]:
+    """Fire ``trigger``; returns ``(previous, current)``.
+
+    Raises ``INVALID_INPUT`` (a programming error in the caller, who must check state first)
+    if the trigger is not allowed from the current state, or its guard refuses.
+    """
+    previous = model.current
+    if not can_fire(model, trigger):
+        raise ChipiSessionError(
+            ErrorCode.INVALID_INPUT, f"cannot {trigger} a session in state {previous.value}"
+        )
+    ok = machine().events[trigger].trigger(model, **kwargs)
+    if not ok:
+        raise ChipiSessionError(
+            ErrorCode.INVALID_INPUT, f"{trigger} refused by its guard in state {previous.value}"
+        )
+    current = model.current
+    model.reason = reason if reason is not None else trigger
+    return previous, current
+
+
+def derive_state(
+    status: SessionStatus,
+    now: int,
+    *,
+    local_valid_until: int | None = None,
+    seen_registered: bool,
+) -> tuple[SessionState, str]:
+    """The state the chain says, with its reason (engine.md §2).
+
+    ``valid_until == 0`` is revoked if we saw the session registered (or revoked it), else
+    created (never registered). Expiry is inclusive: at ``now == valid_until`` still valid.
+    Signatures carry the *local* ``valid_until``, so the earlier of the two bounds.
+    """
+    if not status.exists:
+        if seen_registered:
+            return S.REVOKED, "revoked"
+        return S.CREATED, "not registered"
+    bound = status.valid_until
+    if local_valid_until is not None:
+        bound = min(bound, local_valid_until)
+    if now > bound:
+        return S.EXPIRED, ExpiryReason.TIME.value
+    if status.calls_used >= status.max_calls:
+        return S.EXPIRED, ExpiryReason.CALLS.value
+    return S.ACTIVE, "active"
+
+
+def mermaid_diagram(transitions: Sequence[Transition] = TRANSITIONS) -> str:
+    """The lifecycle as a mermaid ``stateDiagram-v2`` (generated, checked in under diagrams/)."""
+    lines = ["stateDiagram-v2", "    [*] --> none"]
+    reconcile_targets = sorted(
+        {t.dest.value for t in transitions if t.derived}, key=[s.value for s in S].index
+    )
+    for t in transitions:
+        if t.derived:
+            continue
+        sources = [s.value for s in t.sources]
+        label = t.trigger
+        for src in sources:
+            lines.append(f"    {src} --> {t.dest.value}: {label}")
+    lines.append(
+        "    note right of none\n"
+        "        reconcile (from on-chain status) moves any state but none to\n"
+        f"        {', '.join(reconcile_targets)}\n"
+        "    end note"
+    )
+    return "\n".join(lines) + "\n"

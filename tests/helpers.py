@@ -1,0 +1,55 @@
+"""Test helpers: a LocalChain world on a manual clock, with a cheap KDF."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import attrs
+
+from chipi_session import Call, ChipiSession, ManualClock, WalletData
+from chipi_session.localchain import LocalChain
+from chipi_session.vault import KdfCost, Vault
+
+PIN = "1234"
+START = 1_000_000
+RECIPIENT = 0xBEEF
+
+
+@attrs.define
+class World:
+    clock: ManualClock
+    vault: Vault
+    chain: LocalChain
+    wallet: WalletData
+    token: int
+
+    def session(self, **kwargs: Any) -> ChipiSession:
+        kwargs.setdefault("wallet", self.wallet)
+        kwargs.setdefault("encrypt_key", PIN)
+        kwargs.setdefault("backend", self.chain)
+        kwargs.setdefault("clock", self.clock)
+        kwargs.setdefault("vault", self.vault)
+        kwargs.setdefault("auto_check_status", False)
+        return ChipiSession(**kwargs)
+
+    def transfer(self, amount: int = 10, to: int = RECIPIENT) -> Call:
+        return Call(to=self.token, selector="transfer", calldata=[to, amount, 0])
+
+    def balance(self, owner: int) -> int:
+        return self.chain.balance_of(self.token, owner)
+
+
+def make_world(start: float = START) -> World:
+    clock = ManualClock(start)
+    vault = Vault(KdfCost.FAST_FOR_TESTS)
+    chain = LocalChain(clock=clock, vault=vault)
+    wallet = chain.create_wallet(PIN)
+    token = chain.deploy_token("USDC", 6)
+    chain.mint(token, wallet.address, 1_000_000)
+    return World(clock, vault, chain, wallet, token)
+
+
+async def settle() -> None:
+    """Let every task that can run, run (time only moves when a test moves it)."""
+    await anyio.wait_all_tasks_blocked()
