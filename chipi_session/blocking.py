@@ -78,6 +78,8 @@ class BlockingChipiSession:
         tb: TracebackType | None,
     ) -> None:
         stack, self._stack = self._stack, None
+        self._portal = None
+        self._session = None
         if stack is not None:
             stack.__exit__(exc_type, exc, tb)
 

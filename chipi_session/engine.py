@@ -582,7 +582,7 @@ class ChipiSession:
         self._status = SessionStatus(0, 0, 0, ())
         self._zero_session_key()
         self._publish(TransactionSubmitted, action="revoke", tx_hash=tx)
-        if self._model.current is not S.REVOKED:
+        if self.session_state is not S.REVOKED:  # may have changed while awaiting
             self._transition("revoke")
         return tx
 
@@ -801,9 +801,6 @@ class ChipiSession:
             self._seen_registered = True
         if target is self._model.current and reason == self._model.reason:
             return
-        if target is S.ACTIVE and self._model.current is S.REVOKED:
-            # The chain says registered again (re-registered elsewhere): believe the chain.
-            pass
         self._transition("reconcile", target=target, reason=reason)
 
     def _spawn_refetch(self) -> None:

@@ -102,7 +102,7 @@ def typed_data_message_hash(typed_data: Mapping[str, Any], account: int) -> int:
     """SNIP-12 message hash of ``typed_data`` for ``account`` (starknet-py's implementation)."""
     from starknet_py.utils.typed_data import TypedData
 
-    return int(TypedData.from_dict(dict(typed_data)).message_hash(account))
+    return int(TypedData.from_dict(dict(typed_data)).message_hash(account))  # type: ignore[arg-type]
 
 
 def session_validate_hash(

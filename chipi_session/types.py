@@ -67,18 +67,31 @@ class ExpiryReason(enum.StrEnum):
         return self.value
 
 
-def _felt(what: str) -> Any:
-    return lambda v: parse_felt(v, what)
+def _to_address(v: object) -> int:
+    return parse_felt(v, "call.to")
 
 
-def _bounded_int(what: str, upper: int) -> Any:
-    def convert(v: object) -> int:
-        n = parse_felt(v, what)
-        if n > upper:
-            raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what}: {n} exceeds {upper}")
-        return n
+def _to_selector(v: object) -> int:
+    return parse_selector(v, "call.selector")
 
-    return convert
+
+def _to_calldata(v: object) -> tuple[int, ...]:
+    return parse_felts(v, "call.calldata")  # type: ignore[arg-type]
+
+
+def _to_public_key(v: object) -> int:
+    return parse_felt(v, "publicKey")
+
+
+def _to_wallet_address(v: object) -> int:
+    return parse_felt(v, "wallet.publicKey")
+
+
+def _to_valid_until(v: object) -> int:
+    n = parse_felt(v, "validUntil")
+    if n > U64_MAX:
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"validUntil: {n} exceeds 2**64-1")
+    return n
 
 
 @attrs.frozen
@@ -86,11 +99,9 @@ class Call:
     """One contract call. ``selector`` accepts an entrypoint name or a selector felt;
     ``calldata`` felts may be ints, ``0x`` hex or decimal strings."""
 
-    to: int = attrs.field(converter=_felt("call.to"))
-    selector: int = attrs.field(converter=lambda v: parse_selector(v, "call.selector"))
-    calldata: tuple[int, ...] = attrs.field(
-        default=(), converter=lambda v: parse_felts(v, "call.calldata")
-    )
+    to: int = attrs.field(converter=_to_address)
+    selector: int = attrs.field(converter=_to_selector)
+    calldata: tuple[int, ...] = attrs.field(default=(), converter=_to_calldata)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Call:
@@ -114,7 +125,7 @@ class Call:
         }
 
 
-def coerce_calls(calls: Iterable[Call | Mapping[str, Any]] | Call) -> tuple[Call, ...]:
+def coerce_calls(calls: object) -> tuple[Call, ...]:
     """Validate a user's call list (Call objects or dicts); at least one call."""
     if isinstance(calls, Call):
         return (calls,)
@@ -134,9 +145,9 @@ class SessionKeyData:
     of ``repr`` all the same.
     """
 
-    public_key: int = attrs.field(converter=_felt("publicKey"))
+    public_key: int = attrs.field(converter=_to_public_key)
     encrypted_private_key: str = attrs.field(repr=False)
-    valid_until: int = attrs.field(converter=_bounded_int("validUntil", U64_MAX))
+    valid_until: int = attrs.field(converter=_to_valid_until)
 
     @encrypted_private_key.validator
     def _check_blob(self, _: object, value: object) -> None:
@@ -175,7 +186,7 @@ class SessionKeyData:
 class WalletData:
     """A Chipi wallet: ``publicKey`` is the wallet's *address*, as in Chipi's SDKs."""
 
-    address: int = attrs.field(converter=_felt("wallet.publicKey"))
+    address: int = attrs.field(converter=_to_wallet_address)
     encrypted_private_key: str = attrs.field(repr=False)
     wallet_type: WalletType = attrs.field(default=WalletType.CHIPI, converter=WalletType)
     owner_public_key: int | None = attrs.field(default=None)
