@@ -1,0 +1,570 @@
+"""The Chipi v33 account contract (contract.md §3–§10), entrypoint by entrypoint.
+
+Each handler follows the Cairo code's order of checks, because which check fails first decides
+the panic message (or the 0 that ``__validate__`` returns). The session policy itself
+(``is_session_allowed_for_calls``, ``check_and_update_spending``) is
+:mod:`chipi_session.policy`, the very code the engine runs as its pre-flight, so the two cannot
+drift apart. Storage lives in :class:`~chipi_session.localchain.state.ChainState`, keyed by the
+account address.
+
+Deliberate simplifications (documented, not observable through the v33 ABI): ``upgrade``
+records the new class hash and emits ``Upgraded`` but the account keeps running v33 code, and the
+owner's ``[r, s]`` signs LocalChain's own transaction hash (see ``LocalChain.invoke_hash``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from ..errors import ErrorCode
+from ..felts import U64_MAX, encode_short_string, join_u256, selector
+from ..hashing import ANY_CALLER, poseidon_many, session_validate_hash
+from ..keys import verify
+from ..policy import SPENDING_SELECTORS, SpendingViolation, apply_spending, check_session_allowed
+from ..types import Call, SessionStatus, SpendingPolicy
+from .abi import Calldata, encode_spans, u256
+from .model import ContractPanic
+from .runtime import ContractClass, Frame, Handler
+from .snip12 import outside_execution_hash
+from .state import SessionRecord
+
+__all__ = [
+    "ACCOUNT_CLASS",
+    "CONSTRUCTOR",
+    "V33_CLASS_HASH",
+    "VALID",
+    "CONTRACT_INFO",
+    "SESSION_KEY_MANAGER_ID",
+    "ISRC5_ID",
+    "ISRC6_ID",
+    "ISRC9_V2_ID",
+    "accept_ownership_hash",
+    "constructor",
+]
+
+#: Mainnet class hash of v33 (contract.md §12.1); recorded for deployed accounts.
+V33_CLASS_HASH = 0x0484BBD2404B3C7264BEA271F7267D6D4004821AC7787A9EED7F472E79EF40D1
+VALID = encode_short_string("VALID")
+CONTRACT_INFO = encode_short_string("v33")
+SESSION_KEY_MANAGER_ID = (
+    selector("add_or_update_session_key")
+    ^ selector("revoke_session_key")
+    ^ selector("get_session_data")
+)
+ISRC5_ID = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87F6E7F2E4C01A
+ISRC6_ID = 0x2CECCEF7F994940B3962A6C67E0BA4FCD37DF7D131417C604F91E03CAECC1CD
+ISRC9_V2_ID = 0x1D1144BB2138366FF28D8E9AB57456B1D332AC42196230C3A602003C89872
+
+_U64_BOUND = U64_MAX + 1
+_U256_BOUND = 2**256
+
+# events (contract.md §9): keys[0] is sn_keccak of the variant name
+_EV_SESSION_ADDED = selector("SessionKeyAdded")
+_EV_SESSION_REVOKED = selector("SessionKeyRevoked")
+_EV_POLICY_SET = selector("SpendingPolicySet")
+_EV_POLICY_REMOVED = selector("SpendingPolicyRemoved")
+_EV_OWNER_ADDED = selector("OwnerAdded")
+_EV_OWNER_REMOVED = selector("OwnerRemoved")
+_EV_UPGRADED = selector("Upgraded")
+
+# panic messages (contract.md §11.1 and the OZ / corelib texts)
+_UNAUTHORIZED = "Account: unauthorized"
+_UNAUTHORIZED_CALLER = "Account: unauthorized caller"
+_INVALID_SIGNATURE = "Account: invalid signature"
+
+
+def _panic(message: str) -> ContractPanic:
+    return ContractPanic(message)
+
+
+# -- storage helpers -----------------------------------------------------------------------
+
+
+def _session(f: Frame, key: int) -> SessionRecord:
+    return f.state.sessions.get((f.address, key))
+
+
+def _session_status(f: Frame, key: int) -> SessionStatus:
+    record = _session(f, key)
+    entrypoints = f.state.entrypoints
+    allowed = tuple(
+        entrypoints.get((f.address, key, i)) for i in range(record.allowed_entrypoints_len)
+    )
+    return SessionStatus(record.valid_until, record.max_calls, record.calls_used, allowed)
+
+
+def _is_session_allowed_for_calls(f: Frame, key: int, calls: Sequence[Call]) -> bool:
+    return check_session_allowed(_session_status(f, key), f.address, calls, f.now) is None
+
+
+def _consume(f: Frame, key: int) -> None:
+    record = _session(f, key)
+    f.state.sessions.set((f.address, key), record._replace(calls_used=record.calls_used + 1))
+
+
+def _assert_only_self(f: Frame) -> None:
+    if f.caller != f.address:
+        raise _panic(_UNAUTHORIZED)
+
+
+# -- signatures ----------------------------------------------------------------------------
+
+
+def _is_valid_signature(f: Frame, msg_hash: int, signature: Sequence[int]) -> bool:
+    """The internal ``is_valid_signature`` (contract.md §6.4): read-only, never panics."""
+    if len(signature) == 2:
+        return verify(f.state.owner_keys.get(f.address), msg_hash, signature[0], signature[1])
+    if len(signature) == 4:
+        key, r, s, valid_until = signature
+        if valid_until >= _U64_BOUND or f.now > valid_until:
+            return False
+        record = _session(f, key)
+        if (
+            record.valid_until == 0
+            or f.now > record.valid_until
+            or record.calls_used >= record.max_calls
+        ):
+            return False
+        return verify(key, msg_hash, r, s)
+    return False
+
+
+def _assert_owner_signed(f: Frame) -> None:
+    """OZ ``validate_transaction``: the owner's ``[r, s]`` over the transaction hash."""
+    signature = f.tx.signature
+    owner = f.state.owner_keys.get(f.address)
+    if len(signature) != 2 or not verify(owner, f.tx.transaction_hash, signature[0], signature[1]):
+        raise _panic(_INVALID_SIGNATURE)
+
+
+def _validate_session(f: Frame, signature: Sequence[int], calls: Sequence[Call]) -> bool:
+    """The 4-felt path of ``__validate__`` (contract.md §6.2): False instead of panicking."""
+    key, r, s, valid_until = signature
+    if valid_until >= _U64_BOUND or f.now > valid_until:
+        return False
+    if not _is_session_allowed_for_calls(f, key, calls):
+        return False
+    msg_hash = session_validate_hash(
+        account=f.address,
+        chain_id=f.tx.chain_id,
+        nonce=f.tx.nonce,
+        valid_until=valid_until,
+        calls=calls,
+    )
+    if not verify(key, msg_hash, r, s):
+        return False
+    _consume(f, key)
+    return True
+
+
+def accept_ownership_hash(account: int, current_owner: int) -> int:
+    """What a new owner key signs for ``set_public_key`` (OZ, contract.md §12.4)."""
+    return poseidon_many(
+        [
+            encode_short_string("StarkNet Message"),
+            encode_short_string("accept_ownership"),
+            account,
+            current_owner,
+        ]
+    )
+
+
+# -- spending (contract.md §8.2) -------------------------------------------------------------
+
+
+def _check_and_update_spending(f: Frame, key: int, calls: Sequence[Call]) -> None:
+    tokens = {c.to for c in calls if c.selector in SPENDING_SELECTORS}
+    if not tokens:
+        return
+    store = f.state.policies
+    policies: dict[int, SpendingPolicy] = {}
+    for token in tokens:
+        policy = store.get((f.address, key, token))
+        if policy.max_per_window:
+            policies[token] = policy
+    if not policies:
+        return
+    try:
+        if any(_overflow_possible(p) for p in policies.values()):
+            updated = _spend_call_by_call(policies, calls, f.now)
+        else:
+            updated = apply_spending(policies, calls, f.now)
+    except SpendingViolation as violation:
+        raise _panic(violation.panic) from None
+    for token, policy in updated.items():
+        store.set((f.address, key, token), policy)
+
+
+def _overflow_possible(p: SpendingPolicy) -> bool:
+    return p.window_start + p.window_seconds > U64_MAX or (
+        p.max_per_window + p.max_per_call >= _U256_BOUND
+    )
+
+
+def _spend_call_by_call(
+    policies: Mapping[int, SpendingPolicy], calls: Sequence[Call], now: int
+) -> dict[int, SpendingPolicy]:
+    """The rare batch where Cairo's checked arithmetic can overflow (a ``window_seconds`` near
+    2**64, limits near 2**256): ``window_start + window_seconds`` is a u64 add and
+    ``spent + amount`` a u256 add, and either panics with the corelib message before the
+    comparison. :func:`apply_spending` runs on unbounded ints, so walk the batch one call at a
+    time and insert those two panics where Cairo would raise them."""
+    current = dict(policies)
+    for call in calls:
+        policy = current.get(call.to)
+        if call.selector not in SPENDING_SELECTORS or policy is None:
+            continue
+        # steps 3-5 (calldata length, amount, per-call cap) exactly as policy.py runs them
+        probe = attrs.evolve(
+            policy,
+            window_seconds=0,
+            window_start=0,
+            spent_in_window=0,
+            max_per_window=_U256_BOUND - 1,
+        )
+        apply_spending({call.to: probe}, [call], now)
+        if policy.window_start + policy.window_seconds > U64_MAX:
+            raise SpendingViolation("u64_add Overflow", ErrorCode.TRANSACTION_REJECTED)
+        spent = policy.spent_in_window
+        if now >= policy.window_start + policy.window_seconds:
+            spent = 0
+        if spent + join_u256(call.calldata[1], call.calldata[2]) >= _U256_BOUND:
+            raise SpendingViolation("u256_add Overflow", ErrorCode.TRANSACTION_REJECTED)
+        current.update(apply_spending({call.to: policy}, [call], now))
+    return {t: p for t, p in current.items() if p != policies[t]}
+
+
+# -- multicall -----------------------------------------------------------------------------
+
+
+def _execute_calls(f: Frame, calls: Sequence[Call]) -> list[int]:
+    """Non-atomic per call (contract.md §6.5): a failing call gives an empty span."""
+    spans: list[Sequence[int]] = []
+    for index, call in enumerate(calls):
+        result = f.try_call_contract(call.to, call.selector, call.calldata)
+        if isinstance(result, ContractPanic):
+            f.runtime.inner_failures.append((index, result.message))
+            spans.append(())
+        else:
+            spans.append(result)
+    return encode_spans(spans)
+
+
+# -- entrypoints ---------------------------------------------------------------------------
+
+
+def constructor(f: Frame, cd: Calldata) -> list[int]:
+    public_key = cd.felt()
+    cd.end()
+    state, me = f.state, f.address
+    state.owner_keys.set(me, public_key)
+    state.src5.set((me, ISRC6_ID), True)
+    f.emit([_EV_OWNER_ADDED, public_key])
+    state.src5.set((me, ISRC9_V2_ID), True)
+    state.src5.set((me, SESSION_KEY_MANAGER_ID), True)
+    return []
+
+
+def _validate(f: Frame, cd: Calldata) -> list[int]:
+    calls = cd.calls()
+    cd.end()
+    signature = f.tx.signature
+    if len(signature) == 0:
+        return [VALID if f.caller == f.address else 0]
+    if len(signature) == 4:
+        return [VALID if _validate_session(f, signature, calls) else 0]
+    if len(signature) == 2:
+        _assert_owner_signed(f)
+        return [VALID]
+    return [0]
+
+
+def _execute(f: Frame, cd: Calldata) -> list[int]:
+    calls = cd.calls()
+    cd.end()
+    if f.caller not in (0, f.address):
+        raise _panic(_UNAUTHORIZED_CALLER)
+    if len(f.tx.signature) == 4:
+        _check_and_update_spending(f, f.tx.signature[0], calls)
+    return _execute_calls(f, calls)
+
+
+def _validate_deploy(f: Frame, cd: Calldata) -> list[int]:
+    cd.felt()  # class_hash
+    cd.felt()  # contract_address_salt
+    cd.felt()  # public_key
+    cd.end()
+    _assert_owner_signed(f)
+    return [VALID]
+
+
+def _validate_declare(f: Frame, cd: Calldata) -> list[int]:
+    cd.felt()  # class_hash
+    cd.end()
+    _assert_owner_signed(f)
+    return [VALID]
+
+
+def _is_valid_signature_ep(f: Frame, cd: Calldata) -> list[int]:
+    msg_hash = cd.felt()
+    signature = cd.felts()
+    cd.end()
+    return [VALID if _is_valid_signature(f, msg_hash, signature) else 0]
+
+
+def _add_or_update_session_key(f: Frame, cd: Calldata) -> list[int]:
+    key = cd.felt()
+    valid_until = cd.u64()
+    max_calls = cd.u32()
+    allowed = cd.felts()
+    cd.end()
+    _assert_only_self(f)
+    me, entrypoints = f.address, f.state.entrypoints
+    for i in range(_session(f, key).allowed_entrypoints_len):  # stale-entrypoint cleanup
+        entrypoints.set((me, key, i), 0)
+    f.state.sessions.set((me, key), SessionRecord(valid_until, max_calls, 0, len(allowed)))
+    for i, sel in enumerate(allowed):
+        entrypoints.set((me, key, i), sel)
+    f.emit([_EV_SESSION_ADDED, key], [valid_until, max_calls])
+    return []
+
+
+def _revoke_session_key(f: Frame, cd: Calldata) -> list[int]:
+    key = cd.felt()
+    cd.end()
+    _assert_only_self(f)
+    me, entrypoints = f.address, f.state.entrypoints
+    for i in range(_session(f, key).allowed_entrypoints_len):
+        entrypoints.set((me, key, i), 0)
+    f.state.sessions.set((me, key), SessionRecord())
+    f.emit([_EV_SESSION_REVOKED, key])
+    return []
+
+
+def _get_session_data(f: Frame, cd: Calldata) -> list[int]:
+    key = cd.felt()
+    cd.end()
+    return list(_session(f, key))
+
+
+def _get_session_allowed_entrypoints_len(f: Frame, cd: Calldata) -> list[int]:
+    key = cd.felt()
+    cd.end()
+    return [_session(f, key).allowed_entrypoints_len]
+
+
+def _get_session_allowed_entrypoint_at(f: Frame, cd: Calldata) -> list[int]:
+    key = cd.felt()
+    index = cd.u32()
+    cd.end()
+    return [f.state.entrypoints.get((f.address, key, index))]  # no bounds check, as on chain
+
+
+def _compute_session_message_hash(f: Frame, cd: Calldata) -> list[int]:
+    calls = cd.calls()
+    valid_until = cd.u64()
+    cd.end()
+    return [
+        session_validate_hash(
+            account=f.address,
+            chain_id=f.tx.chain_id,
+            nonce=f.tx.nonce,
+            valid_until=valid_until,
+            calls=calls,
+        )
+    ]
+
+
+def _set_spending_policy(f: Frame, cd: Calldata) -> list[int]:
+    key = cd.felt()
+    token = cd.address()
+    max_per_call = cd.u256()
+    max_per_window = cd.u256()
+    window_seconds = cd.u64()
+    cd.end()
+    _assert_only_self(f)
+    policy = SpendingPolicy(max_per_call, max_per_window, window_seconds, 0, f.now)
+    f.state.policies.set((f.address, key, token), policy)
+    f.emit(
+        [_EV_POLICY_SET, key, token],
+        [*u256(max_per_call), *u256(max_per_window), window_seconds],
+    )
+    return []
+
+
+def _get_spending_policy(f: Frame, cd: Calldata) -> list[int]:
+    key = cd.felt()
+    token = cd.address()
+    cd.end()
+    p = f.state.policies.get((f.address, key, token))
+    return [
+        *u256(p.max_per_call),
+        *u256(p.max_per_window),
+        p.window_seconds,
+        *u256(p.spent_in_window),
+        p.window_start,
+    ]
+
+
+def _remove_spending_policy(f: Frame, cd: Calldata) -> list[int]:
+    key = cd.felt()
+    token = cd.address()
+    cd.end()
+    _assert_only_self(f)
+    f.state.policies.set((f.address, key, token), SpendingPolicy(0, 0, 0, 0, 0))
+    f.emit([_EV_POLICY_REMOVED, key, token])
+    return []
+
+
+def _execute_from_outside_v2(f: Frame, cd: Calldata) -> list[int]:
+    """contract.md §7.2, in its exact order; any panic reverts the whole call."""
+    oe = cd.outside_execution()
+    signature = cd.felts()
+    cd.end()
+    if oe.caller not in (0, ANY_CALLER) and f.caller != oe.caller:
+        raise _panic("SRC9: invalid caller")
+    now = f.now
+    if not oe.execute_after < now:
+        raise _panic("SRC9: now <= execute_after")
+    if not now < oe.execute_before:
+        raise _panic("SRC9: now >= execute_before")
+    nonces = f.state.src9_nonces
+    if nonces.get((f.address, oe.nonce)):
+        raise _panic("SRC9: duplicated nonce")
+    nonces.set((f.address, oe.nonce), True)
+
+    is_session = len(signature) == 4
+    if is_session:
+        key = signature[0]
+        if signature[3] >= _U64_BOUND:
+            raise _panic("Session: invalid timestamp")
+        if not signature[3] <= _session(f, key).valid_until:
+            raise _panic("Session: valid_until exceeded")
+        if not _is_session_allowed_for_calls(f, key, oe.calls):
+            raise _panic("Session: unauthorized selector")
+
+    def message_hash(felt_times: bool) -> int:
+        return outside_execution_hash(
+            account=f.address,
+            chain_id=f.tx.chain_id,
+            caller=oe.caller,
+            nonce=oe.nonce,
+            execute_after=oe.execute_after,
+            execute_before=oe.execute_before,
+            calls=oe.calls,
+            felt_times=felt_times,
+        )
+
+    # h1 (u128 timestamps) first; h2 (felt) is only computed when h1 does not verify
+    if not _is_valid_signature(f, message_hash(False), signature):
+        if not _is_valid_signature(f, message_hash(True), signature):
+            raise _panic("SRC9: invalid signature")
+
+    if is_session:
+        _consume(f, signature[0])
+        _check_and_update_spending(f, signature[0], oe.calls)
+    return _execute_calls(f, oe.calls)
+
+
+def _is_valid_outside_execution_nonce(f: Frame, cd: Calldata) -> list[int]:
+    nonce = cd.felt()
+    cd.end()
+    return [0 if f.state.src9_nonces.get((f.address, nonce)) else 1]
+
+
+def _register_interfaces(f: Frame, cd: Calldata) -> list[int]:
+    cd.end()
+    _assert_only_self(f)
+    f.state.src5.set((f.address, SESSION_KEY_MANAGER_ID), True)
+    return []
+
+
+def _get_contract_info(f: Frame, cd: Calldata) -> list[int]:
+    cd.end()
+    return [CONTRACT_INFO]
+
+
+def _get_snip9_version(f: Frame, cd: Calldata) -> list[int]:
+    cd.end()
+    return [2]
+
+
+def _upgrade(f: Frame, cd: Calldata) -> list[int]:
+    class_hash = cd.address()  # ClassHash: a felt below 2**251
+    cd.end()
+    _assert_only_self(f)
+    if class_hash == 0:
+        raise _panic("Class hash cannot be zero")
+    f.state.class_hashes.set(f.address, class_hash)
+    f.emit([_EV_UPGRADED], [class_hash])
+    return []
+
+
+def _supports_interface(f: Frame, cd: Calldata) -> list[int]:
+    interface_id = cd.felt()
+    cd.end()
+    supported = interface_id == ISRC5_ID or f.state.src5.get((f.address, interface_id))
+    return [1 if supported else 0]
+
+
+def _get_public_key(f: Frame, cd: Calldata) -> list[int]:
+    cd.end()
+    return [f.state.owner_keys.get(f.address)]
+
+
+def _set_public_key(f: Frame, cd: Calldata) -> list[int]:
+    """OZ v3: self only, and the new key must sign ``accept_ownership_hash``."""
+    new_key = cd.felt()
+    signature = cd.felts()
+    cd.end()
+    _assert_only_self(f)
+    current = f.state.owner_keys.get(f.address)
+    message = accept_ownership_hash(f.address, current)
+    if len(signature) != 2 or not verify(new_key, message, signature[0], signature[1]):
+        raise _panic(_INVALID_SIGNATURE)
+    f.emit([_EV_OWNER_REMOVED, current])
+    f.state.owner_keys.set(f.address, new_key)
+    f.emit([_EV_OWNER_ADDED, new_key])
+    return []
+
+
+_ENTRYPOINTS: dict[str, Handler] = {
+    "__validate__": _validate,
+    "__execute__": _execute,
+    "__validate_deploy__": _validate_deploy,
+    "__validate_declare__": _validate_declare,
+    "is_valid_signature": _is_valid_signature_ep,
+    "add_or_update_session_key": _add_or_update_session_key,
+    "revoke_session_key": _revoke_session_key,
+    "get_session_data": _get_session_data,
+    "get_session_allowed_entrypoints_len": _get_session_allowed_entrypoints_len,
+    "get_session_allowed_entrypoint_at": _get_session_allowed_entrypoint_at,
+    "compute_session_message_hash": _compute_session_message_hash,
+    "set_spending_policy": _set_spending_policy,
+    "get_spending_policy": _get_spending_policy,
+    "remove_spending_policy": _remove_spending_policy,
+    "execute_from_outside_v2": _execute_from_outside_v2,
+    "is_valid_outside_execution_nonce": _is_valid_outside_execution_nonce,
+    "register_interfaces": _register_interfaces,
+    "get_contract_info": _get_contract_info,
+    "get_snip9_version": _get_snip9_version,
+    "upgrade": _upgrade,
+    "supports_interface": _supports_interface,
+    "get_public_key": _get_public_key,
+    "getPublicKey": _get_public_key,
+    "set_public_key": _set_public_key,
+    "setPublicKey": _set_public_key,
+}
+
+#: The v33 account class: selector -> handler.
+ACCOUNT_CLASS: ContractClass = {selector(name): h for name, h in _ENTRYPOINTS.items()}
+CONSTRUCTOR: Handler = constructor
+
+
+@functools.cache
+def entrypoint_names() -> dict[int, str]:
+    """selector -> name, for readable logs and errors."""
+    return {selector(name): name for name in _ENTRYPOINTS}

@@ -1,0 +1,176 @@
+"""``SessionBackend`` (engine.md §6) on top of a sponsoring paymaster.
+
+Every write goes the way Chipi's API makes it go: build the call, ask the paymaster for SNIP-9
+typed data, sign its SNIP-12 hash (owner ``[r, s]`` or session ``[pubkey, r, s, valid_until]``),
+hand it back for execution. Keys are used to sign and never kept. Each method starts with a
+checkpoint, so it is a real await point, then runs synchronously: a transaction is never
+interleaved with another one.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio.lowlevel
+
+from ..errors import ChipiSessionError, ErrorCode
+from ..hashing import typed_data_message_hash
+from ..keys import SecretKey, session_signature
+from ..types import Call, SessionStatus, SpendingPolicy, WalletData, coerce_calls
+from . import selfcalls
+from .model import ContractPanic
+
+__all__ = ["PaymasterSessionBackend"]
+
+
+def _require_session_wallet(wallet: WalletData) -> None:
+    if not wallet.supports_session:
+        raise ChipiSessionError(
+            ErrorCode.INVALID_WALLET_TYPE_FOR_SESSION,
+            f"session keys need a CHIPI wallet, not {wallet.wallet_type.value}",
+        )
+
+
+def _read_error(panic: ContractPanic, wallet_address: int) -> ChipiSessionError:
+    if panic.message == "Contract not found":
+        return ChipiSessionError(
+            ErrorCode.INVALID_INPUT, f"no wallet is deployed at {hex(wallet_address)}"
+        )
+    return ChipiSessionError(ErrorCode.SESSION_INVALID_RESPONSE, panic.message)
+
+
+class PaymasterSessionBackend(abc.ABC):
+    """The async ``SessionBackend`` methods, given the paymaster and two sync reads."""
+
+    requires_bearer_token = False
+
+    @abc.abstractmethod
+    def prepare_typed_data(self, wallet_address: int, calls: Sequence[Call]) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def execute_sponsored(
+        self, wallet_address: int, typed_data: Mapping[str, Any], signature: Sequence[int]
+    ) -> str: ...
+
+    @abc.abstractmethod
+    def session_status(self, wallet_address: int, session_public_key: int) -> SessionStatus: ...
+
+    @abc.abstractmethod
+    def spending_policy(
+        self, wallet_address: int, session_public_key: int, token: int
+    ) -> SpendingPolicy: ...
+
+    # -- signing helpers ---------------------------------------------------------------------
+
+    def _owner_execute(self, wallet: WalletData, owner_key: SecretKey, call: Call) -> str:
+        typed_data = self.prepare_typed_data(wallet.address, [call])
+        r, s = owner_key.sign(typed_data_message_hash(typed_data, wallet.address))
+        return self.execute_sponsored(wallet.address, typed_data, [r, s])
+
+    # -- SessionBackend ----------------------------------------------------------------------
+
+    async def add_or_update_session_key(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        valid_until: int,
+        max_calls: int,
+        allowed_entrypoints: Sequence[int],
+        bearer_token: str | None = None,
+    ) -> str:
+        await anyio.lowlevel.checkpoint()
+        _require_session_wallet(wallet)
+        call = selfcalls.add_or_update_session_key_call(
+            wallet.address, session_public_key, valid_until, max_calls, allowed_entrypoints
+        )
+        return self._owner_execute(wallet, owner_key, call)
+
+    async def revoke_session_key(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        bearer_token: str | None = None,
+    ) -> str:
+        await anyio.lowlevel.checkpoint()
+        _require_session_wallet(wallet)
+        call = selfcalls.revoke_session_key_call(wallet.address, session_public_key)
+        return self._owner_execute(wallet, owner_key, call)
+
+    async def set_spending_policy(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        token: int,
+        max_per_call: int,
+        max_per_window: int,
+        window_seconds: int,
+        bearer_token: str | None = None,
+    ) -> str:
+        await anyio.lowlevel.checkpoint()
+        _require_session_wallet(wallet)
+        call = selfcalls.set_spending_policy_call(
+            wallet.address,
+            session_public_key,
+            token,
+            max_per_call,
+            max_per_window,
+            window_seconds,
+        )
+        return self._owner_execute(wallet, owner_key, call)
+
+    async def remove_spending_policy(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        token: int,
+        bearer_token: str | None = None,
+    ) -> str:
+        await anyio.lowlevel.checkpoint()
+        _require_session_wallet(wallet)
+        call = selfcalls.remove_spending_policy_call(wallet.address, session_public_key, token)
+        return self._owner_execute(wallet, owner_key, call)
+
+    async def execute_with_session(
+        self,
+        wallet: WalletData,
+        session_key: SecretKey,
+        *,
+        valid_until: int,
+        calls: Sequence[Call],
+        bearer_token: str | None = None,
+    ) -> str:
+        await anyio.lowlevel.checkpoint()
+        _require_session_wallet(wallet)
+        call_list = coerce_calls(calls)
+        typed_data = self.prepare_typed_data(wallet.address, call_list)
+        msg_hash = typed_data_message_hash(typed_data, wallet.address)
+        signature = session_signature(session_key, msg_hash, valid_until)
+        return self.execute_sponsored(wallet.address, typed_data, signature)
+
+    async def get_session_status(
+        self, wallet_address: int, session_public_key: int
+    ) -> SessionStatus:
+        await anyio.lowlevel.checkpoint()
+        try:
+            return self.session_status(wallet_address, session_public_key)
+        except ContractPanic as panic:
+            raise _read_error(panic, wallet_address) from None
+
+    async def get_spending_policy(
+        self, wallet_address: int, session_public_key: int, token: int
+    ) -> SpendingPolicy:
+        await anyio.lowlevel.checkpoint()
+        try:
+            return self.spending_policy(wallet_address, session_public_key, token)
+        except ContractPanic as panic:
+            raise _read_error(panic, wallet_address) from None

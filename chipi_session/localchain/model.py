@@ -1,0 +1,68 @@
+"""The chain's public value types: panics, events, receipts, and the tx_info contracts see."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["ContractPanic", "ChainEvent", "Receipt", "TxInfo", "SUCCEEDED", "REVERTED"]
+
+SUCCEEDED = "SUCCEEDED"
+REVERTED = "REVERTED"
+
+
+class ContractPanic(Exception):
+    """A Cairo panic. ``message`` is the contract's exact text (``'SRC9: duplicated nonce'``,
+    the ByteArray ``"Spending: invalid amount"``, ``'ENTRYPOINT_NOT_FOUND'``...)."""
+
+    message: str
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        return f"ContractPanic({self.message!r})"
+
+
+@attrs.frozen
+class ChainEvent:
+    """A Starknet event: ``keys[0]`` is sn_keccak of the variant name, then the ``#[key]``
+    fields; ``data`` holds the other fields in Serde order (contract.md §9)."""
+
+    from_address: int
+    keys: tuple[int, ...]
+    data: tuple[int, ...]
+
+
+@attrs.frozen
+class Receipt:
+    """The outcome of an included transaction.
+
+    ``results`` are the return spans of the executed calls (a failed inner call of a multicall
+    gives an empty span); ``inner_failures`` lists ``(call index, panic message)`` for those
+    failures, which the chain itself does not report but a developer wants to see.
+    """
+
+    tx_hash: str
+    status: str  # "SUCCEEDED" | "REVERTED"
+    revert_reason: str | None
+    events: tuple[ChainEvent, ...]
+    block_number: int
+    block_timestamp: int
+    results: tuple[tuple[int, ...], ...] = ()
+    inner_failures: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCEEDED
+
+
+@attrs.frozen
+class TxInfo:
+    """What ``get_tx_info()`` returns inside a transaction (the fields the v33 account reads)."""
+
+    account: int
+    transaction_hash: int
+    signature: tuple[int, ...]
+    nonce: int
+    chain_id: int
