@@ -19,7 +19,7 @@ import anyio
 
 from chipi_session import Call, ChipiSession, ManualClock, StateChanged, SystemClock
 from chipi_session.hashing import ANY_CALLER, outside_execution_typed_data, typed_data_message_hash
-from chipi_session.keys import SecretKey, session_signature
+from chipi_session.keys import session_signature
 from chipi_session.localchain import LocalChain
 from chipi_session.vault import HighEntropyKey, KdfCost, Vault
 
