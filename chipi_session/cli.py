@@ -31,12 +31,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _localnet(argv: list[str]) -> int:
+    import importlib
+
     try:
-        from .localnet import main as localnet_main
+        localnet = importlib.import_module("chipi_session.localnet")
     except ImportError as exc:  # the server's dependencies are an extra
         print(f"localnet needs the server extra: pip install 'chipi-session[localnet]' ({exc})")
         return 2
-    return localnet_main(argv)
+    return int(localnet.main(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

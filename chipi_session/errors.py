@@ -56,11 +56,22 @@ class ChipiSessionError(Exception):
     code: ErrorCode
     message: str
     retryable: bool
+    #: For writes whose outcome was in doubt: True = it executed on chain, False = it did not
+    #: and never will, None = not known (the default for every other error).
+    applied: bool | None
 
-    def __init__(self, code: ErrorCode, message: str, retryable: bool | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        retryable: bool | None = None,
+        *,
+        applied: bool | None = None,
+    ) -> None:
         self.code = ErrorCode(code)
         self.message = message
         self.retryable = (self.code in RETRYABLE_CODES) if retryable is None else retryable
+        self.applied = applied
         super().__init__(f"[{self.code.value}] {message}")
 
     def __repr__(self) -> str:
@@ -82,4 +93,4 @@ class ChipiSessionError(Exception):
         return hash((self.code, self.message, self.retryable))
 
     def __reduce__(self) -> tuple[object, tuple[ErrorCode, str, bool]]:
-        return (type(self), (self.code, self.message, self.retryable))
+        return (type(self), (self.code, self.message, self.retryable))  # applied: not pickled

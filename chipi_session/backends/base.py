@@ -7,18 +7,59 @@ handed. Keys are :class:`~chipi_session.keys.SecretKey` objects: a backend must 
 
 Every method raises :class:`~chipi_session.errors.ChipiSessionError`; ``BACKEND_UNAVAILABLE`` is
 retryable, ``UNKNOWN_OUTCOME`` means a write may or may not have happened (read the chain).
-Transaction hashes are ``0x`` hex strings.
+Transaction hashes are ``0x`` hex strings. Write methods call ``on_submit`` (if given) with a
+:class:`SubmitInfo` after signing and right before sending.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
+
+import attrs
 
 from ..keys import SecretKey
 from ..types import Call, SessionStatus, SpendingPolicy, WalletData
 
-__all__ = ["SessionBackend"]
+__all__ = ["SessionBackend", "SubmitInfo", "OnSubmit", "notify_submit", "NonceReader"]
+
+
+@attrs.frozen
+class SubmitInfo:
+    """What a backend is about to send, reported through ``on_submit`` before it sends.
+
+    The SNIP-9 nonce is single-use on chain, so "is this nonce used?" answers exactly whether
+    the transaction executed: the engine journals it to resolve an unknown outcome (a timeout
+    after sending, a crash) without ever sending twice.
+    """
+
+    action: str
+    wallet_address: int
+    outside_nonce: int
+    message_hash: int
+    #: End of the SNIP-9 window: after it an unused nonce can never be used, so "not executed"
+    #: is only certain once the chain's time has passed it.
+    execute_before: int
+
+
+OnSubmit = Callable[[SubmitInfo], "Awaitable[None] | None"]
+
+
+async def notify_submit(on_submit: OnSubmit | None, info: SubmitInfo) -> None:
+    """Call a sync or async ``on_submit`` hook (backends call this right before sending)."""
+    if on_submit is None:
+        return
+    result = on_submit(info)
+    if inspect.isawaitable(result):
+        await result
+
+
+@runtime_checkable
+class NonceReader(Protocol):
+    """Optional backend capability: read whether a SNIP-9 nonce was used on chain."""
+
+    async def outside_nonce_used(self, wallet_address: int, nonce: int) -> bool: ...
 
 
 @runtime_checkable
@@ -36,6 +77,7 @@ class SessionBackend(Protocol):
         max_calls: int,
         allowed_entrypoints: Sequence[int],
         bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
     ) -> str: ...
 
     async def revoke_session_key(
@@ -45,6 +87,7 @@ class SessionBackend(Protocol):
         *,
         session_public_key: int,
         bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
     ) -> str: ...
 
     async def execute_with_session(
@@ -55,6 +98,7 @@ class SessionBackend(Protocol):
         valid_until: int,
         calls: Sequence[Call],
         bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
     ) -> str: ...
 
     async def get_session_status(
@@ -72,6 +116,7 @@ class SessionBackend(Protocol):
         max_per_window: int,
         window_seconds: int,
         bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
     ) -> str: ...
 
     async def remove_spending_policy(
@@ -82,6 +127,7 @@ class SessionBackend(Protocol):
         session_public_key: int,
         token: int,
         bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
     ) -> str: ...
 
     async def get_spending_policy(

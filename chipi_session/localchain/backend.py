@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio.lowlevel
 
+from ..backends.base import OnSubmit, SubmitInfo, notify_submit
 from ..errors import ChipiSessionError, ErrorCode
 from ..hashing import typed_data_message_hash
 from ..keys import SecretKey, session_signature
@@ -64,10 +65,45 @@ class PaymasterSessionBackend(abc.ABC):
 
     # -- signing helpers ---------------------------------------------------------------------
 
-    def _owner_execute(self, wallet: WalletData, owner_key: SecretKey, call: Call) -> str:
+    @abc.abstractmethod
+    def is_outside_nonce_used(self, account: int, nonce: int) -> bool: ...
+
+    async def outside_nonce_used(self, wallet_address: int, nonce: int) -> bool:
+        await anyio.lowlevel.checkpoint()
+        return self.is_outside_nonce_used(wallet_address, nonce)
+
+    async def _submit(
+        self,
+        action: str,
+        wallet: WalletData,
+        typed_data: Mapping[str, Any],
+        msg_hash: int,
+        signature: Sequence[int],
+        on_submit: OnSubmit | None,
+    ) -> str:
+        message = typed_data["message"]
+        info = SubmitInfo(
+            action,
+            wallet.address,
+            int(str(message["Nonce"]), 0),
+            msg_hash,
+            int(str(message["Execute Before"]), 0),
+        )
+        await notify_submit(on_submit, info)
+        return self.execute_sponsored(wallet.address, typed_data, signature)
+
+    async def _owner_execute(
+        self,
+        action: str,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        call: Call,
+        on_submit: OnSubmit | None,
+    ) -> str:
         typed_data = self.prepare_typed_data(wallet.address, [call])
-        r, s = owner_key.sign(typed_data_message_hash(typed_data, wallet.address))
-        return self.execute_sponsored(wallet.address, typed_data, [r, s])
+        msg_hash = typed_data_message_hash(typed_data, wallet.address)
+        r, s = owner_key.sign(msg_hash)
+        return await self._submit(action, wallet, typed_data, msg_hash, [r, s], on_submit)
 
     # -- SessionBackend ----------------------------------------------------------------------
 
@@ -81,13 +117,14 @@ class PaymasterSessionBackend(abc.ABC):
         max_calls: int,
         allowed_entrypoints: Sequence[int],
         bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
     ) -> str:
         await anyio.lowlevel.checkpoint()
         _require_session_wallet(wallet)
         call = selfcalls.add_or_update_session_key_call(
             wallet.address, session_public_key, valid_until, max_calls, allowed_entrypoints
         )
-        return self._owner_execute(wallet, owner_key, call)
+        return await self._owner_execute("register", wallet, owner_key, call, on_submit)
 
     async def revoke_session_key(
         self,
@@ -96,11 +133,12 @@ class PaymasterSessionBackend(abc.ABC):
         *,
         session_public_key: int,
         bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
     ) -> str:
         await anyio.lowlevel.checkpoint()
         _require_session_wallet(wallet)
         call = selfcalls.revoke_session_key_call(wallet.address, session_public_key)
-        return self._owner_execute(wallet, owner_key, call)
+        return await self._owner_execute("revoke", wallet, owner_key, call, on_submit)
 
     async def set_spending_policy(
         self,
@@ -113,6 +151,7 @@ class PaymasterSessionBackend(abc.ABC):
         max_per_window: int,
         window_seconds: int,
         bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
     ) -> str:
         await anyio.lowlevel.checkpoint()
         _require_session_wallet(wallet)
@@ -124,7 +163,7 @@ class PaymasterSessionBackend(abc.ABC):
             max_per_window,
             window_seconds,
         )
-        return self._owner_execute(wallet, owner_key, call)
+        return await self._owner_execute("set_spending_policy", wallet, owner_key, call, on_submit)
 
     async def remove_spending_policy(
         self,
@@ -134,11 +173,12 @@ class PaymasterSessionBackend(abc.ABC):
         session_public_key: int,
         token: int,
         bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
     ) -> str:
         await anyio.lowlevel.checkpoint()
         _require_session_wallet(wallet)
         call = selfcalls.remove_spending_policy_call(wallet.address, session_public_key, token)
-        return self._owner_execute(wallet, owner_key, call)
+        return await self._owner_execute("remove_spending_policy", wallet, owner_key, call, on_submit)
 
     async def execute_with_session(
         self,
@@ -148,6 +188,7 @@ class PaymasterSessionBackend(abc.ABC):
         valid_until: int,
         calls: Sequence[Call],
         bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
     ) -> str:
         await anyio.lowlevel.checkpoint()
         _require_session_wallet(wallet)
@@ -155,7 +196,9 @@ class PaymasterSessionBackend(abc.ABC):
         typed_data = self.prepare_typed_data(wallet.address, call_list)
         msg_hash = typed_data_message_hash(typed_data, wallet.address)
         signature = session_signature(session_key, msg_hash, valid_until)
-        return self.execute_sponsored(wallet.address, typed_data, signature)
+        return await self._submit(
+            "execute", wallet, typed_data, msg_hash, signature, on_submit
+        )
 
     async def get_session_status(
         self, wallet_address: int, session_public_key: int
