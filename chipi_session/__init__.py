@@ -27,6 +27,9 @@ _EXPORTS: dict[str, str] = {
     "TransactionSubmitted": "events",
     "StatusRefreshed": "events",
     "ActionFailed": "events",
+    "SessionRenewed": "events",
+    "RenewalPolicy": "renewal",
+    "SessionHub": "hub",
     "Clock": "clock",
     "SystemClock": "clock",
     "ManualClock": "clock",
@@ -48,9 +51,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from .clock import Clock, ManualClock, SystemClock
     from .engine import ChipiSession
     from .errors import ChipiSessionError, ErrorCode
-    from .events import ActionFailed, Event, StateChanged, StatusRefreshed, TransactionSubmitted
+    from .events import (
+        ActionFailed,
+        Event,
+        SessionRenewed,
+        StateChanged,
+        StatusRefreshed,
+        TransactionSubmitted,
+    )
+    from .hub import SessionHub
     from .keys import SecretKey
     from .localchain import LocalChain
+    from .renewal import RenewalPolicy
     from .types import (
         Call,
         ExpiryReason,

@@ -1,10 +1,12 @@
 """``ChipiSession``: the headless ``useChipiSession`` (engine.md §3).
 
 The lifecycle and the policy are pure (``lifecycle``, ``policy``); this module adds the effects:
-key generation and encryption, backend calls, the expiry timer on the injected clock, status
-polling, and event publishing. Every effect runs as a task in the session's task group, so
-leaving ``async with`` cancels them all; an action in flight is then reported as failed and the
-local state is left as it was before that action.
+key generation and encryption, backend calls, expiry deadlines, status polling, auto-renewal
+and event publishing. Background work runs in a :class:`~chipi_session.scheduling.Scheduler`
+(one timer heap, one poller, one task group): a standalone session owns a private one, a
+``SessionHub`` shares one among thousands. Leaving ``async with`` (or closing the session)
+cancels the session's actions; an action in flight is then reported as failed and the local
+state is left as it was before it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,12 +24,22 @@ import anyio.abc
 import attrs
 
 from . import lifecycle, policy
+from .backends.base import NonceReader, OnSubmit, SubmitInfo
 from .clock import Clock, SystemClock
 from .errors import ChipiSessionError, ErrorCode
-from .events import ActionFailed, Event, StateChanged, StatusRefreshed, TransactionSubmitted
+from .events import (
+    ActionFailed,
+    Event,
+    SessionRenewed,
+    StateChanged,
+    StatusRefreshed,
+    TransactionSubmitted,
+)
 from .felts import U32_MAX, U64_MAX, parse_felt, parse_selector, to_hex
 from .keys import KeySource, SecretKey
 from .pubsub import Broadcaster, Subscription
+from .renewal import RenewalPolicy
+from .scheduling import Scheduler, TimerHandle, backend_status_reader
 from .types import (
     Call,
     ExpiryReason,
@@ -41,9 +53,10 @@ from .types import (
 
 if TYPE_CHECKING:
     from .backends.base import SessionBackend
+    from .journal import ActionJournal
     from .vault import HighEntropyKey, Vault
 
-__all__ = ["ChipiSession"]
+__all__ = ["ChipiSession", "RenewalPolicy"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,14 +65,39 @@ S = SessionState
 BearerTokenSource = Callable[[], Awaitable[str | None]]
 SessionCreatedCallback = Callable[[SessionKeyData], Any]
 
-_ACTIONS = ("create", "register", "revoke", "execute", "status", "policy")
+_CREATE, _REGISTER, _REVOKE, _EXECUTE, _STATUS, _POLICY = range(6)
+_FLAGS = {
+    "create": _CREATE,
+    "register": _REGISTER,
+    "revoke": _REVOKE,
+    "execute": _EXECUTE,
+    "status": _STATUS,
+    "policy": _POLICY,
+}
+#: Errors after which the chain, not our memory, says what the session is.
+_CHAIN_STATE_CODES = frozenset(
+    {
+        ErrorCode.SESSION_NOT_REGISTERED,
+        ErrorCode.SESSION_REVOKED,
+        ErrorCode.SESSION_EXPIRED,
+        ErrorCode.SESSION_MAX_CALLS_EXCEEDED,
+        ErrorCode.UNKNOWN_OUTCOME,
+    }
+)
 
 
 @attrs.define
 class _Box:
     value: Any = None
-    error: BaseException | None = None
+    error: ChipiSessionError | None = None
     cancelled: bool = False
+
+
+class _AppliedHashLost(Exception):
+    """Internal: the write executed on chain (its nonce is used) but its hash was lost."""
+
+    def __init__(self, info: SubmitInfo) -> None:
+        self.info = info
 
 
 class ChipiSession:
@@ -69,6 +107,52 @@ class ChipiSession:
     state; actions are coroutines that raise :class:`ChipiSessionError`, keep it in
     :attr:`error` and publish :class:`ActionFailed`.
     """
+
+    __slots__ = (
+        "_wallet",
+        "_encrypt_key",
+        "_backend",
+        "_get_bearer_token",
+        "_stored_session",
+        "_on_session_created",
+        "_default_duration",
+        "_default_max_calls",
+        "_auto_check_status",
+        "_status_interval",
+        "_clock",
+        "_vault",
+        "_key_source",
+        "_event_buffer_size",
+        "_renewal",
+        "_model",
+        "_session",
+        "_status",
+        "_session_key",
+        "_key_lock",
+        "_generation",
+        "_seen_registered",
+        "_reserved",
+        "_in_doubt",
+        "_policies",
+        "_pending",
+        "_error",
+        "_events",
+        "_hub_events",
+        "_scheduler",
+        "_owns_scheduler",
+        "_journal",
+        "_expiry_timer",
+        "_renewal_timer",
+        "_renewal_attempts",
+        "_renewal_retry_at",
+        "_renewing",
+        "_renewal_done",
+        "_retiring",
+        "_scopes",
+        "_entered",
+        "_closed",
+        "__weakref__",
+    )
 
     def __init__(
         self,
@@ -87,6 +171,7 @@ class ChipiSession:
         vault: Vault | None = None,
         key_source: KeySource | None = None,
         event_buffer_size: int = 256,
+        renewal: RenewalPolicy | None = None,
     ) -> None:
         if not isinstance(wallet, WalletData):
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "wallet must be a WalletData")
@@ -94,6 +179,8 @@ class ChipiSession:
             raise ChipiSessionError(
                 ErrorCode.INVALID_INPUT, "stored_session must be a SessionKeyData"
             )
+        if renewal is not None and not isinstance(renewal, RenewalPolicy):
+            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "renewal must be a RenewalPolicy")
         _check_positive_int(default_duration_seconds, "default_duration_seconds", U64_MAX)
         _check_count(default_max_calls, "default_max_calls")
         if not (isinstance(status_interval, (int, float)) and status_interval > 0):
@@ -118,10 +205,11 @@ class ChipiSession:
         self._default_max_calls = default_max_calls
         self._auto_check_status = auto_check_status
         self._status_interval = float(status_interval)
-        self._clock = clock
-        self._vault = vault
+        self._clock: Clock = clock
+        self._vault: Vault = vault
         self._key_source = key_source
         self._event_buffer_size = event_buffer_size
+        self._renewal = renewal
 
         self._model = lifecycle.SessionModel()
         self._session: SessionKeyData | None = None
@@ -131,33 +219,55 @@ class ChipiSession:
         self._generation = 0
         self._seen_registered = False
         self._reserved = 0
-        self._policies: dict[int, SpendingPolicy] = {}
-        self._pending: dict[str, int] = dict.fromkeys(_ACTIONS, 0)
+        self._in_doubt: list[SubmitInfo] = []
+        self._policies: dict[int, SpendingPolicy] | None = None
+        self._pending = [0, 0, 0, 0, 0, 0]
         self._error: ChipiSessionError | None = None
-        self._events: Broadcaster[Event] = Broadcaster()
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._timer_scope: anyio.CancelScope | None = None
+        self._events: Broadcaster[Event] | None = None
+        self._hub_events: Broadcaster[Event] | None = None
+        self._scheduler: Scheduler | None = None
+        self._owns_scheduler = False
+        self._journal: ActionJournal | None = None
+        self._expiry_timer: TimerHandle | None = None
+        self._renewal_timer: TimerHandle | None = None
+        self._renewal_attempts = 0
+        self._renewal_retry_at = 0.0
+        self._renewing = False
+        self._renewal_done: anyio.Event | None = None
+        #: during a renewal: [generation, executes still in flight with the old key, drained]
+        self._retiring: list[Any] | None = None
+        self._scopes: set[anyio.CancelScope] | None = None
+        self._entered = False
         self._closed = False
 
     # ------------------------------------------------------------------ context
     async def __aenter__(self) -> ChipiSession:
-        if self._tg is not None or self._closed:
+        if self._entered or self._closed:
             raise ChipiSessionError(ErrorCode.CLOSED, "a ChipiSession can be entered once")
-        self._key_lock = anyio.Lock()
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
-        tg.start_soon(self._expiry_timer)
-        if self._auto_check_status:
-            tg.start_soon(self._status_poller)
+        if self._scheduler is None:
+            scheduler = Scheduler(
+                self._clock,
+                backend_status_reader(self._backend),
+                status_interval=self._status_interval,
+            )
+            await scheduler.__aenter__()
+            self._scheduler, self._owns_scheduler = scheduler, True
+        await self._start()
+        return self
+
+    async def _start(self) -> None:
+        """Join the scheduler: restore the stored session and reconcile it with the chain."""
+        self._entered = True
+        if self._auto_check_status and self._wallet.supports_session:
+            assert self._scheduler is not None
+            self._scheduler.poller.add(self)
         if self._stored_session is not None:
             self._restore(self._stored_session)
-            if self._supports_session_quietly():
+            if self._wallet.supports_session:
                 try:
                     await self.refetch_status()
                 except ChipiSessionError:
                     pass  # kept in .error and published; the session stays usable locally
-        return self
 
     async def __aexit__(
         self,
@@ -165,13 +275,31 @@ class ChipiSession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._tg is not None
+        self._shutdown()
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and self._owns_scheduler:
+            return await scheduler.__aexit__(exc_type, exc, tb)
+        return None
+
+    async def aclose(self) -> None:
+        """Close a session owned by a ``SessionHub`` (cancel its actions, zero its key)."""
+        self._shutdown()
+        await anyio.lowlevel.checkpoint()
+
+    def _shutdown(self) -> None:
+        if self._closed:
+            return
         self._closed = True
-        self._tg.cancel_scope.cancel()
-        try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
-        finally:
-            self._zero_session_key()
+        if self._scopes:
+            for scope in list(self._scopes):
+                scope.cancel()
+        for handle in (self._expiry_timer, self._renewal_timer):
+            if handle is not None:
+                handle.cancel()
+        if self._scheduler is not None:
+            self._scheduler.poller.remove(self)
+        self._zero_session_key()
+        if self._events is not None:
             self._events.close()
 
     # --------------------------------------------------------------- properties
@@ -215,23 +343,32 @@ class ChipiSession:
 
     @property
     def is_creating(self) -> bool:
-        return self._pending["create"] > 0
+        return self._pending[_CREATE] > 0
 
     @property
     def is_registering(self) -> bool:
-        return self._pending["register"] > 0
+        return self._pending[_REGISTER] > 0
 
     @property
     def is_revoking(self) -> bool:
-        return self._pending["revoke"] > 0
+        return self._pending[_REVOKE] > 0
 
     @property
     def is_executing(self) -> bool:
-        return self._pending["execute"] > 0
+        return self._pending[_EXECUTE] > 0
 
     @property
     def is_loading_status(self) -> bool:
-        return self._pending["status"] > 0
+        return self._pending[_STATUS] > 0
+
+    @property
+    def is_renewing(self) -> bool:
+        return self._renewing
+
+    @property
+    def in_doubt(self) -> tuple[SubmitInfo, ...]:
+        """Writes whose outcome is not known yet (each is counted against the budget)."""
+        return tuple(self._in_doubt)
 
     @property
     def error(self) -> ChipiSessionError | None:
@@ -249,20 +386,25 @@ class ChipiSession:
         )
 
     # ------------------------------------------------------------------- events
-    def subscribe(self, buffer_size: int | None = None) -> AbstractAsyncContextManager[
-        Subscription[Event]
-    ]:
+    def _broadcaster(self) -> Broadcaster[Event]:
+        if self._events is None:
+            self._events = Broadcaster()
+        return self._events
+
+    def subscribe(
+        self, buffer_size: int | None = None
+    ) -> AbstractAsyncContextManager[Subscription[Event]]:
         """``async with session.subscribe() as events: async for ev in events: ...``
 
         Each subscriber has its own buffer (default 256 events). When it is full the oldest
         buffered event is dropped (``events.dropped`` counts them): the engine never waits for
         a slow subscriber.
         """
-        return self._events.subscribe(buffer_size or self._event_buffer_size)
+        return self._broadcaster().subscribe(buffer_size or self._event_buffer_size)
 
     def add_listener(self, callback: Callable[[Event], object]) -> Callable[[], None]:
         """Call ``callback(event)`` synchronously for every event; returns a remover."""
-        return self._events.add_listener(callback)
+        return self._broadcaster().add_listener(callback)
 
     # ------------------------------------------------------------------ actions
     async def create_session(self, duration_seconds: int | None = None) -> SessionKeyData:
@@ -272,7 +414,7 @@ class ChipiSession:
         If ``on_session_created`` raises, the new session is discarded and the previous one
         (if any) stays: a session that was not persisted is never used.
         """
-        return await self._action("create", "create", self._do_create, duration_seconds)
+        return await self._action("create", _CREATE, self._do_create, duration_seconds)
 
     async def register_session(
         self,
@@ -282,7 +424,7 @@ class ChipiSession:
     ) -> str:
         """Register the local session on the wallet (owner-signed); returns the tx hash."""
         return await self._action(
-            "register", "register", self._do_register, max_calls, allowed_entrypoints, valid_until
+            "register", _REGISTER, self._do_register, max_calls, allowed_entrypoints, valid_until
         )
 
     async def execute_with_session(
@@ -292,11 +434,11 @@ class ChipiSession:
 
         Checked locally first against everything the contract checks.
         """
-        return await self._action("execute", "execute", self._do_execute, calls)
+        return await self._action("execute", _EXECUTE, self._do_execute, calls)
 
     async def revoke_session(self) -> str:
         """Revoke the session on chain (owner-signed); the local session is kept, revoked."""
-        return await self._action("revoke", "revoke", self._do_revoke)
+        return await self._action("revoke", _REVOKE, self._do_revoke)
 
     def clear_session(self) -> None:
         """Forget the local session (does not revoke it on chain) and zero its key."""
@@ -306,21 +448,22 @@ class ChipiSession:
         self._new_generation()
         self._session = None
         self._status = None
-        self._policies.clear()
+        self._policies = None
         self._error = None
         self._seen_registered = False
         self._transition("clear")
+        self._persist()
 
     async def refetch_status(self) -> SessionStatus | None:
         """Read the session's on-chain status and reconcile the local state with it."""
-        return await self._action("refetch_status", "status", self._do_refetch)
+        return await self._action("refetch_status", _STATUS, self._do_refetch)
 
     async def set_spending_policy(
         self, token: int | str, max_per_call: int, max_per_window: int, window_seconds: int
     ) -> str:
         return await self._action(
             "set_spending_policy",
-            "policy",
+            _POLICY,
             self._do_set_policy,
             token,
             max_per_call,
@@ -329,32 +472,36 @@ class ChipiSession:
         )
 
     async def get_spending_policy(self, token: int | str) -> SpendingPolicy | None:
-        return await self._action("get_spending_policy", "policy", self._do_get_policy, token)
+        return await self._action("get_spending_policy", _POLICY, self._do_get_policy, token)
 
     async def remove_spending_policy(self, token: int | str) -> str:
         return await self._action(
-            "remove_spending_policy", "policy", self._do_remove_policy, token
+            "remove_spending_policy", _POLICY, self._do_remove_policy, token
         )
 
     # ------------------------------------------------------------ action runner
     async def _action(
-        self, action: str, flag: str, fn: Callable[..., Awaitable[T]], *args: Any
+        self, action: str, flag: int, fn: Callable[..., Awaitable[T]], *args: Any
     ) -> T:
-        """Run ``fn`` as a task of the session's task group and wait for it.
+        """Run ``fn`` as a task of the scheduler's task group and wait for it.
 
         Cancelling the caller cancels the effect; closing the session cancels it and the
         caller gets ``CLOSED``. Failures are kept in ``error`` and published.
         """
-        tg = self._tg
-        if tg is None or self._closed:
+        scheduler = self._scheduler
+        if scheduler is None or self._closed or not self._entered or not scheduler.running:
             raise ChipiSessionError(
                 ErrorCode.CLOSED, "use the session inside 'async with ChipiSession(...)'"
             )
         box = _Box()
         done = anyio.Event()
+        if self._scopes is None:
+            self._scopes = set()
+        scopes = self._scopes
 
         async def runner(*, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
             with anyio.CancelScope() as scope:
+                scopes.add(scope)
                 task_status.started(scope)
                 self._pending[flag] += 1
                 try:
@@ -373,11 +520,12 @@ class ChipiSession:
                     )
                 finally:
                     self._pending[flag] -= 1
+                    scopes.discard(scope)
                     done.set()
             if scope.cancelled_caught:
                 box.cancelled = True
 
-        scope: anyio.CancelScope = await tg.start(runner)
+        scope: anyio.CancelScope = await scheduler.task_group.start(runner)
         try:
             await done.wait()
         except anyio.get_cancelled_exc_class():
@@ -390,7 +538,6 @@ class ChipiSession:
             self._record_failure(action, err)
             raise err
         if box.error is not None:
-            assert isinstance(box.error, ChipiSessionError)
             self._record_failure(action, box.error)
             raise box.error
         if action != "refetch_status":
@@ -402,13 +549,118 @@ class ChipiSession:
         log.info("%s failed: %s", action, error.code.value)
         self._publish(ActionFailed, action=action, error=error)
 
+    async def _write(
+        self,
+        action: str,
+        session_public_key: int,
+        send: Callable[[OnSubmit], Awaitable[str]],
+    ) -> str:
+        """Send one write through the backend, journalled, resolving unknown outcomes.
+
+        Raises :class:`_AppliedHashLost` if the write provably executed but its hash was lost
+        (the caller applies its effect, then reports ``UNKNOWN_OUTCOME`` with applied=True).
+        """
+        journal = self._journal
+        token = None if journal is None else await journal.begin(action, session_public_key)
+        submitted: list[SubmitInfo] = []
+
+        async def on_submit(info: SubmitInfo) -> None:
+            submitted.append(info)
+            if journal is not None:
+                await journal.submitted(token, info)
+
+        try:
+            tx = await send(on_submit)
+        except ChipiSessionError as exc:
+            if exc.code is not ErrorCode.UNKNOWN_OUTCOME:
+                if journal is not None:
+                    await journal.finish(token)
+                raise
+            info = submitted[-1] if submitted else None
+            applied = await self._resolve_outcome(info)
+            if applied is None:
+                if info is not None and action == "execute":
+                    self._hold_in_doubt(info)
+                raise ChipiSessionError(
+                    ErrorCode.UNKNOWN_OUTCOME,
+                    f"{action}: the request may have executed; it is being resolved from the "
+                    "chain (do not resend)",
+                    retryable=False,
+                ) from None
+            if journal is not None:
+                await journal.finish(token)
+            if applied:
+                assert info is not None
+                raise _AppliedHashLost(info) from None
+            raise ChipiSessionError(
+                ErrorCode.BACKEND_UNAVAILABLE,
+                f"{action}: the request did not execute and never will; safe to retry",
+                retryable=True,
+                applied=False,
+            ) from None
+        if journal is not None:
+            await journal.finish(token)
+        return tx
+
+    async def _resolve_outcome(self, info: SubmitInfo | None) -> bool | None:
+        """True: executed; False: never will; None: cannot tell yet."""
+        if info is None or not isinstance(self._backend, NonceReader):
+            return None
+        try:
+            used = await self._backend.outside_nonce_used(info.wallet_address, info.outside_nonce)
+        except ChipiSessionError:
+            return None
+        if used:
+            return True
+        if self._clock.now() >= info.execute_before:
+            return False
+        return None
+
+    def _hold_in_doubt(self, info: SubmitInfo) -> None:
+        """Count an unresolved execute against the budget until the chain decides it."""
+        self._in_doubt.append(info)
+        generation = self._generation
+        assert self._scheduler is not None
+        self._scheduler.timers.schedule(
+            float(info.execute_before), lambda: self._spawn(self._settle_doubt(info, generation))
+        )
+
+    async def _settle_doubt(self, info: SubmitInfo, generation: int) -> None:
+        applied = await self._resolve_outcome(info)
+        if applied is None and not self._closed:
+            assert self._scheduler is not None
+            self._scheduler.timers.schedule(
+                self._clock.now() + self._status_interval,
+                lambda: self._spawn(self._settle_doubt(info, generation)),
+            )
+            return
+        if info in self._in_doubt:
+            self._in_doubt.remove(info)
+        if generation == self._generation:
+            await self._quiet_refetch()
+
     # ------------------------------------------------------------------ effects
     async def _do_create(self, duration_seconds: int | None) -> SessionKeyData:
         duration = self._default_duration if duration_seconds is None else duration_seconds
         _check_positive_int(duration, "duration_seconds", U64_MAX)
         self._require_supported()
-        now = int(self._clock.now())
-        valid_until = now + duration
+        data, key = await self._new_session_key(duration)
+        # commit: nothing below awaits
+        self._new_generation()
+        self._session = data
+        self._session_key = key
+        self._status = None
+        self._policies = None
+        self._seen_registered = False
+        self._renewal_attempts = 0
+        self._renewal_retry_at = 0.0
+        self._transition("create")
+        self._persist()
+        return data
+
+    async def _new_session_key(self, duration: int) -> tuple[SessionKeyData, SecretKey]:
+        """Generate, encrypt and persist (``on_session_created``) a new session key."""
+        valid_until = int(self._clock.now()) + duration
         if valid_until > U64_MAX:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "duration_seconds too large")
         try:
@@ -436,15 +688,7 @@ class ChipiSession:
         except BaseException:
             key.zero()
             raise
-        # commit: nothing below awaits
-        self._new_generation()
-        self._session = data
-        self._session_key = key
-        self._status = None
-        self._policies.clear()
-        self._seen_registered = False
-        self._transition("create")
-        return data
+        return data, key
 
     def _encrypt(self, key: SecretKey) -> str:
         return self._vault.encrypt(key.reveal(), self._encrypt_key)
@@ -477,89 +721,141 @@ class ChipiSession:
         if now > until or (state is S.EXPIRED and self._model.reason == ExpiryReason.TIME):
             raise ChipiSessionError(ErrorCode.SESSION_EXPIRED, "the session has expired")
         generation = self._generation
-        token = await self._bearer_token()
-        owner = await self._owner_key()
+        lost: _AppliedHashLost | None = None
         try:
-            tx = await self._backend.add_or_update_session_key(
-                self._wallet,
-                owner,
-                session_public_key=session.public_key,
-                valid_until=until,
-                max_calls=calls_budget,
-                allowed_entrypoints=allowed,
-                bearer_token=token,
-            )
-        finally:
-            owner.zero()
+            tx = await self._register_key(session.public_key, until, calls_budget, allowed)
+        except _AppliedHashLost as exc:
+            tx, lost = "", exc
         if generation != self._generation:
             return tx  # the session was replaced meanwhile; its state is not ours to change
         self._seen_registered = True
         self._status = SessionStatus(until, calls_budget, 0, allowed)
         self._reserved = 0
-        self._publish(TransactionSubmitted, action="register", tx_hash=tx)
+        self._in_doubt.clear()
+        if lost is None:
+            self._publish(TransactionSubmitted, action="register", tx_hash=tx)
         self._transition("register", now=int(self._clock.now()), valid_until=until)
         self._publish(StatusRefreshed, status=self._status)
         self._check_exhausted()
-        self._reschedule()
+        self._persist()
+        if lost is not None:
+            raise _hash_lost_error("register")
         return tx
+
+    async def _register_key(
+        self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
+    ) -> str:
+        token = await self._bearer_token()
+        owner = await self._owner_key()
+        try:
+            return await self._write(
+                "register",
+                public_key,
+                lambda on_submit: self._backend.add_or_update_session_key(
+                    self._wallet,
+                    owner,
+                    session_public_key=public_key,
+                    valid_until=until,
+                    max_calls=max_calls,
+                    allowed_entrypoints=allowed,
+                    bearer_token=token,
+                    on_submit=on_submit,
+                ),
+            )
+        finally:
+            owner.zero()
 
     async def _do_execute(
         self, calls: Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
     ) -> str:
         parsed = coerce_calls(calls)
         self._require_supported()
-        session = self._require_session()
-        status = self._require_active()
-        now = int(self._clock.now())
-        # Pre-flight: the contract's own rules, with in-flight executes counted as used.
-        projected = attrs.evolve(
-            status,
-            valid_until=min(status.valid_until, session.valid_until),
-            calls_used=status.calls_used + self._reserved,
-        )
-        denial = policy.check_session_allowed(projected, self._wallet.address, parsed, now)
+        while True:
+            session = self._require_session()
+            if self._renewal is not None and not self._renewing:
+                self._maybe_renew_by_calls()
+            renewal_done = self._renewal_done if self._renewing else None
+            try:
+                status = self._require_active()
+            except ChipiSessionError as exc:
+                if renewal_done is not None and exc.code in _RENEWABLE_CODES:
+                    await renewal_done.wait()  # a successor is on its way: wait for it
+                    continue
+                raise
+            now = int(self._clock.now())
+            # Pre-flight: the contract's rules, with in-flight and in-doubt executes counted.
+            projected = attrs.evolve(
+                status,
+                valid_until=min(status.valid_until, session.valid_until),
+                calls_used=status.calls_used + self._reserved + len(self._in_doubt),
+            )
+            denial = policy.check_session_allowed(projected, self._wallet.address, parsed, now)
+            if (
+                renewal_done is not None
+                and denial in (policy.Denial.EXHAUSTED, policy.Denial.EXPIRED)
+            ):
+                await renewal_done.wait()
+                continue
+            break
         if denial is not None:
             if denial is policy.Denial.EXPIRED:
                 self._expire(ExpiryReason.TIME)
-            elif denial is policy.Denial.EXHAUSTED and self._reserved == 0:
+            elif denial is policy.Denial.EXHAUSTED and self._reserved == 0 and not self._in_doubt:
                 self._expire(ExpiryReason.CALLS)
             raise policy.denial_error(denial)
-        try:
-            policy.apply_spending(self._policies, parsed, now)
-        except policy.SpendingViolation as violation:
-            raise violation.to_error() from None
+        if self._policies:
+            try:
+                policy.apply_spending(self._policies, parsed, now)
+            except policy.SpendingViolation as violation:
+                raise violation.to_error() from None
         generation = self._generation
         self._reserved += 1
+        lost: _AppliedHashLost | None = None
         try:
             key = await self._session_key_for(session)
             token = await self._bearer_token()
-            tx = await self._backend.execute_with_session(
-                self._wallet,
-                key,
-                valid_until=session.valid_until,
-                calls=parsed,
-                bearer_token=token,
+            tx = await self._write(
+                "execute",
+                session.public_key,
+                lambda on_submit: self._backend.execute_with_session(
+                    self._wallet,
+                    key,
+                    valid_until=session.valid_until,
+                    calls=parsed,
+                    bearer_token=token,
+                    on_submit=on_submit,
+                ),
             )
+        except _AppliedHashLost as exc:
+            tx, lost = "", exc
         except ChipiSessionError as exc:
             if generation == self._generation and exc.code in _CHAIN_STATE_CODES:
-                self._spawn_refetch()
+                self._spawn(self._quiet_refetch())
             raise
         finally:
             if generation == self._generation:
                 self._reserved -= 1
-        if generation != self._generation or self._status is None:
-            return tx
-        self._status = attrs.evolve(self._status, calls_used=self._status.calls_used + 1)
-        try:
-            self._policies.update(
-                policy.apply_spending(self._policies, parsed, int(self._clock.now()))
-            )
-        except policy.SpendingViolation:
-            self._policies.clear()  # our view is stale; the chain accepted it
-        self._publish(TransactionSubmitted, action="execute", tx_hash=tx)
-        if self._model.current is S.ACTIVE:
-            self._transition("execute")
-            self._check_exhausted()
+            elif self._retiring is not None and self._retiring[0] == generation:
+                self._retiring[1] -= 1
+                if self._retiring[1] <= 0:
+                    self._retiring[2].set()
+        if generation == self._generation and self._status is not None:
+            self._status = attrs.evolve(self._status, calls_used=self._status.calls_used + 1)
+            if self._policies:
+                try:
+                    self._policies.update(
+                        policy.apply_spending(self._policies, parsed, int(self._clock.now()))
+                    )
+                except policy.SpendingViolation:
+                    self._policies = None  # our view is stale; the chain accepted it
+            if lost is None:
+                self._publish(TransactionSubmitted, action="execute", tx_hash=tx)
+            if self._model.current is S.ACTIVE:
+                self._transition("execute")
+                self._check_exhausted()
+                self._maybe_renew_by_calls()
+        if lost is not None:
+            raise _hash_lost_error("execute")
         return tx
 
     async def _do_revoke(self) -> str:
@@ -568,23 +864,43 @@ class ChipiSession:
         if self._model.current is S.REVOKED:
             raise ChipiSessionError(ErrorCode.SESSION_REVOKED, "the session is already revoked")
         generation = self._generation
-        token = await self._bearer_token()
-        owner = await self._owner_key()
+        lost = False
         try:
-            tx = await self._backend.revoke_session_key(
-                self._wallet, owner, session_public_key=session.public_key, bearer_token=token
-            )
-        finally:
-            owner.zero()
+            tx = await self._revoke_key(session.public_key)
+        except _AppliedHashLost:
+            tx, lost = "", True
         if generation != self._generation:
             return tx
         self._seen_registered = True
         self._status = SessionStatus(0, 0, 0, ())
         self._zero_session_key()
-        self._publish(TransactionSubmitted, action="revoke", tx_hash=tx)
+        self._cancel_renewal()
+        if not lost:
+            self._publish(TransactionSubmitted, action="revoke", tx_hash=tx)
         if self.session_state is not S.REVOKED:  # may have changed while awaiting
             self._transition("revoke")
+        self._persist()
+        if lost:
+            raise _hash_lost_error("revoke")
         return tx
+
+    async def _revoke_key(self, public_key: int) -> str:
+        token = await self._bearer_token()
+        owner = await self._owner_key()
+        try:
+            return await self._write(
+                "revoke",
+                public_key,
+                lambda on_submit: self._backend.revoke_session_key(
+                    self._wallet,
+                    owner,
+                    session_public_key=public_key,
+                    bearer_token=token,
+                    on_submit=on_submit,
+                ),
+            )
+        finally:
+            owner.zero()
 
     async def _do_refetch(self) -> SessionStatus | None:
         session = self._session
@@ -593,12 +909,14 @@ class ChipiSession:
         self._require_supported()
         generation = self._generation
         status = await self._backend.get_session_status(self._wallet.address, session.public_key)
-        if generation != self._generation:
-            return status
+        if generation == self._generation:
+            self._apply_status(status)
+        return status
+
+    def _apply_status(self, status: SessionStatus) -> None:
         self._status = status
         self._publish(StatusRefreshed, status=status)
         self._reconcile(status)
-        return status
 
     async def _do_set_policy(
         self, token: int | str, max_per_call: int, max_per_window: int, window_seconds: int
@@ -608,27 +926,52 @@ class ChipiSession:
         self._require_supported()
         session = self._require_session()
         generation = self._generation
-        bearer = await self._bearer_token()
-        owner = await self._owner_key()
         try:
-            tx = await self._backend.set_spending_policy(
-                self._wallet,
-                owner,
-                session_public_key=session.public_key,
-                token=token_addr,
-                max_per_call=max_per_call,
-                max_per_window=max_per_window,
-                window_seconds=window_seconds,
-                bearer_token=bearer,
+            tx = await self._set_policy_for(
+                session.public_key, token_addr, max_per_call, max_per_window, window_seconds
             )
-        finally:
-            owner.zero()
+        except _AppliedHashLost:
+            tx = ""
         if generation == self._generation:
+            if self._policies is None:
+                self._policies = {}
             self._policies[token_addr] = SpendingPolicy(
                 max_per_call, max_per_window, window_seconds, 0, int(self._clock.now())
             )
-            self._publish(TransactionSubmitted, action="set_spending_policy", tx_hash=tx)
+            if tx:
+                self._publish(TransactionSubmitted, action="set_spending_policy", tx_hash=tx)
+        if not tx:
+            raise _hash_lost_error("set_spending_policy")
         return tx
+
+    async def _set_policy_for(
+        self,
+        public_key: int,
+        token: int,
+        max_per_call: int,
+        max_per_window: int,
+        window_seconds: int,
+    ) -> str:
+        bearer = await self._bearer_token()
+        owner = await self._owner_key()
+        try:
+            return await self._write(
+                "set_spending_policy",
+                public_key,
+                lambda on_submit: self._backend.set_spending_policy(
+                    self._wallet,
+                    owner,
+                    session_public_key=public_key,
+                    token=token,
+                    max_per_call=max_per_call,
+                    max_per_window=max_per_window,
+                    window_seconds=window_seconds,
+                    bearer_token=bearer,
+                    on_submit=on_submit,
+                ),
+            )
+        finally:
+            owner.zero()
 
     async def _do_get_policy(self, token: int | str) -> SpendingPolicy | None:
         token_addr = _parse_token(token)
@@ -640,8 +983,10 @@ class ChipiSession:
         )
         if generation == self._generation:
             if found.exists:
+                if self._policies is None:
+                    self._policies = {}
                 self._policies[token_addr] = found
-            else:
+            elif self._policies is not None:
                 self._policies.pop(token_addr, None)
         return found if found.exists else None
 
@@ -653,28 +998,187 @@ class ChipiSession:
         bearer = await self._bearer_token()
         owner = await self._owner_key()
         try:
-            tx = await self._backend.remove_spending_policy(
-                self._wallet,
-                owner,
-                session_public_key=session.public_key,
-                token=token_addr,
-                bearer_token=bearer,
+            tx = await self._write(
+                "remove_spending_policy",
+                session.public_key,
+                lambda on_submit: self._backend.remove_spending_policy(
+                    self._wallet,
+                    owner,
+                    session_public_key=session.public_key,
+                    token=token_addr,
+                    bearer_token=bearer,
+                    on_submit=on_submit,
+                ),
             )
+        except _AppliedHashLost:
+            tx = ""
         finally:
             owner.zero()
         if generation == self._generation:
-            self._policies.pop(token_addr, None)
-            self._publish(TransactionSubmitted, action="remove_spending_policy", tx_hash=tx)
+            if self._policies is not None:
+                self._policies.pop(token_addr, None)
+            if tx:
+                self._publish(TransactionSubmitted, action="remove_spending_policy", tx_hash=tx)
+        if not tx:
+            raise _hash_lost_error("remove_spending_policy")
         return tx
+
+    # ---------------------------------------------------------------- renewal
+    def _maybe_renew_by_calls(self) -> None:
+        renewal, status = self._renewal, self._status
+        if renewal is None or status is None or self._model.current is not S.ACTIVE:
+            return
+        if renewal.due_by_calls(status.remaining_calls - self._reserved):
+            self._start_renewal()
+
+    def _arm_renewal_timer(self) -> None:
+        if self._renewal_timer is not None:
+            self._renewal_timer.cancel()
+            self._renewal_timer = None
+        renewal, session = self._renewal, self._session
+        if renewal is None or session is None or self._model.current is not S.ACTIVE:
+            return
+        bound = session.valid_until
+        if self._status is not None and self._status.exists:
+            bound = min(bound, self._status.valid_until)
+        due = renewal.due_at(bound)
+        if due is not None and self._scheduler is not None:
+            self._renewal_timer = self._scheduler.timers.schedule(due, self._start_renewal)
+
+    def _start_renewal(self) -> None:
+        if self._renewing or self._closed or self._model.current is not S.ACTIVE:
+            return
+        renewal = self._renewal
+        if renewal is None or self._renewal_attempts >= renewal.max_attempts:
+            return  # gave up: the last failure stays in .error
+        if self._clock.now() < self._renewal_retry_at:
+            return  # backing off: the retry timer will start it
+        self._renewing = True
+        self._renewal_done = anyio.Event()
+        self._spawn(self._renew())
+
+    def _cancel_renewal(self) -> None:
+        if self._renewal_timer is not None:
+            self._renewal_timer.cancel()
+            self._renewal_timer = None
+
+    async def _renew(self) -> None:
+        """Create and register a successor, switch to it, then revoke the old key.
+
+        There is no moment without a usable session: executes keep using the old key until
+        the successor is registered; the old key is revoked only after executes signed with
+        it have finished, so nothing is ever signed by a revoked key.
+        """
+        assert self._renewal is not None
+        renewal = self._renewal
+        old = self._session
+        old_status = self._status
+        generation = self._generation
+        new_key: SecretKey | None = None
+        try:
+            if old is None or old_status is None:
+                return
+            duration = renewal.duration_seconds or self._default_duration
+            max_calls = renewal.max_calls or old_status.max_calls or self._default_max_calls
+            data, new_key = await self._new_session_key(duration)
+            if generation != self._generation:
+                return
+            try:
+                await self._register_key(
+                    data.public_key, data.valid_until, max_calls, old_status.allowed_entrypoints
+                )
+            except _AppliedHashLost:
+                pass  # registered: the nonce is used
+            for token_addr, pol in (self._policies or {}).items():
+                if generation != self._generation:
+                    return
+                try:
+                    await self._set_policy_for(
+                        data.public_key,
+                        token_addr,
+                        pol.max_per_call,
+                        pol.max_per_window,
+                        pol.window_seconds,
+                    )
+                except _AppliedHashLost:
+                    pass
+            if generation != self._generation:
+                return
+            # switch: nothing below awaits until the old key is retired
+            old_key = self._session_key
+            drained = anyio.Event()
+            self._retiring = [self._generation, self._reserved, drained]
+            if self._reserved == 0:
+                drained.set()
+            self._generation += 1
+            self._session, self._session_key, new_key = data, new_key, None
+            self._status = SessionStatus(
+                data.valid_until, max_calls, 0, old_status.allowed_entrypoints
+            )
+            self._reserved = 0
+            self._in_doubt.clear()
+            self._seen_registered = True
+            if self._policies is not None:
+                now = int(self._clock.now())
+                self._policies = {
+                    t: attrs.evolve(p, spent_in_window=0, window_start=now)
+                    for t, p in self._policies.items()
+                }
+            self._renewal_attempts = 0
+            self._renewal_retry_at = 0.0
+            self._publish(
+                SessionRenewed,
+                previous_public_key=to_hex(old.public_key),
+                new_public_key=to_hex(data.public_key),
+            )
+            self._transition("register", reason="renewed", now=int(self._clock.now()),
+                             valid_until=data.valid_until)
+            self._persist()
+            # the successor is usable now; retire the old key in the background
+            self._spawn(self._retire_key(old.public_key, old_key, drained))
+        except ChipiSessionError as exc:
+            self._renewal_attempts += 1
+            self._record_failure("renew", exc)
+            if (
+                self._renewal_attempts < renewal.max_attempts
+                and generation == self._generation
+                and self._scheduler is not None
+            ):
+                self._renewal_retry_at = self._clock.now() + renewal.backoff(
+                    self._renewal_attempts
+                )
+                self._scheduler.timers.schedule(self._renewal_retry_at, self._start_renewal)
+        finally:
+            if new_key is not None:
+                new_key.zero()
+            self._renewing = False
+            if self._renewal_done is not None:
+                self._renewal_done.set()
+                self._renewal_done = None
+
+    async def _retire_key(
+        self, public_key: int, key: SecretKey | None, drained: anyio.Event
+    ) -> None:
+        """Revoke a replaced key once the executes it signed have finished: nothing is ever
+        signed by a revoked key, and the old key is zeroed before it is revoked."""
+        await drained.wait()
+        if self._retiring is not None and self._retiring[2] is drained:
+            self._retiring = None
+        if key is not None:
+            key.zero()
+        try:
+            tx = await self._revoke_key(public_key)
+            self._publish(TransactionSubmitted, action="revoke_previous", tx_hash=tx)
+        except _AppliedHashLost:
+            pass
+        except ChipiSessionError as exc:
+            self._record_failure("revoke_previous", exc)
 
     # ---------------------------------------------------------------- helpers
     def _restore(self, data: SessionKeyData) -> None:
         self._new_generation()
         self._session = data
         self._transition("restore")
-
-    def _supports_session_quietly(self) -> bool:
-        return self._wallet.supports_session
 
     def _require_supported(self) -> None:
         if not self._wallet.supports_session:
@@ -702,12 +1206,14 @@ class ChipiSession:
         if state is S.REVOKED:
             raise ChipiSessionError(ErrorCode.SESSION_REVOKED, "the session was revoked")
         raise ChipiSessionError(
-            ErrorCode.SESSION_NOT_REGISTERED, "the session is not registered: call register_session()"
+            ErrorCode.SESSION_NOT_REGISTERED,
+            "the session is not registered: call register_session()",
         )
 
     async def _bearer_token(self) -> str | None:
+        needs = bool(getattr(self._backend, "requires_bearer_token", False))
         if self._get_bearer_token is None:
-            if getattr(self._backend, "requires_bearer_token", False):
+            if needs:
                 raise ChipiSessionError(
                     ErrorCode.UNAUTHORIZED, "this backend needs get_bearer_token"
                 )
@@ -720,7 +1226,7 @@ class ChipiSession:
             raise ChipiSessionError(
                 ErrorCode.UNAUTHORIZED, f"get_bearer_token failed: {type(exc).__name__}"
             ) from None
-        if token is None and getattr(self._backend, "requires_bearer_token", False):
+        if token is None and needs:
             raise ChipiSessionError(ErrorCode.UNAUTHORIZED, "bearer token is required")
         return token
 
@@ -734,7 +1240,11 @@ class ChipiSession:
 
     async def _session_key_for(self, session: SessionKeyData) -> SecretKey:
         """The decrypted session key: derived once per session, kept in memory only."""
-        assert self._key_lock is not None
+        key = self._session_key
+        if key is not None and not key.is_zeroed and key.public_key == session.public_key:
+            return key  # the fast path: no lock, no await
+        if self._key_lock is None:
+            self._key_lock = anyio.Lock()
         async with self._key_lock:
             key = self._session_key
             if key is not None and not key.is_zeroed and key.public_key == session.public_key:
@@ -760,7 +1270,9 @@ class ChipiSession:
     def _new_generation(self) -> None:
         self._generation += 1
         self._reserved = 0
+        self._in_doubt.clear()
         self._zero_session_key()
+        self._cancel_renewal()
         self._reschedule()
 
     def _transition(self, trigger: str, *, reason: str | None = None, **kwargs: Any) -> None:
@@ -797,15 +1309,38 @@ class ChipiSession:
             local_valid_until=session.valid_until,
             seen_registered=self._seen_registered,
         )
-        if status.exists:
+        if status.exists and not self._seen_registered:
             self._seen_registered = True
+            self._persist()
         if target is self._model.current and reason == self._model.reason:
             return
+        if target is S.ACTIVE and self._model.current is S.ACTIVE:
+            return
         self._transition("reconcile", target=target, reason=reason)
+        if target is S.ACTIVE:
+            self._maybe_renew_by_calls()
 
-    def _spawn_refetch(self) -> None:
-        if self._tg is not None and not self._closed:
-            self._tg.start_soon(self._quiet_refetch)
+    def _persist(self) -> None:
+        if self._journal is not None:
+            self._spawn(self._journal.session_changed())
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running or self._closed:
+            close = getattr(coro, "close", None)
+            if close is not None:
+                close()
+            return
+
+        async def run() -> None:
+            try:
+                await coro
+            except ChipiSessionError:
+                pass
+            except Exception:
+                log.exception("background task failed")
+
+        scheduler.task_group.start_soon(run)
 
     async def _quiet_refetch(self) -> None:
         try:
@@ -814,17 +1349,53 @@ class ChipiSession:
             pass
 
     def _publish(self, cls: type[Event], **fields: Any) -> None:
+        if self._events is None and self._hub_events is None:
+            return
         event = cls(timestamp=self._clock.now(), session_public_key=self._pub_hex(), **fields)
-        self._events.publish(event)
+        if self._events is not None:
+            self._events.publish(event)
+        if self._hub_events is not None:
+            self._hub_events.publish(event)
 
     def _pub_hex(self) -> str | None:
         return None if self._session is None else to_hex(self._session.public_key)
 
-    # ------------------------------------------------------- background tasks
+    # ------------------------------------------------------- polling (Pollable)
+    def poll_target(self) -> tuple[int, int] | None:
+        if self._closed or self._session is None or self._pending[_STATUS]:
+            return None
+        return (self._wallet.address, self._session.public_key)
+
+    def poll_result(self, status: Any) -> None:
+        if self._closed or self._session is None:
+            return
+        if status is None:
+            return
+        if isinstance(status, SessionStatus):
+            self._apply_status(status)
+
+    def poll_failed(self, error: Exception) -> None:
+        if isinstance(error, ChipiSessionError):
+            self._record_failure("refetch_status", error)
+        else:
+            log.warning("status poll failed: %s", type(error).__name__)
+
+    # ------------------------------------------------------------- expiry timer
     def _reschedule(self) -> None:
-        """The expiry deadline may have moved: restart the timer's wait."""
-        if self._timer_scope is not None:
-            self._timer_scope.cancel()
+        """The expiry deadline may have moved: re-arm it in the scheduler's timer heap.
+
+        Expiry is inclusive (at ``now == valid_until`` the session still signs), so the
+        deadline is the first instant after ``valid_until``.
+        """
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        deadline = self._expiry_deadline()
+        if deadline is not None and self._scheduler is not None and not self._closed:
+            self._expiry_timer = self._scheduler.timers.schedule(
+                math.nextafter(deadline, math.inf), self._on_expiry_due
+            )
+        self._arm_renewal_timer()
 
     def _expiry_deadline(self) -> float | None:
         session = self._session
@@ -835,46 +1406,31 @@ class ChipiSession:
             bound = min(bound, self._status.valid_until)
         return float(bound)
 
-    async def _expiry_timer(self) -> None:
-        """Emits ``expired`` (reason ``time``) as soon as clock time passes valid_until.
-
-        The boundary is inclusive: at ``now == valid_until`` the session is still valid. One
-        task per session, woken by the clock or by a state change (never by polling).
-        """
-        while True:
-            with anyio.CancelScope() as scope:
-                self._timer_scope = scope
-                deadline = self._expiry_deadline()
-                if deadline is not None:
-                    target = deadline
-                    while self._clock.now() <= deadline:
-                        await self._clock.sleep_until(target)
-                        target = math.nextafter(deadline, math.inf)
-                    self._expire(ExpiryReason.TIME)
-                await anyio.sleep_forever()
-
-    async def _status_poller(self) -> None:
-        while True:
-            await self._clock.sleep_until(self._clock.now() + self._status_interval)
-            if self._session is None or self._model.current is S.NONE:
-                continue
-            if not self._wallet.supports_session:
-                continue
-            try:
-                await self.refetch_status()
-            except ChipiSessionError:
-                pass  # kept in .error and published as ActionFailed
+    def _on_expiry_due(self) -> None:
+        self._expiry_timer = None
+        deadline = self._expiry_deadline()
+        if deadline is None:
+            return
+        if self._clock.now() > deadline:
+            self._expire(ExpiryReason.TIME)
+        else:
+            self._reschedule()
 
 
-_CHAIN_STATE_CODES = frozenset(
-    {
-        ErrorCode.SESSION_NOT_REGISTERED,
-        ErrorCode.SESSION_REVOKED,
-        ErrorCode.SESSION_EXPIRED,
-        ErrorCode.SESSION_MAX_CALLS_EXCEEDED,
-        ErrorCode.UNKNOWN_OUTCOME,
-    }
+#: An execute refused for these waits for a renewal in progress instead of failing.
+_RENEWABLE_CODES = frozenset(
+    {ErrorCode.SESSION_MAX_CALLS_EXCEEDED, ErrorCode.SESSION_EXPIRED}
 )
+
+
+def _hash_lost_error(action: str) -> ChipiSessionError:
+    return ChipiSessionError(
+        ErrorCode.UNKNOWN_OUTCOME,
+        f"{action} executed on chain (its SNIP-9 nonce is used) but the response was lost, so "
+        "its transaction hash is unknown; do not resend",
+        retryable=False,
+        applied=True,
+    )
 
 
 def _check_positive_int(value: object, what: str, upper: int) -> None:
@@ -930,5 +1486,5 @@ def _check_policy(max_per_call: object, max_per_window: object, window_seconds: 
         )
 
 
-def _unused(_: Sequence[object] | AsyncIterator[object]) -> None:  # pragma: no cover
+def _unused(_: Sequence[object]) -> None:  # pragma: no cover
     pass

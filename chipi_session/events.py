@@ -18,6 +18,7 @@ __all__ = [
     "TransactionSubmitted",
     "StatusRefreshed",
     "ActionFailed",
+    "SessionRenewed",
 ]
 
 
@@ -51,3 +52,11 @@ class StatusRefreshed(Event):
 class ActionFailed(Event):
     action: str
     error: ChipiSessionError
+
+
+@attrs.frozen(kw_only=True)
+class SessionRenewed(Event):
+    """Auto-renewal switched executes to a registered successor (the old key is revoked next)."""
+
+    previous_public_key: str
+    new_public_key: str

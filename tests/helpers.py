@@ -53,3 +53,14 @@ def make_world(start: float = START) -> World:
 async def settle() -> None:
     """Let every task that can run, run (time only moves when a test moves it)."""
     await anyio.wait_all_tasks_blocked()
+
+
+async def eventually(condition: Any, attempts: int = 2000) -> None:
+    """Wait until ``condition()`` holds: for work that runs in worker threads (key
+    encryption, owner-key decryption), which ``settle`` does not wait for. Bounded."""
+    for _ in range(attempts):
+        if condition():
+            return
+        await anyio.wait_all_tasks_blocked()
+        await anyio.sleep(0.001)
+    raise AssertionError("condition never held")

@@ -1,0 +1,352 @@
+"""``SessionHub``: many sessions in one process, sharing everything that can be shared.
+
+One scheduler (task group, timer heap for every expiry / renewal / resolution deadline, one
+batched and rate-limited status poller), one lifecycle machine, and a hub-wide event stream
+besides each session's own. With a :class:`~chipi_session.store.SessionStore` the hub persists
+every session and journals every write before it is sent, so after a crash it reconciles each
+session from the chain and the journal: nothing lost, nothing applied twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .backends.base import SubmitInfo
+from .clock import Clock, SystemClock
+from .engine import BearerTokenSource, ChipiSession, SessionCreatedCallback
+from .errors import ChipiSessionError, ErrorCode
+from .events import Event
+from .keys import KeySource
+from .pubsub import Broadcaster, Subscription
+from .renewal import RenewalPolicy
+from .scheduling import Scheduler, backend_status_reader
+from .types import SessionKeyData, WalletData
+
+if TYPE_CHECKING:
+    from .backends.base import SessionBackend
+    from .store import JournalEntry, SessionStore
+    from .vault import HighEntropyKey, Vault
+
+__all__ = ["SessionHub"]
+
+log = logging.getLogger(__name__)
+
+
+class SessionHub:
+    """``async with SessionHub(backend=...) as hub: session = await hub.open(...)``
+
+    Sessions opened by the hub have the full :class:`ChipiSession` API; close one with
+    ``await hub.close(session)`` (or ``await session.aclose()``); leaving the hub closes all.
+    ``key`` names a session slot (e.g. your user id): with a store, ``open(key=...)`` resumes
+    what was stored under it.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: SessionBackend | None = None,
+        clock: Clock | None = None,
+        vault: Vault | None = None,
+        store: SessionStore | None = None,
+        get_bearer_token: BearerTokenSource | None = None,
+        status_interval: float = 30.0,
+        poll_batch_size: int = 100,
+        max_polls_per_second: float = 20.0,
+        renewal: RenewalPolicy | None = None,
+        event_buffer_size: int = 256,
+    ) -> None:
+        if backend is None:
+            from .localchain import default_chain
+
+            backend = default_chain()
+        if clock is None:
+            clock = getattr(backend, "clock", None) or SystemClock()
+        if vault is None:
+            from .vault import Vault
+
+            vault = Vault()
+        self._backend = backend
+        self._clock: Clock = clock
+        self._vault = vault
+        self._store = store
+        self._get_bearer_token = get_bearer_token
+        self._status_interval = float(status_interval)
+        self._renewal = renewal
+        self._event_buffer_size = event_buffer_size
+        self._scheduler = Scheduler(
+            clock,
+            backend_status_reader(backend),
+            status_interval=self._status_interval,
+            poll_batch_size=poll_batch_size,
+            max_polls_per_second=max_polls_per_second,
+        )
+        self._events: Broadcaster[Event] = Broadcaster()
+        self._sessions: dict[str, ChipiSession] = {}
+        self._auto_keys = itertools.count()
+        self._entered = False
+
+    # ------------------------------------------------------------------ context
+    async def __aenter__(self) -> SessionHub:
+        if self._entered:
+            raise ChipiSessionError(ErrorCode.CLOSED, "a SessionHub can be entered once")
+        self._entered = True
+        await self._scheduler.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        for session in list(self._sessions.values()):
+            session._shutdown()
+        self._sessions.clear()
+        self._events.close()
+        return await self._scheduler.__aexit__(exc_type, exc, tb)
+
+    # ------------------------------------------------------------------ sessions
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._scheduler
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[ChipiSession]:
+        return iter(list(self._sessions.values()))
+
+    def get(self, key: str) -> ChipiSession | None:
+        return self._sessions.get(key)
+
+    async def open(
+        self,
+        *,
+        wallet: WalletData,
+        encrypt_key: str | HighEntropyKey,
+        key: str | None = None,
+        stored_session: SessionKeyData | None = None,
+        on_session_created: SessionCreatedCallback | None = None,
+        default_duration_seconds: int = 21600,
+        default_max_calls: int = 1000,
+        auto_check_status: bool = True,
+        renewal: RenewalPolicy | None = None,
+        key_source: KeySource | None = None,
+    ) -> ChipiSession:
+        """Open (or, with a store and a known ``key``, resume) one session.
+
+        Cost is independent of how many sessions are open. With a store, pending journal
+        entries of this key are resolved from the chain before the session is reconciled.
+        """
+        if not self._scheduler.running:
+            raise ChipiSessionError(ErrorCode.CLOSED, "use the hub inside 'async with'")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "key must be a non-empty string")
+        slot = key if key is not None else f"#{next(self._auto_keys)}"
+        if slot in self._sessions:
+            raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"session {slot!r} is already open")
+        seen_registered = False
+        pending: list[JournalEntry] = []
+        if self._store is not None and key is not None:
+            record = await anyio.to_thread.run_sync(self._store.load, key)
+            if record is not None:
+                if record.wallet.address != wallet.address:
+                    raise ChipiSessionError(
+                        ErrorCode.INVALID_STORED_DATA,
+                        f"stored session {key!r} belongs to another wallet",
+                    )
+                if stored_session is None:
+                    stored_session = record.session
+                seen_registered = record.seen_registered
+            pending = await anyio.to_thread.run_sync(self._store.journal_pending, key)
+        session = ChipiSession(
+            wallet=wallet,
+            encrypt_key=encrypt_key,
+            backend=self._backend,
+            get_bearer_token=self._get_bearer_token,
+            stored_session=stored_session,
+            on_session_created=on_session_created,
+            default_duration_seconds=default_duration_seconds,
+            default_max_calls=default_max_calls,
+            auto_check_status=auto_check_status,
+            status_interval=self._status_interval,
+            clock=self._clock,
+            vault=self._vault,
+            key_source=key_source,
+            event_buffer_size=self._event_buffer_size,
+            renewal=renewal if renewal is not None else self._renewal,
+        )
+        session._scheduler = self._scheduler
+        session._hub_events = self._events
+        if self._store is not None and key is not None:
+            session._journal = _StoreJournal(self._store, key, session, self._clock)
+        session._seen_registered = seen_registered
+        self._sessions[slot] = session
+        try:
+            for entry in pending:
+                if await self._resolve_entry(session, entry):
+                    session._seen_registered = session._seen_registered or entry.action in (
+                        "register",
+                        "revoke",
+                    )
+            await session._start()
+        except BaseException:
+            self._sessions.pop(slot, None)
+            session._shutdown()
+            raise
+        return session
+
+    async def close(self, session: ChipiSession | str) -> None:
+        """Close one session: cancel its actions, drop its timers, zero its key."""
+        if isinstance(session, str):
+            found = self._sessions.get(session)
+            if found is None:
+                return
+            session = found
+        for slot, value in list(self._sessions.items()):
+            if value is session:
+                del self._sessions[slot]
+        await session.aclose()
+
+    async def _resolve_entry(self, session: ChipiSession, entry: JournalEntry) -> bool:
+        """Resolve one in-flight write left by a previous run; True if it executed."""
+        store = self._store
+        assert store is not None
+        if entry.outside_nonce is None:
+            # on_submit runs before anything is sent: no nonce, nothing was sent
+            await anyio.to_thread.run_sync(store.journal_remove, entry.entry_id)
+            return False
+        info = SubmitInfo(
+            entry.action,
+            session.wallet.address,
+            entry.outside_nonce,
+            entry.message_hash or 0,
+            entry.execute_before or 0,
+        )
+        applied = await session._resolve_outcome(info)
+        if applied is None:
+            if entry.action == "execute":
+                session._in_doubt.append(info)
+                self._scheduler.timers.schedule(
+                    float(info.execute_before),
+                    lambda: session._spawn(self._settle(session, entry, info)),
+                )
+            return False
+        await anyio.to_thread.run_sync(store.journal_remove, entry.entry_id)
+        log.info("resolved %s from a previous run: applied=%s", entry.action, applied)
+        return applied
+
+    async def _settle(self, session: ChipiSession, entry: JournalEntry, info: SubmitInfo) -> None:
+        applied = await session._resolve_outcome(info)
+        if applied is None:
+            self._scheduler.timers.schedule(
+                self._clock.now() + self._status_interval,
+                lambda: session._spawn(self._settle(session, entry, info)),
+            )
+            return
+        if info in session._in_doubt:
+            session._in_doubt.remove(info)
+        if self._store is not None:
+            await anyio.to_thread.run_sync(self._store.journal_remove, entry.entry_id)
+        await session._quiet_refetch()
+
+    # -------------------------------------------------------------------- events
+    def subscribe(
+        self, buffer_size: int | None = None
+    ) -> AbstractAsyncContextManager[Subscription[Event]]:
+        """Every event of every session (``event.session_public_key`` says whose)."""
+        return self._events.subscribe(buffer_size or self._event_buffer_size)
+
+    def add_listener(self, callback: Callable[[Event], object]) -> Callable[[], None]:
+        return self._events.add_listener(callback)
+
+    def __repr__(self) -> str:
+        return f"SessionHub(sessions={len(self._sessions)}, timers={len(self._scheduler.timers)})"
+
+
+class _StoreJournal:
+    """ActionJournal over a SessionStore (store calls run in worker threads)."""
+
+    __slots__ = ("_store", "_key", "_session", "_clock", "_dirty", "_saving")
+
+    def __init__(
+        self, store: SessionStore, key: str, session: ChipiSession, clock: Clock
+    ) -> None:
+        self._store = store
+        self._key = key
+        self._session = session
+        self._clock = clock
+        self._dirty = False
+        self._saving: anyio.Event | None = None
+
+    async def begin(self, action: str, session_public_key: int) -> object:
+        from .store import JournalEntry
+
+        await self._flush()  # the session a write refers to is on disk before it is sent
+        entry = JournalEntry(
+            entry_id=uuid.uuid4().hex,
+            key=self._key,
+            action=action,
+            session_public_key=session_public_key,
+            created_at=self._clock.now(),
+        )
+        await anyio.to_thread.run_sync(self._store.journal_append, entry)
+        return entry
+
+    async def submitted(self, token: object, info: SubmitInfo) -> None:
+        import attrs
+
+        updated: JournalEntry = attrs.evolve(
+            token,  # type: ignore[misc]
+            outside_nonce=info.outside_nonce,
+            execute_before=info.execute_before,
+            message_hash=info.message_hash,
+        )
+        await anyio.to_thread.run_sync(self._store.journal_update, updated)
+
+    async def finish(self, token: object) -> None:
+        entry_id: str = token.entry_id  # type: ignore[attr-defined]
+        await anyio.to_thread.run_sync(self._store.journal_remove, entry_id)
+
+    async def session_changed(self) -> None:
+        self._dirty = True
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Save the record until it is clean; one save at a time, the last state wins."""
+        while self._saving is not None:
+            await self._saving.wait()
+        if not self._dirty:
+            return
+        self._saving = anyio.Event()
+        try:
+            while self._dirty:
+                self._dirty = False
+                record = self._record()
+                await anyio.to_thread.run_sync(self._store.save, record)
+        finally:
+            saving, self._saving = self._saving, None
+            saving.set()
+
+    def _record(self) -> Any:
+        from .store import SessionRecord
+
+        s = self._session
+        status = s.session_status
+        return SessionRecord(
+            key=self._key,
+            wallet=s.wallet,
+            session=s.session,
+            seen_registered=s._seen_registered,
+            registered_max_calls=None if status is None else status.max_calls,
+            registered_allowed_entrypoints=() if status is None else status.allowed_entrypoints,
+            updated_at=self._clock.now(),
+        )
