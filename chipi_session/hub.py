@@ -90,6 +90,7 @@ class SessionHub:
         )
         self._events: Broadcaster[Event] = Broadcaster()
         self._sessions: dict[str, ChipiSession] = {}
+        self._slots: dict[int, str] = {}  # id(session) -> slot, so close() is O(1)
         self._auto_keys = itertools.count()
         self._entered = False
 
@@ -110,6 +111,7 @@ class SessionHub:
         for session in list(self._sessions.values()):
             session._shutdown()
         self._sessions.clear()
+        self._slots.clear()
         self._events.close()
         return await self._scheduler.__aexit__(exc_type, exc, tb)
 
@@ -190,6 +192,7 @@ class SessionHub:
             session._journal = _StoreJournal(self._store, key, session, self._clock)
         session._seen_registered = seen_registered
         self._sessions[slot] = session
+        self._slots[id(session)] = slot
         try:
             for entry in pending:
                 if await self._resolve_entry(session, entry):
@@ -200,6 +203,7 @@ class SessionHub:
             await session._start()
         except BaseException:
             self._sessions.pop(slot, None)
+            self._slots.pop(id(session), None)
             session._shutdown()
             raise
         return session
@@ -211,9 +215,9 @@ class SessionHub:
             if found is None:
                 return
             session = found
-        for slot, value in list(self._sessions.items()):
-            if value is session:
-                del self._sessions[slot]
+        slot = self._slots.pop(id(session), None)
+        if slot is not None:
+            self._sessions.pop(slot, None)
         await session.aclose()
 
     async def _resolve_entry(self, session: ChipiSession, entry: JournalEntry) -> bool:
@@ -304,13 +308,16 @@ class _StoreJournal:
     async def submitted(self, token: object, info: SubmitInfo) -> None:
         import attrs
 
-        updated: JournalEntry = attrs.evolve(
-            token,  # type: ignore[misc]
+        from .store import JournalEntry
+
+        assert isinstance(token, JournalEntry)
+        updated = attrs.evolve(
+            token,
             outside_nonce=info.outside_nonce,
             execute_before=info.execute_before,
             message_hash=info.message_hash,
         )
-        await anyio.to_thread.run_sync(self._store.journal_update, updated)
+        await anyio.to_thread.run_sync(lambda: self._store.journal_update(updated))
 
     async def finish(self, token: object) -> None:
         entry_id: str = token.entry_id  # type: ignore[attr-defined]

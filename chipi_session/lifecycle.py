@@ -64,6 +64,12 @@ TRANSITIONS: Final[tuple[Transition, ...]] = (
 )
 
 
+_BY_VALUE: Final = {s.value: s for s in SessionState}
+_SOURCES: Final[dict[str, frozenset[SessionState]]] = {}
+for _t in TRANSITIONS:
+    _SOURCES[_t.trigger] = _SOURCES.get(_t.trigger, frozenset()) | frozenset(_t.sources)
+
+
 class SessionModel:
     """The lifecycle's model: just a state (plus why), so 10,000 of them stay small."""
 
@@ -75,7 +81,7 @@ class SessionModel:
 
     @property
     def current(self) -> SessionState:
-        return SessionState(self.state)
+        return _BY_VALUE[self.state]
 
     def __repr__(self) -> str:
         return f"SessionModel(state={self.state!r}, reason={self.reason!r})"
@@ -123,9 +129,7 @@ def machine() -> Any:
 
 
 def can_fire(model: SessionModel, trigger: str) -> bool:
-    return any(
-        t.trigger == trigger and model.current in t.sources for t in TRANSITIONS
-    )
+    return _BY_VALUE[model.state] in _SOURCES.get(trigger, ())
 
 
 def fire(
