@@ -24,7 +24,7 @@ import anyio.abc
 import attrs
 
 from . import lifecycle, policy
-from .backends.base import NonceReader, OnSubmit, SubmitInfo
+from .backends.base import NonceReader, OnSubmit, SubmitInfo, TransactionConfirmer
 from .clock import Clock, SystemClock
 from .errors import ChipiSessionError, ErrorCode
 from .events import (
@@ -234,8 +234,9 @@ class ChipiSession:
         self._renewal_retry_at = 0.0
         self._renewing = False
         self._renewal_done: anyio.Event | None = None
-        #: during a renewal: [generation, executes still in flight with the old key, drained]
-        self._retiring: list[Any] | None = None
+        #: keys being retired after a renewal:
+        #: [generation, executes still in flight with that key, drained event]
+        self._retiring: list[list[Any]] | None = None
         self._scopes: set[anyio.CancelScope] | None = None
         self._entered = False
         self._closed = False
@@ -363,7 +364,8 @@ class ChipiSession:
 
     @property
     def is_renewing(self) -> bool:
-        return self._renewing
+        """A successor is being prepared, or a replaced key is still being revoked."""
+        return self._renewing or self._retiring is not None
 
     @property
     def in_doubt(self) -> tuple[SubmitInfo, ...]:
@@ -602,6 +604,12 @@ class ChipiSession:
             await journal.finish(token)
         return tx
 
+    async def _confirm(self, tx_hash: str) -> None:
+        """Wait for the backend to confirm a transaction, when it can (see
+        :class:`~chipi_session.backends.base.TransactionConfirmer`)."""
+        if isinstance(self._backend, TransactionConfirmer):
+            await self._backend.confirm_transaction(tx_hash)
+
     async def _resolve_outcome(self, info: SubmitInfo | None) -> bool | None:
         """True: executed; False: never will; None: cannot tell yet."""
         if info is None or not isinstance(self._backend, NonceReader):
@@ -724,6 +732,7 @@ class ChipiSession:
         lost: _AppliedHashLost | None = None
         try:
             tx = await self._register_key(session.public_key, until, calls_budget, allowed)
+            await self._confirm(tx)
         except _AppliedHashLost as exc:
             tx, lost = "", exc
         if generation != self._generation:
@@ -835,10 +844,12 @@ class ChipiSession:
         finally:
             if generation == self._generation:
                 self._reserved -= 1
-            elif self._retiring is not None and self._retiring[0] == generation:
-                self._retiring[1] -= 1
-                if self._retiring[1] <= 0:
-                    self._retiring[2].set()
+            elif self._retiring is not None:
+                for record in self._retiring:
+                    if record[0] == generation:
+                        record[1] -= 1
+                        if record[1] <= 0:
+                            record[2].set()
         if generation == self._generation and self._status is not None:
             self._status = attrs.evolve(self._status, calls_used=self._status.calls_used + 1)
             if self._policies:
@@ -867,6 +878,7 @@ class ChipiSession:
         lost = False
         try:
             tx = await self._revoke_key(session.public_key)
+            await self._confirm(tx)
         except _AppliedHashLost:
             tx, lost = "", True
         if generation != self._generation:
@@ -1084,9 +1096,10 @@ class ChipiSession:
             if generation != self._generation:
                 return
             try:
-                await self._register_key(
+                tx = await self._register_key(
                     data.public_key, data.valid_until, max_calls, old_status.allowed_entrypoints
                 )
+                await self._confirm(tx)
             except _AppliedHashLost:
                 pass  # registered: the nonce is used
             for token_addr, pol in (self._policies or {}).items():
@@ -1107,7 +1120,10 @@ class ChipiSession:
             # switch: nothing below awaits until the old key is retired
             old_key = self._session_key
             drained = anyio.Event()
-            self._retiring = [self._generation, self._reserved, drained]
+            record: list[Any] = [self._generation, self._reserved, drained]
+            if self._retiring is None:
+                self._retiring = []
+            self._retiring.append(record)
             if self._reserved == 0:
                 drained.set()
             self._generation += 1
@@ -1135,7 +1151,7 @@ class ChipiSession:
                              valid_until=data.valid_until)
             self._persist()
             # the successor is usable now; retire the old key in the background
-            self._spawn(self._retire_key(old.public_key, old_key, drained))
+            self._spawn(self._retire_key(old.public_key, old_key, record))
         except ChipiSessionError as exc:
             self._renewal_attempts += 1
             self._record_failure("renew", exc)
@@ -1157,22 +1173,32 @@ class ChipiSession:
                 self._renewal_done = None
 
     async def _retire_key(
-        self, public_key: int, key: SecretKey | None, drained: anyio.Event
+        self, public_key: int, key: SecretKey | None, record: list[Any]
     ) -> None:
         """Revoke a replaced key once the executes it signed have finished: nothing is ever
-        signed by a revoked key, and the old key is zeroed before it is revoked."""
-        await drained.wait()
-        if self._retiring is not None and self._retiring[2] is drained:
-            self._retiring = None
-        if key is not None:
-            key.zero()
+        signed by a revoked key, and the old key is zeroed before it is revoked.
+
+        If the session closes first, the old key is not revoked: it stays valid on chain
+        until its own ``valid_until`` (it is zeroed in memory all the same).
+        """
         try:
-            tx = await self._revoke_key(public_key)
-            self._publish(TransactionSubmitted, action="revoke_previous", tx_hash=tx)
-        except _AppliedHashLost:
-            pass
-        except ChipiSessionError as exc:
-            self._record_failure("revoke_previous", exc)
+            await record[2].wait()
+            if key is not None:
+                key.zero()
+            try:
+                tx = await self._revoke_key(public_key)
+                self._publish(TransactionSubmitted, action="revoke_previous", tx_hash=tx)
+            except _AppliedHashLost:
+                pass
+            except ChipiSessionError as exc:
+                self._record_failure("revoke_previous", exc)
+        finally:
+            if key is not None:
+                key.zero()
+            if self._retiring is not None and record in self._retiring:
+                self._retiring.remove(record)
+                if not self._retiring:
+                    self._retiring = None
 
     # ---------------------------------------------------------------- helpers
     def _restore(self, data: SessionKeyData) -> None:

@@ -22,7 +22,14 @@ import attrs
 from ..keys import SecretKey
 from ..types import Call, SessionStatus, SpendingPolicy, WalletData
 
-__all__ = ["SessionBackend", "SubmitInfo", "OnSubmit", "notify_submit", "NonceReader"]
+__all__ = [
+    "SessionBackend",
+    "SubmitInfo",
+    "OnSubmit",
+    "notify_submit",
+    "NonceReader",
+    "TransactionConfirmer",
+]
 
 
 @attrs.frozen
@@ -133,3 +140,15 @@ class SessionBackend(Protocol):
     async def get_spending_policy(
         self, wallet_address: int, session_public_key: int, token: int
     ) -> SpendingPolicy: ...
+
+
+@runtime_checkable
+class TransactionConfirmer(Protocol):
+    """Optional backend capability: wait until a transaction is accepted on chain.
+
+    The engine reports a registration ``active`` (and a revoke ``revoked``) only once the
+    backend confirms it, so a status read racing the transaction cannot mislabel the session.
+    Raises ``TRANSACTION_REJECTED`` if it reverted, ``UNKNOWN_OUTCOME`` if it cannot tell.
+    """
+
+    async def confirm_transaction(self, tx_hash: str) -> None: ...

@@ -200,6 +200,21 @@ class PaymasterSessionBackend(abc.ABC):
             "execute", wallet, typed_data, msg_hash, signature, on_submit
         )
 
+    @abc.abstractmethod
+    def get_receipt(self, tx_hash: str) -> Any: ...
+
+    async def confirm_transaction(self, tx_hash: str) -> None:
+        """Transactions are included as they are sent: confirmed unless reverted."""
+        await anyio.lowlevel.checkpoint()
+        receipt = self.get_receipt(tx_hash)
+        if receipt is None:
+            raise ChipiSessionError(ErrorCode.UNKNOWN_OUTCOME, f"unknown transaction {tx_hash}")
+        if receipt.status != "SUCCEEDED":
+            raise ChipiSessionError(
+                ErrorCode.TRANSACTION_REJECTED,
+                f"transaction reverted: {receipt.revert_reason or 'no reason'}",
+            )
+
     async def get_session_status(
         self, wallet_address: int, session_public_key: int
     ) -> SessionStatus:
