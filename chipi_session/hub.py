@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -295,28 +294,17 @@ class _StoreJournal:
         from .store import JournalEntry
 
         await self._flush()  # the session a write refers to is on disk before it is sent
-        entry = JournalEntry(
-            entry_id=uuid.uuid4().hex,
-            key=self._key,
-            action=action,
-            session_public_key=session_public_key,
-            created_at=self._clock.now(),
+        entry = JournalEntry.new(
+            self._key, action, session_public_key, created_at=self._clock.now()
         )
         await anyio.to_thread.run_sync(self._store.journal_append, entry)
         return entry
 
     async def submitted(self, token: object, info: SubmitInfo) -> None:
-        import attrs
-
         from .store import JournalEntry
 
         assert isinstance(token, JournalEntry)
-        updated = attrs.evolve(
-            token,
-            outside_nonce=info.outside_nonce,
-            execute_before=info.execute_before,
-            message_hash=info.message_hash,
-        )
+        updated = token.with_submit(info)
         await anyio.to_thread.run_sync(lambda: self._store.journal_update(updated))
 
     async def finish(self, token: object) -> None:
