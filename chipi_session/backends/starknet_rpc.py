@@ -1,0 +1,811 @@
+"""Session reads over any Starknet JSON-RPC node (spec 0.7-0.9 method shapes).
+
+Why not starknet-py's ``FullNodeClient``: it is aiohttp-based (asyncio only), and the official
+SDKs' session reads are broken (wire §3.2, §9). This backend decodes the contract's real layouts:
+``get_session_data`` = ``[valid_until, max_calls, calls_used, allowed_len]`` plus the whitelist via
+``get_session_allowed_entrypoint_at``, and ``get_spending_policy`` = 8 felts. A contract or
+entrypoint that does not exist reads as "no session" (zeros), never as a crash; a node that
+cannot be reached is ``BACKEND_UNAVAILABLE`` (retryable).
+
+The backend is **read-only**: its write methods raise ``NOT_SUPPORTED``. For transactions use
+:class:`~chipi_session.backends.chipi_api.ChipiApiBackend` (which uses this class for its reads).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+import attrs
+import httpx
+
+from ..errors import ChipiSessionError, ErrorCode
+from ..felts import parse_felt, parse_felts, selector, to_hex
+from ..http import HttpClient, HttpResponse, Timeouts, safe_origin
+from ..keys import SecretKey
+from ..types import Call, SessionStatus, SpendingPolicy, WalletData
+from .base import OnSubmit
+
+__all__ = [
+    "StarknetRpcBackend",
+    "StarknetRpcError",
+    "TransactionStatus",
+    "TransactionReceipt",
+    "ReceiptEvent",
+    "BlockId",
+    "RPC_CONTRACT_NOT_FOUND",
+    "RPC_CONTRACT_ERROR",
+]
+
+logger = logging.getLogger(__name__)
+
+BlockId = str | Mapping[str, Any]
+
+RPC_CONTRACT_NOT_FOUND = 20
+RPC_INVALID_MESSAGE_SELECTOR = 21
+RPC_BLOCK_NOT_FOUND = 24
+RPC_CLASS_HASH_NOT_FOUND = 28
+RPC_TXN_HASH_NOT_FOUND = 29
+RPC_CONTRACT_ERROR = 40
+RPC_UNEXPECTED_ERROR = 63
+
+#: A whitelist longer than this is not something a wallet registers; a node claiming it is
+#: broken or hostile, and we will not issue billions of calls to find out.
+MAX_WHITELIST_LEN = 4096
+_BATCH_CHUNK = 64
+
+#: Finality statuses in order (RPC 0.9 adds CANDIDATE / PRE_CONFIRMED before L2 acceptance).
+_FINALITY_ORDER = {
+    "RECEIVED": 1,
+    "CANDIDATE": 2,
+    "PRE_CONFIRMED": 3,
+    "ACCEPTED_ON_L2": 4,
+    "ACCEPTED_ON_L1": 5,
+}
+_SNAPSHOT_ATTEMPTS = 3
+
+# The TypeScript SDK's "not found" patterns (wire §3.2) plus the RPC spec's own wording.
+_NOT_FOUND = re.compile(
+    r"entry ?point.*not found|requested entrypoint|ENTRYPOINT_NOT_FOUND|invalid message selector"
+    r"|contract not found|is not deployed",
+    re.IGNORECASE,
+)
+
+_SEL_GET_SESSION_DATA = selector("get_session_data")
+_SEL_ALLOWED_AT = selector("get_session_allowed_entrypoint_at")
+_SEL_GET_SPENDING_POLICY = selector("get_spending_policy")
+_SEL_NONCE_VALID = selector("is_valid_outside_execution_nonce")
+
+
+class StarknetRpcError(ChipiSessionError):
+    """A JSON-RPC error object from the node; ``rpc_code`` / ``rpc_data`` are as received."""
+
+    rpc_code: int | None
+    rpc_data: Any
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        retryable: bool | None = None,
+        rpc_code: int | None = None,
+        rpc_data: Any = None,
+    ) -> None:
+        super().__init__(code, message, retryable)
+        self.rpc_code = rpc_code
+        self.rpc_data = rpc_data
+
+    def __reduce__(self) -> tuple[object, tuple[Any, ...]]:
+        return (type(self), (self.code, self.message, self.retryable, self.rpc_code, self.rpc_data))
+
+    @property
+    def is_not_found(self) -> bool:
+        """Contract, class or entrypoint does not exist (the TS SDK's patterns, made exact)."""
+        if self.rpc_code in (RPC_CONTRACT_NOT_FOUND, RPC_INVALID_MESSAGE_SELECTOR):
+            return True
+        if self.rpc_code in (RPC_CONTRACT_ERROR, RPC_UNEXPECTED_ERROR):
+            return bool(_NOT_FOUND.search(f"{self.message} {_flatten(self.rpc_data)}"))
+        return False
+
+
+def _flatten(data: Any) -> str:
+    if isinstance(data, Mapping):
+        return " ".join(_flatten(v) for v in data.values())
+    if isinstance(data, (list, tuple)):
+        return " ".join(_flatten(v) for v in data)
+    return "" if data is None else str(data)
+
+
+@attrs.frozen
+class TransactionStatus:
+    """``starknet_getTransactionStatus``: ``RECEIVED`` / ``CANDIDATE`` / ``PRE_CONFIRMED`` /
+    ``ACCEPTED_ON_L2`` / ``ACCEPTED_ON_L1`` / ``REJECTED``, plus ``SUCCEEDED`` / ``REVERTED``."""
+
+    finality_status: str
+    execution_status: str | None = None
+    failure_reason: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.finality_status in ("ACCEPTED_ON_L2", "ACCEPTED_ON_L1", "REJECTED")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.execution_status == "SUCCEEDED" and self.finality_status != "REJECTED"
+
+
+@attrs.frozen
+class ReceiptEvent:
+    from_address: int
+    keys: tuple[int, ...]
+    data: tuple[int, ...]
+
+
+@attrs.frozen
+class TransactionReceipt:
+    """The parts of ``starknet_getTransactionReceipt`` a session client needs; ``raw`` has all."""
+
+    transaction_hash: int
+    execution_status: str
+    finality_status: str
+    block_number: int | None
+    revert_reason: str | None
+    events: tuple[ReceiptEvent, ...]
+    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.execution_status == "SUCCEEDED"
+
+
+def _read_only(what: str) -> ChipiSessionError:
+    return ChipiSessionError(
+        ErrorCode.NOT_SUPPORTED,
+        f"StarknetRpcBackend is read-only and cannot {what}; "
+        "use ChipiApiBackend (Chipi REST) or LocalChain for transactions",
+        retryable=False,
+    )
+
+
+class StarknetRpcBackend:
+    """Reads session state from a Starknet JSON-RPC URL (``http(s)://.../rpc/v0_8`` etc.).
+
+    ``block_id`` selects the state read (``"latest"`` by default; ``"pre_confirmed"`` on 0.9
+    nodes sees transactions a few seconds earlier). Reads are idempotent, so they are retried
+    on transport errors and 429/5xx within ``timeout``. Close with :meth:`aclose` or
+    ``async with``.
+    """
+
+    requires_bearer_token: bool = False
+
+    def __init__(
+        self,
+        rpc_url: str,
+        *,
+        timeout: Timeouts | float | None = None,
+        block_id: BlockId = "latest",
+        retries: int = 2,
+        batch_size: int = 64,
+        confirm_finality: str = "ACCEPTED_ON_L2",
+        confirm_timeout: float = 180.0,
+        confirm_poll_interval: float = 1.0,
+        http: HttpClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        url = httpx.URL(rpc_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "rpc_url must be an http(s) URL")
+        self._url = str(url)
+        self._origin = safe_origin(url)
+        self._block_id: BlockId = block_id
+        self._retries = retries
+        if not 1 <= batch_size <= 1000:
+            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "batch_size must be in [1, 1000]")
+        self._batch_size = batch_size
+        if confirm_finality not in _FINALITY_ORDER:
+            raise ChipiSessionError(
+                ErrorCode.INVALID_INPUT,
+                f"confirm_finality must be one of {sorted(_FINALITY_ORDER)}",
+            )
+        self._confirm_finality = confirm_finality
+        self._confirm_timeout = confirm_timeout
+        self._confirm_interval = confirm_poll_interval
+        self._owns_http = http is None
+        self._http = http or HttpClient(timeouts=timeout, transport=transport)
+        self._ids = itertools.count(1)
+        self._chain_id: int | None = None
+
+    def __repr__(self) -> str:
+        return f"StarknetRpcBackend({self._origin}, block_id={self._block_id!r})"
+
+    @property
+    def http(self) -> HttpClient:
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> StarknetRpcBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- JSON-RPC plumbing -------------------------------------------------------------
+
+    async def request(self, method: str, params: Mapping[str, Any] | Sequence[Any]) -> Any:
+        """One JSON-RPC call; returns ``result`` or raises :class:`StarknetRpcError`."""
+        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+        response = await self._post(payload, method)
+        body = response.json
+        if not isinstance(body, Mapping):
+            raise self._bad_response(method, "not a JSON-RPC object")
+        return self._unwrap(body, method)
+
+    async def batch(
+        self, calls: Sequence[tuple[str, Mapping[str, Any] | Sequence[Any]]]
+    ) -> list[Any]:
+        """A JSON-RPC batch in one HTTP round trip; results in request order.
+
+        Raises the first error in request order (as :class:`StarknetRpcError`).
+        """
+        out = await self.batch_items(calls)
+        for item in out:
+            if isinstance(item, StarknetRpcError):
+                raise item
+        return out
+
+    async def batch_items(
+        self, calls: Sequence[tuple[str, Mapping[str, Any] | Sequence[Any]]]
+    ) -> list[Any]:
+        """Like :meth:`batch`, but each failed item is returned as its StarknetRpcError.
+
+        A failure of the whole request (transport, HTTP status, garbage) still raises.
+        """
+        if not calls:
+            return []
+        ids = [next(self._ids) for _ in calls]
+        payload = [
+            {"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+            for i, (m, p) in zip(ids, calls, strict=True)
+        ]
+        what = f"batch of {len(calls)} {calls[0][0]}"
+        response = await self._post(payload, what)
+        body = response.json
+        if not isinstance(body, list):
+            if isinstance(body, Mapping) and "error" in body:
+                self._unwrap(body, what)  # raises the node's error
+            raise self._bad_response(what, "batch answer is not a list")
+        by_id: dict[Any, Mapping[str, Any]] = {}
+        for item in body:
+            if isinstance(item, Mapping):
+                by_id[item.get("id")] = item
+        out: list[Any] = []
+        for i, (method, _) in zip(ids, calls, strict=True):
+            answer = by_id.get(i)
+            if answer is None:
+                raise self._bad_response(what, f"no answer for id {i}")
+            try:
+                out.append(self._unwrap(answer, method))
+            except StarknetRpcError as exc:
+                out.append(exc)
+        return out
+
+    async def _post(self, payload: Any, what: str) -> HttpResponse:
+        response = await self._http.post_json(
+            self._url, payload, idempotent=True, retries=self._retries, what=f"RPC {what}"
+        )
+        if response.ok:
+            if response.json is None:
+                raise self._bad_response(what, "body is not JSON")
+            return response
+        # Some nodes answer JSON-RPC errors with an HTTP error status; keep the RPC error.
+        if isinstance(response.json, Mapping) and isinstance(response.json.get("error"), Mapping):
+            return response
+        if response.status in (401, 403):
+            raise ChipiSessionError(
+                ErrorCode.UNAUTHORIZED,
+                f"RPC {what}: {self._origin} refused access (HTTP {response.status}); "
+                "check the RPC URL's API key",
+            )
+        raise ChipiSessionError(
+            ErrorCode.BACKEND_UNAVAILABLE,
+            f"RPC {what}: {self._origin} answered HTTP {response.status}",
+            retryable=response.status >= 500 or response.status in (408, 429),
+        )
+
+    def _bad_response(self, what: str, detail: str) -> ChipiSessionError:
+        return ChipiSessionError(
+            ErrorCode.SESSION_INVALID_RESPONSE, f"RPC {what}: {self._origin} sent {detail}"
+        )
+
+    def _unwrap(self, body: Mapping[str, Any], method: str) -> Any:
+        error = body.get("error")
+        if error is not None:
+            if not isinstance(error, Mapping):
+                raise self._bad_response(method, "a malformed error")
+            raise _rpc_error(method, error)
+        if "result" not in body:
+            raise self._bad_response(method, "neither result nor error")
+        return body["result"]
+
+    # -- generic reads -----------------------------------------------------------------
+
+    async def call(
+        self,
+        contract_address: int,
+        entrypoint: int | str,
+        calldata: Sequence[int] = (),
+        *,
+        block_id: BlockId | None = None,
+    ) -> list[int]:
+        """``starknet_call``; ``entrypoint`` is a selector or a name."""
+        result = await self.request(
+            "starknet_call", self._call_params(contract_address, entrypoint, calldata, block_id)
+        )
+        return self._felts(result, "starknet_call")
+
+    def _call_params(
+        self,
+        contract_address: int,
+        entrypoint: int | str,
+        calldata: Sequence[int],
+        block_id: BlockId | None,
+    ) -> dict[str, Any]:
+        sel = selector(entrypoint) if isinstance(entrypoint, str) else entrypoint
+        return {
+            "request": {
+                "contract_address": to_hex(contract_address),
+                "entry_point_selector": to_hex(sel),
+                "calldata": [to_hex(x) for x in calldata],
+            },
+            "block_id": self._block_id if block_id is None else block_id,
+        }
+
+    def _felts(self, result: Any, what: str) -> list[int]:
+        try:
+            return list(parse_felts(result, what))
+        except ChipiSessionError:
+            raise self._bad_response(what, "a result that is not a list of felts") from None
+
+    async def chain_id(self) -> int:
+        """``starknet_chainId`` (cached: a node does not change chains)."""
+        if self._chain_id is None:
+            self._chain_id = self._felt(await self.request("starknet_chainId", []), "chainId")
+        return self._chain_id
+
+    async def spec_version(self) -> str:
+        return str(await self.request("starknet_specVersion", []))
+
+    async def block_number(self) -> int:
+        value = await self.request("starknet_blockNumber", [])
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self._bad_response("starknet_blockNumber", "a non-integer block number")
+        return value
+
+    async def block_timestamp(self, block_id: BlockId | None = None) -> int:
+        """Timestamp of a block (``latest`` by default): the chain's notion of now."""
+        block = await self.request(
+            "starknet_getBlockWithTxHashes",
+            {"block_id": "latest" if block_id is None else block_id},
+        )
+        ts = block.get("timestamp") if isinstance(block, Mapping) else None
+        if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+            raise self._bad_response("starknet_getBlockWithTxHashes", "no timestamp")
+        return ts
+
+    async def get_nonce(self, contract_address: int, *, block_id: BlockId | None = None) -> int:
+        value = await self.request(
+            "starknet_getNonce",
+            {
+                "block_id": self._block_id if block_id is None else block_id,
+                "contract_address": to_hex(contract_address),
+            },
+        )
+        return self._felt(value, "nonce")
+
+    async def get_class_hash_at(
+        self, contract_address: int, *, block_id: BlockId | None = None
+    ) -> int | None:
+        """The class hash, or None if no contract is deployed there."""
+        try:
+            value = await self.request(
+                "starknet_getClassHashAt",
+                {
+                    "block_id": self._block_id if block_id is None else block_id,
+                    "contract_address": to_hex(contract_address),
+                },
+            )
+        except StarknetRpcError as exc:
+            if exc.rpc_code == RPC_CONTRACT_NOT_FOUND:
+                return None
+            raise
+        return self._felt(value, "class hash")
+
+    def _felt(self, value: Any, what: str) -> int:
+        try:
+            return parse_felt(value, what)
+        except ChipiSessionError:
+            raise self._bad_response(what, "a value that is not a felt") from None
+
+    async def get_transaction_status(self, tx_hash: int | str) -> TransactionStatus | None:
+        """The status, or None if the node does not know the hash (yet)."""
+        try:
+            value = await self.request(
+                "starknet_getTransactionStatus",
+                {"transaction_hash": to_hex(parse_felt(tx_hash, "tx_hash"))},
+            )
+        except StarknetRpcError as exc:
+            if exc.rpc_code == RPC_TXN_HASH_NOT_FOUND:
+                return None
+            raise
+        if not isinstance(value, Mapping) or not isinstance(value.get("finality_status"), str):
+            raise self._bad_response("starknet_getTransactionStatus", "no finality_status")
+        execution = value.get("execution_status")
+        reason = value.get("failure_reason")
+        return TransactionStatus(
+            finality_status=value["finality_status"],
+            execution_status=execution if isinstance(execution, str) else None,
+            failure_reason=reason if isinstance(reason, str) else None,
+        )
+
+    async def get_transaction_receipt(self, tx_hash: int | str) -> TransactionReceipt | None:
+        """The receipt, or None if the node does not know the hash (yet)."""
+        h = parse_felt(tx_hash, "tx_hash")
+        try:
+            value = await self.request(
+                "starknet_getTransactionReceipt", {"transaction_hash": to_hex(h)}
+            )
+        except StarknetRpcError as exc:
+            if exc.rpc_code == RPC_TXN_HASH_NOT_FOUND:
+                return None
+            raise
+        if not isinstance(value, Mapping):
+            raise self._bad_response("starknet_getTransactionReceipt", "not an object")
+        try:
+            events = tuple(
+                ReceiptEvent(
+                    from_address=parse_felt(e["from_address"], "from_address"),
+                    keys=parse_felts(e.get("keys", ()), "keys"),
+                    data=parse_felts(e.get("data", ()), "data"),
+                )
+                for e in value.get("events", ())
+            )
+            block = value.get("block_number")
+            revert = value.get("revert_reason")
+            return TransactionReceipt(
+                transaction_hash=parse_felt(value.get("transaction_hash", h), "transaction_hash"),
+                execution_status=str(value["execution_status"]),
+                finality_status=str(value["finality_status"]),
+                block_number=block
+                if isinstance(block, int) and not isinstance(block, bool)
+                else None,
+                revert_reason=revert if isinstance(revert, str) else None,
+                events=events,
+                raw=dict(value),
+            )
+        except (KeyError, TypeError, ChipiSessionError):
+            raise self._bad_response(
+                "starknet_getTransactionReceipt", "a malformed receipt"
+            ) from None
+
+    async def wait_for_transaction(
+        self, tx_hash: int | str, *, timeout: float = 120.0, poll_interval: float = 2.0
+    ) -> TransactionStatus:
+        """Poll until the transaction is final (accepted or rejected).
+
+        Raises ``BACKEND_UNAVAILABLE`` (retryable) if it is not final within ``timeout``.
+        """
+        last: TransactionStatus | None = None
+        with anyio.move_on_after(timeout):
+            while True:
+                try:
+                    last = await self.get_transaction_status(tx_hash)
+                except ChipiSessionError as exc:
+                    if not exc.retryable:
+                        raise
+                if last is not None and last.is_final:
+                    return last
+                await anyio.sleep(poll_interval)
+        raise ChipiSessionError(
+            ErrorCode.BACKEND_UNAVAILABLE,
+            f"transaction {to_hex(parse_felt(tx_hash, 'tx_hash'))} not final after {timeout}s "
+            f"(last status: {last.finality_status if last else 'unknown'})",
+            retryable=True,
+        )
+
+    async def is_valid_outside_execution_nonce(
+        self, wallet_address: int, nonce: int, *, block_id: BlockId | None = None
+    ) -> bool:
+        """True if the SNIP-9 ``nonce`` is still unused by the wallet (so that outside
+        execution has not happened); False once it was consumed."""
+        result = await self.call(wallet_address, _SEL_NONCE_VALID, [nonce], block_id=block_id)
+        if len(result) != 1 or result[0] not in (0, 1):
+            raise self._bad_response("is_valid_outside_execution_nonce", "not a bool")
+        return result[0] == 1
+
+    async def outside_nonce_used(self, wallet_address: int, nonce: int) -> bool:
+        """NonceReader: True once the SNIP-9 ``nonce`` was consumed."""
+        return not await self.is_valid_outside_execution_nonce(wallet_address, nonce)
+
+    # -- SessionBackend reads -------------------------------------------------------------
+
+    async def get_session_status(
+        self, wallet_address: int, session_public_key: int
+    ) -> SessionStatus:
+        """``get_session_data`` (the real 4-felt layout) plus the whitelist, as one snapshot.
+
+        A missing contract or entrypoint reads as zeros (no session). When there is a
+        whitelist, the header is re-read in the same batch as the entries and the read is
+        repeated if it changed in between, so the result is not a mix of two registrations.
+        """
+        first = await self._session_data(wallet_address, session_public_key)
+        return await self._snapshot(wallet_address, session_public_key, first)
+
+    async def _snapshot(
+        self, wallet_address: int, session_public_key: int, first: list[int] | None
+    ) -> SessionStatus:
+        for _ in range(_SNAPSHOT_ATTEMPTS):
+            if first is None:
+                return SessionStatus(0, 0, 0, ())
+            length = first[3]
+            if length == 0:
+                return SessionStatus.from_felts(first)
+            if length > MAX_WHITELIST_LEN:
+                raise self._bad_response(
+                    "get_session_data", f"a whitelist length of {length} (max {MAX_WHITELIST_LEN})"
+                )
+            entries, again = await self._whitelist_snapshot(
+                wallet_address, session_public_key, length
+            )
+            if again == first:
+                return SessionStatus.from_felts(first, entries)
+            first = again
+        raise ChipiSessionError(
+            ErrorCode.BACKEND_UNAVAILABLE,
+            "session data kept changing while its whitelist was read; try again",
+            retryable=True,
+        )
+
+    async def get_session_statuses(
+        self, targets: Sequence[tuple[int, int]]
+    ) -> list[SessionStatus | ChipiSessionError]:
+        """Many ``(wallet, session_public_key)`` statuses in few round trips (the hub's poller).
+
+        One JSON-RPC batch of ``get_session_data`` per ``batch_size`` targets; sessions with a
+        whitelist then need one more batch each, as in :meth:`get_session_status`. Per-target
+        failures come back as errors in the list; a failed request raises.
+        """
+        results: list[SessionStatus | ChipiSessionError] = []
+        for start in range(0, len(targets), self._batch_size):
+            chunk = targets[start : start + self._batch_size]
+            answers = await self.batch_items(
+                [
+                    (
+                        "starknet_call",
+                        self._call_params(wallet, _SEL_GET_SESSION_DATA, [key], None),
+                    )
+                    for wallet, key in chunk
+                ]
+            )
+            for (wallet, key), answer in zip(chunk, answers, strict=True):
+                results.append(await self._status_from_answer(wallet, key, answer))
+        return results
+
+    async def _status_from_answer(
+        self, wallet: int, key: int, answer: Any
+    ) -> SessionStatus | ChipiSessionError:
+        if isinstance(answer, StarknetRpcError):
+            return SessionStatus(0, 0, 0, ()) if answer.is_not_found else answer
+        try:
+            felts = self._felts(answer, "get_session_data")
+            self._check_session_data(felts)
+            return await self._snapshot(wallet, key, felts)
+        except ChipiSessionError as exc:
+            return exc
+
+    async def confirm_transaction(
+        self,
+        tx_hash: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float | None = None,
+    ) -> None:
+        """TransactionConfirmer: wait until ``tx_hash`` is accepted (``confirm_finality``).
+
+        Raises ``TRANSACTION_REJECTED`` if it reverted or was rejected, and
+        ``UNKNOWN_OUTCOME`` if it is not settled within ``timeout``.
+        """
+        wait = self._confirm_timeout if timeout is None else timeout
+        interval = self._confirm_interval if poll_interval is None else poll_interval
+        accepted = _FINALITY_ORDER[self._confirm_finality]
+        last: TransactionStatus | None = None
+        with anyio.move_on_after(wait):
+            while True:
+                try:
+                    last = await self.get_transaction_status(tx_hash)
+                except ChipiSessionError as exc:
+                    if not exc.retryable:
+                        raise
+                if last is not None:
+                    if last.finality_status == "REJECTED" or last.execution_status == "REVERTED":
+                        reason = last.failure_reason or "no reason given"
+                        raise ChipiSessionError(
+                            ErrorCode.TRANSACTION_REJECTED,
+                            f"transaction {tx_hash} {last.execution_status or 'REJECTED'}: "
+                            f"{reason[:300]}",
+                        )
+                    if _FINALITY_ORDER.get(last.finality_status, 0) >= accepted:
+                        return
+                await anyio.sleep(interval)
+        raise ChipiSessionError(
+            ErrorCode.UNKNOWN_OUTCOME,
+            f"transaction {tx_hash} not confirmed within {wait}s "
+            f"(last status: {last.finality_status if last else 'unknown to the node'})",
+            retryable=False,
+        )
+
+    async def _session_data(self, wallet: int, key: int) -> list[int] | None:
+        try:
+            felts = await self.call(wallet, _SEL_GET_SESSION_DATA, [key])
+        except StarknetRpcError as exc:
+            if exc.is_not_found:
+                logger.debug(
+                    "get_session_data on %s: %s -> no session", to_hex(wallet), exc.message
+                )
+                return None
+            raise
+        self._check_session_data(felts)
+        return felts
+
+    def _check_session_data(self, felts: Sequence[int]) -> None:
+        if len(felts) != 4:
+            raise self._bad_response(
+                "get_session_data", f"{len(felts)} felts (the contract returns exactly 4)"
+            )
+
+    async def _whitelist_snapshot(
+        self, wallet: int, key: int, length: int
+    ) -> tuple[list[int], list[int] | None]:
+        entries: list[int] = []
+        header: list[int] | None = None
+        indices = list(range(length))
+        for start in range(0, length, _BATCH_CHUNK):
+            chunk = indices[start : start + _BATCH_CHUNK]
+            calls: list[tuple[str, Mapping[str, Any]]] = [
+                ("starknet_call", self._call_params(wallet, _SEL_ALLOWED_AT, [key, i], None))
+                for i in chunk
+            ]
+            last_chunk = start + _BATCH_CHUNK >= length
+            if last_chunk:
+                calls.append(
+                    ("starknet_call", self._call_params(wallet, _SEL_GET_SESSION_DATA, [key], None))
+                )
+            try:
+                results = await self.batch(calls)
+            except StarknetRpcError as exc:
+                if exc.is_not_found:
+                    return entries, None
+                raise
+            for res in results[: len(chunk)]:
+                felts = self._felts(res, "get_session_allowed_entrypoint_at")
+                if len(felts) != 1:
+                    raise self._bad_response("get_session_allowed_entrypoint_at", "not one felt")
+                entries.append(felts[0])
+            if last_chunk:
+                header = self._felts(results[-1], "get_session_data")
+                self._check_session_data(header)
+        return entries, header
+
+    async def get_spending_policy(
+        self, wallet_address: int, session_public_key: int, token: int
+    ) -> SpendingPolicy:
+        """The 8-felt policy; all zeros (``exists`` False) when none is set or the wallet has
+        no such entrypoint."""
+        try:
+            felts = await self.call(
+                wallet_address, _SEL_GET_SPENDING_POLICY, [session_public_key, token]
+            )
+        except StarknetRpcError as exc:
+            if exc.is_not_found:
+                return SpendingPolicy(0, 0, 0, 0, 0)
+            raise
+        if len(felts) != 8:
+            raise self._bad_response("get_spending_policy", f"{len(felts)} felts (expected 8)")
+        return SpendingPolicy.from_felts(felts)
+
+    # -- writes: not here ----------------------------------------------------------------
+
+    async def add_or_update_session_key(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        valid_until: int,
+        max_calls: int,
+        allowed_entrypoints: Sequence[int],
+        bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
+    ) -> str:
+        raise _read_only("register a session key")
+
+    async def revoke_session_key(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
+    ) -> str:
+        raise _read_only("revoke a session key")
+
+    async def execute_with_session(
+        self,
+        wallet: WalletData,
+        session_key: SecretKey,
+        *,
+        valid_until: int,
+        calls: Sequence[Call],
+        bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
+    ) -> str:
+        raise _read_only("execute transactions")
+
+    async def set_spending_policy(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        token: int,
+        max_per_call: int,
+        max_per_window: int,
+        window_seconds: int,
+        bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
+    ) -> str:
+        raise _read_only("set a spending policy")
+
+    async def remove_spending_policy(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        token: int,
+        bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
+    ) -> str:
+        raise _read_only("remove a spending policy")
+
+
+def _rpc_error(method: str, error: Mapping[str, Any]) -> StarknetRpcError:
+    raw_code = error.get("code")
+    code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
+    message = str(error.get("message", "RPC error"))[:300]
+    data = error.get("data")
+    detail = _flatten(data)[:300]
+    text = f"RPC {method}: error {code}: {message}" + (f" ({detail})" if detail else "")
+    if code in (
+        RPC_CONTRACT_NOT_FOUND,
+        RPC_INVALID_MESSAGE_SELECTOR,
+        RPC_BLOCK_NOT_FOUND,
+        RPC_CLASS_HASH_NOT_FOUND,
+        RPC_TXN_HASH_NOT_FOUND,
+    ):
+        return StarknetRpcError(ErrorCode.INVALID_INPUT, text, False, code, data)
+    if code == RPC_CONTRACT_ERROR:
+        return StarknetRpcError(ErrorCode.TRANSACTION_REJECTED, text, False, code, data)
+    if code in (-32700, -32600, -32602):
+        return StarknetRpcError(ErrorCode.INVALID_INPUT, text, False, code, data)
+    if code == -32601:
+        return StarknetRpcError(ErrorCode.NOT_SUPPORTED, text, False, code, data)
+    # -32603 internal, -32000..-32099 server errors, 63 unexpected error: the node's problem.
+    return StarknetRpcError(ErrorCode.BACKEND_UNAVAILABLE, text, True, code, data)

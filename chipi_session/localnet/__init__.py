@@ -1,0 +1,44 @@
+"""``localnet``: a local Chipi-compatible server (REST + Starknet JSON-RPC) over LocalChain.
+
+Needs the ``localnet`` extra (starlette, uvicorn). Names are imported on first use, so
+``chipi_session.localnet.main`` can report a missing extra instead of failing on import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .cli import main
+
+__all__ = [
+    "main",
+    "LocalnetServer",
+    "DemoWallet",
+    "Faults",
+    "AuthConfig",
+    "create_app",
+    "generate_api_key",
+]
+
+_LAZY = {
+    "LocalnetServer": "server",
+    "DemoWallet": "server",
+    "generate_api_key": "server",
+    "Faults": "app",
+    "AuthConfig": "app",
+    "create_app": "app",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import AuthConfig, Faults, create_app
+    from .server import DemoWallet, LocalnetServer, generate_api_key
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chipi_session.localnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

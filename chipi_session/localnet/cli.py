@@ -1,0 +1,171 @@
+"""``chipi-session localnet``: a local Chipi-compatible server for development.
+
+Prints a ready-to-use demo wallet (address, PIN, CryptoJS-encrypted owner key that Chipi's JS
+SDK can decrypt, a funded token), the API key, and the two URLs; then serves until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from ..felts import to_hex
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_PORT = 5959
+
+
+def _say(text: str, *, error: bool = False) -> None:
+    """The CLI's only output channel (banner on stdout, problems on stderr)."""
+    print(text, file=sys.stderr if error else sys.stdout, flush=True)  # noqa: T201
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chipi-session localnet",
+        description="Local Chipi REST API + Starknet JSON-RPC over an in-process chain "
+        "(loopback only; play money).",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="loopback address to bind (default %(default)s)"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port, 0 = any free one (default %(default)s)",
+    )
+    p.add_argument(
+        "--chain",
+        choices=("mainnet", "sepolia"),
+        default="mainnet",
+        help="chain id to report: SN_MAIN or SN_SEPOLIA (default %(default)s)",
+    )
+    p.add_argument("--pin", default="1234", help="PIN of the demo wallet (default %(default)s)")
+    p.add_argument(
+        "--fund",
+        type=int,
+        default=1_000 * 10**6,
+        help="demo token balance in base units, 6 decimals (default %(default)s)",
+    )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="accepted API key (repeatable; default: a generated pk_dev_ key)",
+    )
+    p.add_argument(
+        "--any-api-key", action="store_true", help="accept any well-formed pk_dev_/pk_prod_ key"
+    )
+    p.add_argument(
+        "--bearer-token",
+        action="append",
+        default=None,
+        metavar="TOKEN",
+        help="required bearer token (repeatable; default: any non-empty token)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser requests from this origin (repeatable)",
+    )
+    p.add_argument(
+        "--legacy-session-layout",
+        action="store_true",
+        help="answer get_session_data in the layout old official SDKs expect (not the chain's)",
+    )
+    p.add_argument(
+        "--fast-kdf",
+        action="store_true",
+        help="cheapest Argon2id for wallets the chain creates (tests only)",
+    )
+    p.add_argument("--json", action="store_true", help="print the banner as one JSON line")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    return p
+
+
+def _banner(info: dict[str, Any]) -> str:
+    w = info["demoWallet"]
+    return "\n".join(
+        [
+            "chipi-session localnet (play money, loopback only)",
+            "",
+            f"  REST (alphaUrl / base_url):      {info['restUrl']}",
+            f"  RPC  (STARKNET_RPC_URL):         {info['rpcUrl']}",
+            f"  chain id:                        {info['chainId']}",
+            f"  API key (x-api-key):             {info['apiKey']}",
+            f"  bearer token:                    {info['bearerToken']}",
+            "",
+            "  demo wallet (walletType CHIPI):",
+            f"    publicKey:            {w['publicKey']}",
+            f"    PIN (encryptKey):     {w['pin']}",
+            f"    encryptedPrivateKey:  {w['encryptedPrivateKey']}",
+            f"    token (6 decimals):   {w['token']}  balance {w['balance']}",
+            "",
+            "  Ctrl-C to stop.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``chipi-session localnet``; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        from ..errors import ChipiSessionError
+        from ..hashing import SN_MAIN, SN_SEPOLIA
+        from ..vault import KdfCost
+        from .server import LocalnetServer
+    except ImportError as exc:  # the optional server dependencies are missing
+        _say(
+            f"chipi-session localnet needs the 'localnet' extra "
+            f"(pip install 'chipi-session[localnet]'): {exc}",
+            error=True,
+        )
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.verbose:
+        logging.getLogger("chipi_session").setLevel(logging.DEBUG)
+    try:
+        server = LocalnetServer(
+            host=args.host,
+            port=args.port,
+            chain_id=SN_SEPOLIA if args.chain == "sepolia" else SN_MAIN,
+            kdf_cost=KdfCost.FAST_FOR_TESTS if args.fast_kdf else KdfCost.DEFAULT,
+            api_keys=args.api_key,
+            accept_any_api_key=args.any_api_key,
+            bearer_tokens=args.bearer_token,
+            legacy_session_layout=args.legacy_session_layout,
+            cors_origins=tuple(args.cors_origin),
+        )
+        demo = server.create_demo_wallet(args.pin, fund=args.fund)
+        server.bind()
+    except ChipiSessionError as exc:
+        _say(f"localnet: {exc.message}", error=True)
+        return 2
+    except OSError as exc:
+        _say(f"localnet: cannot listen on {args.host}:{args.port}: {exc.strerror}", error=True)
+        return 2
+    info = {
+        "restUrl": server.rest_url,
+        "rpcUrl": server.rpc_url,
+        "chainId": to_hex(server.chain.chain_id),
+        "apiKey": server.api_key,
+        "bearerToken": "any non-empty token" if not args.bearer_token else args.bearer_token[0],
+        "demoWallet": demo.to_json(),
+    }
+    _say(json.dumps(info) if args.json else _banner(info))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # pragma: no cover - uvicorn normally handles the signal
+        pass
+    return 0

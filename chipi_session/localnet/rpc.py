@@ -1,0 +1,360 @@
+"""A Starknet JSON-RPC (spec 0.8 shapes) view of a LocalChain.
+
+Only the methods a session client needs (wire §3, §8.3 item 6): ``starknet_call``,
+``starknet_chainId``, ``starknet_specVersion``, ``starknet_blockNumber``,
+``starknet_blockHashAndNumber``, ``starknet_getBlockWithTxHashes``, ``starknet_getNonce``,
+``starknet_getClassHashAt``, ``starknet_getTransactionReceipt``,
+``starknet_getTransactionStatus``. Named and positional params, batches, canonical lowercase
+hex. Errors follow the spec: 20 ``Contract not found``, 40 ``Contract error`` with a
+``revert_error`` (an unknown entrypoint reads ``Entry point ... not found``, which the TS SDK
+recognises), 24 / 29 for unknown blocks / transactions.
+
+LocalChain keeps no history: every existing block id reads the current state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..felts import FIELD_PRIME, selector, to_hex
+from ..localchain import ContractPanic, LocalChain
+
+__all__ = ["RpcDispatcher", "SPEC_VERSION", "block_hash", "view_call", "class_hash_at"]
+
+logger = logging.getLogger(__name__)
+
+SPEC_VERSION = "0.8.1"
+_MAX_BATCH = 256
+
+_SEL_GET_SESSION_DATA = selector("get_session_data")
+_SEL_ALLOWED_AT = selector("get_session_allowed_entrypoint_at")
+
+_TAGS = ("latest", "pending", "pre_confirmed", "l1_accepted")
+
+
+class _Fault(Exception):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def error(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            out["data"] = self.data
+        return out
+
+
+class _Rollback(Exception):
+    """Unwinds a view call's journal so ``starknet_call`` never commits anything."""
+
+
+def view_call(chain: LocalChain, address: int, sel: int, calldata: Sequence[int]) -> list[int]:
+    """``chain.call`` with every write undone, like a node's ``starknet_call``.
+
+    LocalChain.call commits (it is also the tests' way to act as a caller), and a committed
+    ``__execute__`` with caller 0 would run calls as the account. LocalChain exposes no
+    read-only call, so this opens an outer atomic block on its journal and rolls it back.
+    """
+    journal = chain._state.journal
+    result: list[int] = []
+    try:
+        with journal.atomic():
+            result = chain.call(address, sel, calldata)
+            raise _Rollback
+    except _Rollback:
+        pass
+    return result
+
+
+def class_hash_at(chain: LocalChain, address: int) -> int | None:
+    """The class hash deployed at ``address``, or None (LocalChain has no public getter)."""
+    public = getattr(chain, "class_hash_at", None)
+    if callable(public):
+        found = public(address)
+        return None if found is None else int(found)
+    value = int(chain._state.class_hashes.get(address))
+    return value or None
+
+
+def block_hash(number: int) -> int:
+    """LocalChain has no block hashes; a stable synthetic one per block number."""
+    digest = hashlib.sha256(b"chipi-localnet-block:%d" % number).digest()
+    return int.from_bytes(digest, "big") & ((1 << 250) - 1)
+
+
+def _felt(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise _Fault(-32602, f"Invalid params: {what}")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            n = int(text[2:], 16) if text[:2].lower() == "0x" else int(text, 10)
+        except ValueError:
+            raise _Fault(-32602, f"Invalid params: {what} is not a felt") from None
+    else:
+        raise _Fault(-32602, f"Invalid params: {what} is not a felt")
+    if not 0 <= n < FIELD_PRIME:
+        raise _Fault(-32602, f"Invalid params: {what} is out of the field")
+    return n
+
+
+class RpcDispatcher:
+    """Answers JSON-RPC payloads (one object or a batch) from ``chain``.
+
+    Call it with the chain lock held. ``legacy_session_layout`` makes ``get_session_data``
+    answer the layout the official SDKs (TS <= 14.13) wrongly expect,
+    ``[is_active, valid_until, remaining_calls, len, ...selectors]``, so that their session
+    hooks "work" against localnet; off by default because the real contract never does that.
+    """
+
+    def __init__(self, chain: LocalChain, *, legacy_session_layout: bool = False) -> None:
+        self._chain = chain
+        self._legacy = legacy_session_layout
+        self._methods: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
+            "starknet_specVersion": (self._spec_version, ()),
+            "starknet_chainId": (self._chain_id, ()),
+            "starknet_blockNumber": (self._block_number, ()),
+            "starknet_blockHashAndNumber": (self._block_hash_and_number, ()),
+            "starknet_getBlockWithTxHashes": (self._get_block, ("block_id",)),
+            "starknet_call": (self._call, ("request", "block_id")),
+            "starknet_getNonce": (self._get_nonce, ("block_id", "contract_address")),
+            "starknet_getClassHashAt": (self._get_class_hash_at, ("block_id", "contract_address")),
+            "starknet_getTransactionReceipt": (self._get_receipt, ("transaction_hash",)),
+            "starknet_getTransactionStatus": (self._get_status, ("transaction_hash",)),
+        }
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(self._methods)
+
+    def handle(self, payload: Any) -> Any:
+        """The response body for a parsed request body (None for a batch of notifications)."""
+        if isinstance(payload, list):
+            if not payload:
+                return _error_response(None, _Fault(-32600, "Invalid Request"))
+            if len(payload) > _MAX_BATCH:
+                return _error_response(None, _Fault(-32600, f"Batch larger than {_MAX_BATCH}"))
+            out = [r for r in (self._one(item) for item in payload) if r is not None]
+            return out or None
+        return self._one(payload)
+
+    def _one(self, request: Any) -> dict[str, Any] | None:
+        if not isinstance(request, Mapping) or request.get("jsonrpc") != "2.0":
+            return _error_response(None, _Fault(-32600, "Invalid Request"))
+        rid = request.get("id")
+        is_notification = "id" not in request
+        method = request.get("method")
+        try:
+            if not isinstance(method, str) or method not in self._methods:
+                raise _Fault(-32601, "Method not found")
+            fn, names = self._methods[method]
+            args = _bind(request.get("params", []), names)
+            result = fn(*args)
+        except _Fault as fault:
+            return None if is_notification else _error_response(rid, fault)
+        except Exception:  # a bug here must not kill the server; log it, answer -32603
+            logger.exception("RPC %s failed", method)
+            return (
+                None if is_notification else _error_response(rid, _Fault(-32603, "Internal error"))
+            )
+        return None if is_notification else {"jsonrpc": "2.0", "id": rid, "result": result}
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _check_block(self, block_id: Any) -> int:
+        """The block number a block id names (the current state is what is read)."""
+        current = int(self._chain.block_number)
+        if isinstance(block_id, str) and block_id in _TAGS:
+            return current
+        if isinstance(block_id, Mapping):
+            if "block_number" in block_id:
+                n = block_id["block_number"]
+                if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                    raise _Fault(-32602, "Invalid params: block_number")
+                if n > current:
+                    raise _Fault(24, "Block not found")
+                return n
+            if "block_hash" in block_id:
+                h = _felt(block_id["block_hash"], "block_hash")
+                for n in range(current, -1, -1):
+                    if block_hash(n) == h:
+                        return n
+                raise _Fault(24, "Block not found")
+        raise _Fault(-32602, "Invalid params: block_id")
+
+    def _contract_exists(self, address: int) -> bool:
+        return class_hash_at(self._chain, address) is not None
+
+    # -- methods --------------------------------------------------------------------------
+
+    def _spec_version(self) -> str:
+        return SPEC_VERSION
+
+    def _chain_id(self) -> str:
+        return to_hex(self._chain.chain_id)
+
+    def _block_number(self) -> int:
+        return int(self._chain.block_number)
+
+    def _block_hash_and_number(self) -> dict[str, Any]:
+        n = int(self._chain.block_number)
+        return {"block_hash": to_hex(block_hash(n)), "block_number": n}
+
+    def _get_block(self, block_id: Any) -> dict[str, Any]:
+        n = self._check_block(block_id)
+        zero_price = {"price_in_fri": "0x0", "price_in_wei": "0x0"}
+        return {
+            "status": "ACCEPTED_ON_L2",
+            "block_hash": to_hex(block_hash(n)),
+            "parent_hash": to_hex(block_hash(n - 1) if n > 0 else 0),
+            "block_number": n,
+            "new_root": "0x0",
+            "timestamp": int(self._chain.now()),
+            "sequencer_address": "0x0",
+            "l1_gas_price": zero_price,
+            "l2_gas_price": zero_price,
+            "l1_data_gas_price": zero_price,
+            "l1_da_mode": "BLOB",
+            "starknet_version": "0.13.5",
+            "transactions": [],
+        }
+
+    def _call(self, request: Any, block_id: Any) -> list[str]:
+        self._check_block(block_id)
+        if not isinstance(request, Mapping):
+            raise _Fault(-32602, "Invalid params: request")
+        address = _felt(request.get("contract_address"), "contract_address")
+        sel = _felt(request.get("entry_point_selector"), "entry_point_selector")
+        raw = request.get("calldata", [])
+        if not isinstance(raw, list):
+            raise _Fault(-32602, "Invalid params: calldata")
+        calldata = [_felt(v, "calldata") for v in raw]
+        try:
+            if self._legacy and sel == _SEL_GET_SESSION_DATA and len(calldata) == 1:
+                result = self._legacy_session_data(address, calldata[0])
+            else:
+                result = view_call(self._chain, address, sel, calldata)
+        except ContractPanic as panic:
+            raise self._panic_fault(panic, address, sel) from None
+        return [to_hex(x) for x in result]
+
+    def _panic_fault(self, panic: ContractPanic, address: int, sel: int) -> _Fault:
+        if panic.message == "Contract not found":
+            return _Fault(20, "Contract not found")
+        if panic.message == "ENTRYPOINT_NOT_FOUND":
+            reason = f"Entry point EntryPointSelector({to_hex(sel)}) not found in contract."
+        else:
+            reason = panic.message
+        return _Fault(
+            40,
+            "Contract error",
+            {
+                "revert_error": {
+                    "contract_address": to_hex(address),
+                    "class_hash": to_hex(self._class_hash_or_zero(address)),
+                    "selector": to_hex(sel),
+                    "error": reason,
+                }
+            },
+        )
+
+    def _class_hash_or_zero(self, address: int) -> int:
+        return class_hash_at(self._chain, address) or 0
+
+    def _legacy_session_data(self, wallet: int, key: int) -> list[int]:
+        valid_until, max_calls, calls_used, length = view_call(
+            self._chain, wallet, _SEL_GET_SESSION_DATA, [key]
+        )
+        entries = [
+            view_call(self._chain, wallet, _SEL_ALLOWED_AT, [key, i])[0] for i in range(length)
+        ]
+        now = int(self._chain.now())
+        active = valid_until != 0 and now <= valid_until and calls_used < max_calls
+        remaining = max(max_calls - calls_used, 0)
+        return [1 if active else 0, valid_until, remaining, length, *entries]
+
+    def _get_nonce(self, block_id: Any, contract_address: Any) -> str:
+        self._check_block(block_id)
+        address = _felt(contract_address, "contract_address")
+        if not self._contract_exists(address):
+            raise _Fault(20, "Contract not found")
+        return to_hex(self._chain.get_nonce(address))
+
+    def _get_class_hash_at(self, block_id: Any, contract_address: Any) -> str:
+        self._check_block(block_id)
+        address = _felt(contract_address, "contract_address")
+        found = class_hash_at(self._chain, address)
+        if found is None:
+            raise _Fault(20, "Contract not found")
+        return to_hex(found)
+
+    def _tx_hash(self, value: Any) -> str:
+        return to_hex(_felt(value, "transaction_hash"))
+
+    def _get_receipt(self, transaction_hash: Any) -> dict[str, Any]:
+        tx = self._tx_hash(transaction_hash)
+        receipt = self._chain.get_receipt(tx)
+        if receipt is None:
+            raise _Fault(29, "Transaction hash not found")
+        out: dict[str, Any] = {
+            "type": "INVOKE",
+            "transaction_hash": tx,
+            "actual_fee": {"amount": "0x0", "unit": "FRI"},
+            "execution_status": receipt.status,
+            "finality_status": "ACCEPTED_ON_L2",
+            "block_hash": to_hex(block_hash(receipt.block_number)),
+            "block_number": receipt.block_number,
+            "messages_sent": [],
+            "events": [
+                {
+                    "from_address": to_hex(e.from_address),
+                    "keys": [to_hex(k) for k in e.keys],
+                    "data": [to_hex(d) for d in e.data],
+                }
+                for e in receipt.events
+            ],
+            "execution_resources": {"l1_gas": 0, "l1_data_gas": 0, "l2_gas": 0},
+        }
+        if receipt.revert_reason is not None:
+            out["revert_reason"] = receipt.revert_reason
+        return out
+
+    def _get_status(self, transaction_hash: Any) -> dict[str, Any]:
+        tx = self._tx_hash(transaction_hash)
+        receipt = self._chain.get_receipt(tx)
+        if receipt is None:
+            raise _Fault(29, "Transaction hash not found")
+        out: dict[str, Any] = {
+            "finality_status": "ACCEPTED_ON_L2",
+            "execution_status": receipt.status,
+        }
+        if receipt.revert_reason is not None:
+            out["failure_reason"] = receipt.revert_reason
+        return out
+
+
+def _bind(params: Any, names: Sequence[str]) -> list[Any]:
+    if isinstance(params, Mapping):
+        unknown = set(params) - set(names)
+        if unknown:
+            raise _Fault(-32602, f"Invalid params: unexpected {sorted(unknown)[0]}")
+        missing = [n for n in names if n not in params]
+        if missing:
+            raise _Fault(-32602, f"Invalid params: missing {missing[0]}")
+        return [params[n] for n in names]
+    if isinstance(params, list):
+        if len(params) != len(names):
+            raise _Fault(-32602, f"Invalid params: expected {len(names)} positional params")
+        return list(params)
+    raise _Fault(-32602, "Invalid params")
+
+
+def _error_response(rid: Any, fault: _Fault) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rid, "error": fault.error()}
