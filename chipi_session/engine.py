@@ -581,8 +581,9 @@ class ChipiSession:
             info = submitted[-1] if submitted else None
             applied = await self._resolve_outcome(info)
             if applied is None:
-                if info is not None and action == "execute":
-                    self._hold_in_doubt(info)
+                if info is not None:
+                    self._hold_in_doubt(info, count=action == "execute")
+                self._spawn(self._quiet_refetch())  # the chain may already show the effect
                 raise ChipiSessionError(
                     ErrorCode.UNKNOWN_OUTCOME,
                     f"{action}: the request may have executed; it is being resolved from the "
@@ -624,9 +625,11 @@ class ChipiSession:
             return False
         return None
 
-    def _hold_in_doubt(self, info: SubmitInfo) -> None:
-        """Count an unresolved execute against the budget until the chain decides it."""
-        self._in_doubt.append(info)
+    def _hold_in_doubt(self, info: SubmitInfo, *, count: bool = True) -> None:
+        """Re-check an unresolved write once its window closes; an execute (``count``) is
+        counted against the budget until the chain decides it."""
+        if count:
+            self._in_doubt.append(info)
         generation = self._generation
         assert self._scheduler is not None
         self._scheduler.timers.schedule(
@@ -929,6 +932,19 @@ class ChipiSession:
         self._status = status
         self._publish(StatusRefreshed, status=status)
         self._reconcile(status)
+        if self._in_doubt:
+            self._spawn(self._recheck_doubts(self._generation))
+
+    async def _recheck_doubts(self, generation: int) -> None:
+        """Resolve in-doubt executes early when their nonces can be read: one the chain
+        already counts must not be counted twice until its window closes."""
+        resolved = False
+        for info in list(self._in_doubt):
+            if await self._resolve_outcome(info) is not None and info in self._in_doubt:
+                self._in_doubt.remove(info)
+                resolved = True
+        if resolved and generation == self._generation:
+            await self._quiet_refetch()  # read after the nonce: calls_used includes it
 
     async def _do_set_policy(
         self, token: int | str, max_per_call: int, max_per_window: int, window_seconds: int
@@ -1202,7 +1218,8 @@ class ChipiSession:
 
     # ---------------------------------------------------------------- helpers
     def _restore(self, data: SessionKeyData) -> None:
-        self._new_generation()
+        # not _new_generation(): in-doubt writes a hub resolved from its journal stay counted
+        self._generation += 1
         self._session = data
         self._transition("restore")
 

@@ -165,12 +165,15 @@ def derive_state(
     """The state the chain says, with its reason (engine.md §2).
 
     ``valid_until == 0`` is revoked if we saw the session registered (or revoked it), else
-    created (never registered). Expiry is inclusive: at ``now == valid_until`` still valid.
+    created (never registered) — or expired (``time``) once the local ``valid_until`` has
+    passed, since a session that can no longer be registered is not merely "created". Expiry is inclusive: at ``now == valid_until`` still valid.
     Signatures carry the *local* ``valid_until``, so the earlier of the two bounds.
     """
     if not status.exists:
         if seen_registered:
             return S.REVOKED, "revoked"
+        if local_valid_until is not None and now > local_valid_until:
+            return S.EXPIRED, ExpiryReason.TIME.value  # never registered, and now too late
         return S.CREATED, "not registered"
     bound = status.valid_until
     if local_valid_until is not None:

@@ -60,6 +60,7 @@ def test_illegal_trigger_is_a_typed_error_and_changes_nothing() -> None:
     ("status", "now", "seen", "expected"),
     [
         (SessionStatus(0, 0, 0), 5, False, (SessionState.CREATED, "not registered")),
+        (SessionStatus(0, 0, 0), 11, False, (SessionState.CREATED, "not registered")),
         (SessionStatus(0, 0, 0), 5, True, (SessionState.REVOKED, "revoked")),
         (SessionStatus(10, 3, 0), 10, True, (SessionState.ACTIVE, "active")),
         (SessionStatus(10, 3, 0), 11, True, (SessionState.EXPIRED, "time")),
@@ -76,6 +77,18 @@ def test_derive_state(
 def test_derive_state_uses_the_earlier_local_bound() -> None:
     status = SessionStatus(100, 3, 0)
     assert derive_state(status, 60, local_valid_until=50, seen_registered=True)[0] == "expired"
+
+
+def test_never_registered_session_past_its_valid_until_is_expired() -> None:
+    unknown = SessionStatus(0, 0, 0)
+    assert derive_state(unknown, 50, local_valid_until=50, seen_registered=False) == (
+        SessionState.CREATED,
+        "not registered",
+    )
+    assert derive_state(unknown, 51, local_valid_until=50, seen_registered=False) == (
+        SessionState.EXPIRED,
+        "time",
+    )
 
 
 CALL_KINDS = {
@@ -210,7 +223,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         )
         # reference derivation
         if status.valid_until == 0:
-            expected = "revoked" if self.seen_registered else "created"
+            if self.seen_registered:
+                expected = "revoked"
+            elif self.now > self.local_valid_until:
+                expected = "expired"
+            else:
+                expected = "created"
         elif self.now > min(status.valid_until, self.local_valid_until):
             expected = "expired"
         elif status.calls_used >= status.max_calls:
