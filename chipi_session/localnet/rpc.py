@@ -49,36 +49,15 @@ class _Fault(Exception):
         return out
 
 
-class _Rollback(Exception):
-    """Unwinds a view call's journal so ``starknet_call`` never commits anything."""
-
-
 def view_call(chain: LocalChain, address: int, sel: int, calldata: Sequence[int]) -> list[int]:
-    """``chain.call`` with every write undone, like a node's ``starknet_call``.
-
-    LocalChain.call commits (it is also the tests' way to act as a caller), and a committed
-    ``__execute__`` with caller 0 would run calls as the account. LocalChain exposes no
-    read-only call, so this opens an outer atomic block on its journal and rolls it back.
-    """
-    journal = chain._state.journal
-    result: list[int] = []
-    try:
-        with journal.atomic():
-            result = chain.call(address, sel, calldata)
-            raise _Rollback
-    except _Rollback:
-        pass
-    return result
+    """A node's ``starknet_call``: every write is discarded (``LocalChain.view``)."""
+    return chain.view(address, sel, calldata)
 
 
 def class_hash_at(chain: LocalChain, address: int) -> int | None:
-    """The class hash deployed at ``address``, or None (LocalChain has no public getter)."""
-    public = getattr(chain, "class_hash_at", None)
-    if callable(public):
-        found = public(address)
-        return None if found is None else int(found)
-    value = int(chain._state.class_hashes.get(address))
-    return value or None
+    """The class hash deployed at ``address``, or None."""
+    found = chain.class_hash_at(address)
+    return None if not found else int(found)
 
 
 def block_hash(number: int) -> int:
