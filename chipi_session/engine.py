@@ -754,28 +754,40 @@ class ChipiSession:
             raise _hash_lost_error("register")
         return tx
 
-    async def _register_key(
-        self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
+    async def _owner_write(
+        self,
+        action: str,
+        public_key: int,
+        send: Callable[[SecretKey, str | None, OnSubmit], Awaitable[str]],
     ) -> str:
+        """One owner-signed write: bearer token, owner key decrypted for this write only
+        (and zeroed after it), journalled through :meth:`_write`."""
         token = await self._bearer_token()
         owner = await self._owner_key()
         try:
             return await self._write(
-                "register",
-                public_key,
-                lambda on_submit: self._backend.add_or_update_session_key(
-                    self._wallet,
-                    owner,
-                    session_public_key=public_key,
-                    valid_until=until,
-                    max_calls=max_calls,
-                    allowed_entrypoints=allowed,
-                    bearer_token=token,
-                    on_submit=on_submit,
-                ),
+                action, public_key, lambda on_submit: send(owner, token, on_submit)
             )
         finally:
             owner.zero()
+
+    async def _register_key(
+        self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
+    ) -> str:
+        return await self._owner_write(
+            "register",
+            public_key,
+            lambda owner, token, on_submit: self._backend.add_or_update_session_key(
+                self._wallet,
+                owner,
+                session_public_key=public_key,
+                valid_until=until,
+                max_calls=max_calls,
+                allowed_entrypoints=allowed,
+                bearer_token=token,
+                on_submit=on_submit,
+            ),
+        )
 
     async def _do_execute(
         self, calls: Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
@@ -900,22 +912,17 @@ class ChipiSession:
         return tx
 
     async def _revoke_key(self, public_key: int) -> str:
-        token = await self._bearer_token()
-        owner = await self._owner_key()
-        try:
-            return await self._write(
-                "revoke",
-                public_key,
-                lambda on_submit: self._backend.revoke_session_key(
-                    self._wallet,
-                    owner,
-                    session_public_key=public_key,
-                    bearer_token=token,
-                    on_submit=on_submit,
-                ),
-            )
-        finally:
-            owner.zero()
+        return await self._owner_write(
+            "revoke",
+            public_key,
+            lambda owner, token, on_submit: self._backend.revoke_session_key(
+                self._wallet,
+                owner,
+                session_public_key=public_key,
+                bearer_token=token,
+                on_submit=on_submit,
+            ),
+        )
 
     async def _do_refetch(self) -> SessionStatus | None:
         session = self._session
@@ -980,26 +987,21 @@ class ChipiSession:
         max_per_window: int,
         window_seconds: int,
     ) -> str:
-        bearer = await self._bearer_token()
-        owner = await self._owner_key()
-        try:
-            return await self._write(
-                "set_spending_policy",
-                public_key,
-                lambda on_submit: self._backend.set_spending_policy(
-                    self._wallet,
-                    owner,
-                    session_public_key=public_key,
-                    token=token,
-                    max_per_call=max_per_call,
-                    max_per_window=max_per_window,
-                    window_seconds=window_seconds,
-                    bearer_token=bearer,
-                    on_submit=on_submit,
-                ),
-            )
-        finally:
-            owner.zero()
+        return await self._owner_write(
+            "set_spending_policy",
+            public_key,
+            lambda owner, bearer, on_submit: self._backend.set_spending_policy(
+                self._wallet,
+                owner,
+                session_public_key=public_key,
+                token=token,
+                max_per_call=max_per_call,
+                max_per_window=max_per_window,
+                window_seconds=window_seconds,
+                bearer_token=bearer,
+                on_submit=on_submit,
+            ),
+        )
 
     async def _do_get_policy(self, token: int | str) -> SpendingPolicy | None:
         token_addr = _parse_token(token)
@@ -1023,13 +1025,11 @@ class ChipiSession:
         self._require_supported()
         session = self._require_session()
         generation = self._generation
-        bearer = await self._bearer_token()
-        owner = await self._owner_key()
         try:
-            tx = await self._write(
+            tx = await self._owner_write(
                 "remove_spending_policy",
                 session.public_key,
-                lambda on_submit: self._backend.remove_spending_policy(
+                lambda owner, bearer, on_submit: self._backend.remove_spending_policy(
                     self._wallet,
                     owner,
                     session_public_key=session.public_key,
@@ -1040,8 +1040,6 @@ class ChipiSession:
             )
         except _AppliedHashLost:
             tx = ""
-        finally:
-            owner.zero()
         if generation == self._generation:
             if self._policies is not None:
                 self._policies.pop(token_addr, None)
