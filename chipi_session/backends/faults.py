@@ -1,0 +1,525 @@
+"""``FaultInjectingBackend``: any ``SessionBackend`` with the failures a real network has.
+
+Why: the engine's promises (no over-spent budget, nothing executed twice, typed errors, a local
+state that converges to the chain's) only mean something if they survive the failures that
+happen in production: a paymaster that is down, a request that timed out after it was sent, a
+response lost on the way back, a backend that restarts. This wrapper produces those failures
+deterministically (``random.Random(seed)``, draws made in call order) around any backend, so a
+test can replay them exactly, or script them one by one with :meth:`fail_next`.
+
+Fault kinds (see :data:`FAULT_KINDS`):
+
+* ``error_before_send``: ``BACKEND_UNAVAILABLE`` (retryable); the inner backend is not called.
+* ``timeout_after_send``: the inner write runs (``on_submit``, then it executes), then, after
+  ``timeout_seconds`` of clock time, ``UNKNOWN_OUTCOME`` (not retryable) instead of the result.
+* ``drop_response``: the same effect, immediately: the response was lost on the way back.
+* ``lost_request``: ``on_submit`` is reported, then the request vanishes before it reaches the
+  chain; after ``timeout_seconds``: ``UNKNOWN_OUTCOME``. Nothing was applied, and once chain
+  time passes the SNIP-9 window it never will be: the "did not execute" resolution.
+* ``restart``: the call fails before send and the backend stays down (``BACKEND_UNAVAILABLE``)
+  for the next ``restart_down_calls`` calls of any method; then it is back with the chain state
+  intact (nothing is rolled back).
+
+Reads (``get_session_status``, ``get_spending_policy``, ``outside_nonce_used``) only fail before
+send (``error_before_send``, ``restart``): a read has no effect to lose. Latency (event-loop
+checkpoints and clock time) is added before each call so that concurrent actions interleave.
+
+The wrapper is a :class:`~chipi_session.backends.base.NonceReader` exactly when the inner
+backend is one (``FaultInjectingBackend(inner)`` returns the reading subclass then), so the
+engine resolves unknown outcomes through it, faults included.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, Literal, TypeVar, get_args
+
+import anyio
+import attrs
+
+from ..clock import Clock
+from ..errors import ChipiSessionError, ErrorCode
+from ..keys import SecretKey
+from ..types import Call, SessionStatus, SpendingPolicy, WalletData
+from .base import NonceReader, OnSubmit, SessionBackend, SubmitInfo, notify_submit
+
+__all__ = [
+    "FaultKind",
+    "FAULT_KINDS",
+    "WRITE_METHODS",
+    "READ_METHODS",
+    "FaultRates",
+    "FaultInjectingBackend",
+]
+
+T = TypeVar("T")
+
+FaultKind = Literal[
+    "error_before_send", "timeout_after_send", "drop_response", "lost_request", "restart"
+]
+#: Every fault kind, in the order a random draw considers them.
+FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
+#: Counter key of calls refused because a restart is in progress (not a kind you can inject).
+DOWN: Final = "down"
+
+WRITE_METHODS: Final = (
+    "add_or_update_session_key",
+    "revoke_session_key",
+    "execute_with_session",
+    "set_spending_policy",
+    "remove_spending_policy",
+)
+READ_METHODS: Final = ("get_session_status", "get_spending_policy", "outside_nonce_used")
+_READ_KINDS: Final[frozenset[FaultKind]] = frozenset({"error_before_send", "restart"})
+_AFTER_SEND: Final[frozenset[FaultKind]] = frozenset({"timeout_after_send", "drop_response"})
+
+
+def _probability(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{attribute.name} must be a probability in [0, 1], got {value!r}")
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen
+class FaultRates:
+    """Per-call probabilities of each fault kind, and the latency added before a call.
+
+    One uniform draw per call picks at most one fault, so the probabilities must sum to at most
+    1. For reads only ``error_before_send`` and ``restart`` apply (the rest count as no fault).
+    Latency: ``0..max_checkpoints`` event-loop checkpoints and ``0..max_delay`` seconds on the
+    clock (with a ManualClock the test moves time; see ``waiting_on_clock``).
+    """
+
+    error_before_send: float = attrs.field(default=0.0, validator=_probability)
+    timeout_after_send: float = attrs.field(default=0.0, validator=_probability)
+    drop_response: float = attrs.field(default=0.0, validator=_probability)
+    lost_request: float = attrs.field(default=0.0, validator=_probability)
+    restart: float = attrs.field(default=0.0, validator=_probability)
+    max_checkpoints: int = attrs.field(default=0, validator=_non_negative)
+    max_delay: float = attrs.field(default=0.0, validator=_non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if sum(self.probability(kind) for kind in FAULT_KINDS) > 1 + 1e-9:
+            raise ValueError("fault probabilities must sum to at most 1")
+
+    def probability(self, kind: FaultKind) -> float:
+        return float(getattr(self, kind))
+
+
+NO_FAULTS: Final = FaultRates()
+
+
+class _RequestLost(Exception):
+    """Raised from ``on_submit`` to abort the inner call after it reported its nonce."""
+
+
+@attrs.frozen
+class _Plan:
+    """What one call will suffer, decided synchronously when it starts (determinism)."""
+
+    fault: FaultKind | Literal["down"] | None
+    checkpoints: int
+    delay: float
+
+
+class FaultInjectingBackend:
+    """A :class:`SessionBackend` wrapper that injects faults deterministically from ``seed``.
+
+    ``rates`` apply to every method unless ``per_method`` names the method; both can be
+    changed later through :attr:`rates` / :attr:`per_method`. ``clock`` (default: the inner
+    backend's ``clock``) is what delays and timeouts wait on. Counters: :attr:`calls`,
+    :attr:`injected` (by ``(method, kind)``; refusals while down count as kind ``"down"``) and
+    :attr:`applied` (writes the inner backend completed, whether or not the caller heard) and
+    :attr:`rejected` (the inner backend's own errors, by ``(method, code)``, heard or not).
+    """
+
+    requires_bearer_token: bool
+
+    def __new__(cls, inner: SessionBackend, *args: Any, **kwargs: Any) -> FaultInjectingBackend:
+        # Expose outside_nonce_used only if the inner backend has it: the engine decides by
+        # isinstance(backend, NonceReader) whether it can resolve unknown outcomes.
+        if cls is FaultInjectingBackend and isinstance(inner, NonceReader):
+            return object.__new__(_NonceReadingFaultBackend)
+        return object.__new__(cls)
+
+    def __init__(
+        self,
+        inner: SessionBackend,
+        *,
+        seed: int = 0,
+        rates: FaultRates = NO_FAULTS,
+        per_method: Mapping[str, FaultRates] | None = None,
+        clock: Clock | None = None,
+        restart_down_calls: int = 3,
+        timeout_seconds: float = 0.0,
+    ) -> None:
+        if isinstance(restart_down_calls, bool) or not (
+            isinstance(restart_down_calls, int) and restart_down_calls >= 0
+        ):
+            raise ValueError("restart_down_calls must be an int >= 0")
+        if not isinstance(timeout_seconds, (int, float)) or timeout_seconds < 0:
+            raise ValueError("timeout_seconds must be >= 0")
+        self._inner = inner
+        self.requires_bearer_token = bool(getattr(inner, "requires_bearer_token", False))
+        found = getattr(inner, "clock", None)
+        self.clock: Clock | None = clock if clock is not None else found
+        self.rates = rates
+        self.per_method: dict[str, FaultRates] = {}
+        for method, method_rates in (per_method or {}).items():
+            self._check_method(method)
+            self.per_method[method] = method_rates
+        self.restart_down_calls = restart_down_calls
+        self.timeout_seconds = float(timeout_seconds)
+        self._rng = random.Random(seed)
+        self._scripted: dict[str, collections.deque[FaultKind]] = {}
+        self._down = 0
+        self._waiting = 0
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.injected: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.applied: collections.Counter[str] = collections.Counter()
+        self.rejected: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    # ------------------------------------------------------------------ control
+    @property
+    def inner(self) -> SessionBackend:
+        return self._inner
+
+    @property
+    def down_for(self) -> int:
+        """Calls still to be refused by a restart in progress."""
+        return self._down
+
+    @property
+    def waiting_on_clock(self) -> int:
+        """Calls now sleeping on the clock (a test driving a ManualClock advances it then)."""
+        return self._waiting
+
+    def fail_next(self, method: str, kind: FaultKind, *, times: int = 1) -> None:
+        """Script the next ``times`` calls of ``method`` to suffer ``kind`` (before any random
+        fault; queued kinds run in order). Reads accept only before-send kinds."""
+        self._check_method(method)
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+        if method in READ_METHODS and kind not in _READ_KINDS:
+            raise ValueError(f"{method} is a read: it can only fail before send")
+        if method == "outside_nonce_used" and not isinstance(self, NonceReader):
+            raise ValueError("the inner backend has no outside_nonce_used")
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError("times must be a positive int")
+        self._scripted.setdefault(method, collections.deque()).extend([kind] * times)
+
+    def restart(self, down_for: int | None = None) -> None:
+        """Take the backend down now: the next ``down_for`` calls (default
+        ``restart_down_calls``) fail with ``BACKEND_UNAVAILABLE``."""
+        count = self.restart_down_calls if down_for is None else down_for
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError("down_for must be an int >= 0")
+        self._down = count
+
+    def clear(self) -> None:
+        """Drop scripted faults and any downtime (the rates stay)."""
+        self._scripted.clear()
+        self._down = 0
+
+    def pending(self, method: str | None = None) -> int:
+        """Scripted faults not yet consumed (for ``method``, or for all)."""
+        if method is not None:
+            return len(self._scripted.get(method, ()))
+        return sum(len(q) for q in self._scripted.values())
+
+    def count(self, kind: str | None = None, method: str | None = None) -> int:
+        """How many faults were injected, optionally of one kind and/or on one method."""
+        return sum(
+            n
+            for (m, k), n in self.injected.items()
+            if (kind is None or k == kind) and (method is None or m == method)
+        )
+
+    def _check_method(self, method: str) -> None:
+        if method not in WRITE_METHODS and method not in READ_METHODS:
+            raise ValueError(f"unknown backend method {method!r}")
+
+    def __repr__(self) -> str:
+        return (
+            f"FaultInjectingBackend(inner={type(self._inner).__name__}, "
+            f"injected={sum(self.injected.values())}, down_for={self._down})"
+        )
+
+    # ------------------------------------------------------------------ machinery
+    def _plan(self, method: str) -> _Plan:
+        """Decide the call's fate now, synchronously, so a seed replays the same faults."""
+        self.calls[method] += 1
+        rates = self.per_method.get(method, self.rates)
+        checkpoints = self._rng.randint(0, rates.max_checkpoints) if rates.max_checkpoints else 0
+        delay = self._rng.uniform(0, rates.max_delay) if rates.max_delay else 0.0
+        fault: FaultKind | Literal["down"] | None = None
+        draw = self._rng.random()
+        if self._down > 0:
+            self._down -= 1
+            fault = DOWN
+        elif self._scripted.get(method):
+            fault = self._scripted[method].popleft()
+        else:
+            allowed = _READ_KINDS if method in READ_METHODS else FAULT_KINDS
+            edge = 0.0
+            for kind in FAULT_KINDS:
+                edge += rates.probability(kind)
+                if draw < edge:
+                    fault = kind if kind in allowed else None
+                    break
+        if fault is not None:
+            self.injected[(method, fault)] += 1
+        if fault == "restart":
+            self._down = self.restart_down_calls
+        return _Plan(fault, checkpoints, delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        clock = self.clock
+        if clock is None:
+            raise ChipiSessionError(
+                ErrorCode.INVALID_INPUT, "FaultInjectingBackend needs a clock for delays"
+            )
+        self._waiting += 1
+        try:
+            await clock.sleep_until(clock.now() + seconds)
+        finally:
+            self._waiting -= 1
+
+    async def _latency(self, plan: _Plan) -> None:
+        for _ in range(plan.checkpoints):
+            await anyio.sleep(0)
+        await self._sleep(plan.delay)
+
+    @staticmethod
+    def _unavailable(method: str, why: str) -> ChipiSessionError:
+        return ChipiSessionError(
+            ErrorCode.BACKEND_UNAVAILABLE, f"{method}: {why} (injected)", retryable=True
+        )
+
+    @staticmethod
+    def _unknown(method: str, why: str) -> ChipiSessionError:
+        return ChipiSessionError(
+            ErrorCode.UNKNOWN_OUTCOME,
+            f"{method}: {why}; the request may have executed (injected)",
+            retryable=False,
+        )
+
+    async def _before_send(self, method: str, plan: _Plan) -> None:
+        await self._latency(plan)
+        if plan.fault == DOWN:
+            raise self._unavailable(method, "backend is restarting")
+        if plan.fault == "restart":
+            raise self._unavailable(method, "backend restarted")
+        if plan.fault == "error_before_send":
+            raise self._unavailable(method, "backend unavailable")
+
+    async def _inner_call(self, method: str, call: Awaitable[T]) -> T:
+        """Await the inner backend, counting what it refused."""
+        try:
+            return await call
+        except ChipiSessionError as exc:
+            self.rejected[(method, exc.code.value)] += 1
+            raise
+
+    async def _read(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
+        await self._before_send(method, self._plan(method))
+        return await self._inner_call(method, call())
+
+    async def _write(
+        self,
+        method: str,
+        on_submit: OnSubmit | None,
+        call: Callable[[OnSubmit | None], Awaitable[str]],
+    ) -> str:
+        plan = self._plan(method)
+        await self._before_send(method, plan)
+        if plan.fault in _AFTER_SEND:
+            try:
+                await self._inner_call(method, call(on_submit))
+                self.applied[method] += 1
+            except ChipiSessionError:
+                pass  # refused or not: the caller never hears which
+            if plan.fault == "timeout_after_send":
+                await self._sleep(self.timeout_seconds)
+                raise self._unknown(method, "timed out after sending")
+            raise self._unknown(method, "the response was lost")
+        if plan.fault == "lost_request":
+            reported: list[SubmitInfo] = []
+
+            async def vanish(info: SubmitInfo) -> None:
+                await notify_submit(on_submit, info)
+                reported.append(info)
+                raise _RequestLost
+
+            try:
+                await self._inner_call(method, call(vanish))
+                self.applied[method] += 1  # the inner backend ignored on_submit: it was sent
+            except _RequestLost:
+                pass
+            except ChipiSessionError:
+                if not reported:
+                    raise  # refused before anything was sent: an ordinary error
+            await self._sleep(self.timeout_seconds)
+            raise self._unknown(method, "timed out; the request was lost in transit")
+        tx = await self._inner_call(method, call(on_submit))
+        self.applied[method] += 1
+        return tx
+
+    # ------------------------------------------------------------------ SessionBackend
+    async def add_or_update_session_key(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        valid_until: int,
+        max_calls: int,
+        allowed_entrypoints: Sequence[int],
+        bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
+    ) -> str:
+        return await self._write(
+            "add_or_update_session_key",
+            on_submit,
+            lambda hook: self._inner.add_or_update_session_key(
+                wallet,
+                owner_key,
+                session_public_key=session_public_key,
+                valid_until=valid_until,
+                max_calls=max_calls,
+                allowed_entrypoints=allowed_entrypoints,
+                bearer_token=bearer_token,
+                on_submit=hook,
+            ),
+        )
+
+    async def revoke_session_key(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
+    ) -> str:
+        return await self._write(
+            "revoke_session_key",
+            on_submit,
+            lambda hook: self._inner.revoke_session_key(
+                wallet,
+                owner_key,
+                session_public_key=session_public_key,
+                bearer_token=bearer_token,
+                on_submit=hook,
+            ),
+        )
+
+    async def execute_with_session(
+        self,
+        wallet: WalletData,
+        session_key: SecretKey,
+        *,
+        valid_until: int,
+        calls: Sequence[Call],
+        bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
+    ) -> str:
+        return await self._write(
+            "execute_with_session",
+            on_submit,
+            lambda hook: self._inner.execute_with_session(
+                wallet,
+                session_key,
+                valid_until=valid_until,
+                calls=calls,
+                bearer_token=bearer_token,
+                on_submit=hook,
+            ),
+        )
+
+    async def set_spending_policy(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        token: int,
+        max_per_call: int,
+        max_per_window: int,
+        window_seconds: int,
+        bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
+    ) -> str:
+        return await self._write(
+            "set_spending_policy",
+            on_submit,
+            lambda hook: self._inner.set_spending_policy(
+                wallet,
+                owner_key,
+                session_public_key=session_public_key,
+                token=token,
+                max_per_call=max_per_call,
+                max_per_window=max_per_window,
+                window_seconds=window_seconds,
+                bearer_token=bearer_token,
+                on_submit=hook,
+            ),
+        )
+
+    async def remove_spending_policy(
+        self,
+        wallet: WalletData,
+        owner_key: SecretKey,
+        *,
+        session_public_key: int,
+        token: int,
+        bearer_token: str | None = None,
+        on_submit: OnSubmit | None = None,
+    ) -> str:
+        return await self._write(
+            "remove_spending_policy",
+            on_submit,
+            lambda hook: self._inner.remove_spending_policy(
+                wallet,
+                owner_key,
+                session_public_key=session_public_key,
+                token=token,
+                bearer_token=bearer_token,
+                on_submit=hook,
+            ),
+        )
+
+    async def get_session_status(
+        self, wallet_address: int, session_public_key: int
+    ) -> SessionStatus:
+        return await self._read(
+            "get_session_status",
+            lambda: self._inner.get_session_status(wallet_address, session_public_key),
+        )
+
+    async def get_spending_policy(
+        self, wallet_address: int, session_public_key: int, token: int
+    ) -> SpendingPolicy:
+        return await self._read(
+            "get_spending_policy",
+            lambda: self._inner.get_spending_policy(wallet_address, session_public_key, token),
+        )
+
+
+class _NonceReadingFaultBackend(FaultInjectingBackend):
+    """The wrapper of a NonceReader: nonce reads go through the fault plan as well."""
+
+    async def outside_nonce_used(self, wallet_address: int, nonce: int) -> bool:
+        inner = self._inner
+        assert isinstance(inner, NonceReader)
+        return await self._read(
+            "outside_nonce_used", lambda: inner.outside_nonce_used(wallet_address, nonce)
+        )
