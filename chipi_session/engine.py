@@ -636,8 +636,21 @@ class ChipiSession:
             float(info.execute_before), lambda: self._spawn(self._settle_doubt(info, generation))
         )
 
+    def _learn(self, info: SubmitInfo, applied: bool | None, generation: int) -> None:
+        """A register / revoke of this session that turns out to have executed means the
+        chain has seen the session: a later 0 reads as revoked, not never-registered."""
+        if (
+            applied
+            and info.action in ("register", "revoke")
+            and generation == self._generation
+            and not self._seen_registered
+        ):
+            self._seen_registered = True
+            self._persist()
+
     async def _settle_doubt(self, info: SubmitInfo, generation: int) -> None:
         applied = await self._resolve_outcome(info)
+        self._learn(info, applied, generation)
         if applied is None and not self._closed:
             assert self._scheduler is not None
             self._scheduler.timers.schedule(
@@ -947,7 +960,9 @@ class ChipiSession:
         already counts must not be counted twice until its window closes."""
         resolved = False
         for info in list(self._in_doubt):
-            if await self._resolve_outcome(info) is not None and info in self._in_doubt:
+            applied = await self._resolve_outcome(info)
+            self._learn(info, applied, generation)
+            if applied is not None and info in self._in_doubt:
                 self._in_doubt.remove(info)
                 resolved = True
         if resolved and generation == self._generation:
@@ -1362,8 +1377,12 @@ class ChipiSession:
             self._maybe_renew_by_calls()
 
     def _persist(self) -> None:
-        if self._journal is not None:
-            self._spawn(self._journal.session_changed())
+        journal = self._journal
+        if journal is not None:
+            mark = getattr(journal, "mark_dirty", None)
+            if mark is not None:
+                mark()  # a graceful close flushes it even if the save below is cancelled
+            self._spawn(journal.session_changed())
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         scheduler = self._scheduler

@@ -107,6 +107,9 @@ class SessionHub:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        with anyio.CancelScope(shield=True):  # a clean shutdown saves what is pending
+            for session in list(self._sessions.values()):
+                await _flush_journal(session)
         for session in list(self._sessions.values()):
             session._shutdown()
         self._sessions.clear()
@@ -192,14 +195,18 @@ class SessionHub:
         session._seen_registered = seen_registered
         self._sessions[slot] = session
         self._slots[id(session)] = slot
+        current_key = None if stored_session is None else stored_session.public_key
         try:
+            learned = False
             for entry in pending:
-                if await self._resolve_entry(session, entry):
-                    session._seen_registered = session._seen_registered or entry.action in (
-                        "register",
-                        "revoke",
-                    )
+                mine = entry.session_public_key == current_key
+                applied = await self._resolve_entry(session, entry, mine)
+                if applied and mine and entry.action in ("register", "revoke"):
+                    learned = learned or not session._seen_registered
+                    session._seen_registered = True
             await session._start()
+            if learned:
+                session._persist()  # what the journal taught must survive the next restart
         except BaseException:
             self._sessions.pop(slot, None)
             self._slots.pop(id(session), None)
@@ -217,10 +224,18 @@ class SessionHub:
         slot = self._slots.pop(id(session), None)
         if slot is not None:
             self._sessions.pop(slot, None)
+        with anyio.CancelScope(shield=True):
+            await _flush_journal(session)
         await session.aclose()
 
-    async def _resolve_entry(self, session: ChipiSession, entry: JournalEntry) -> bool:
-        """Resolve one in-flight write left by a previous run; True if it executed."""
+    async def _resolve_entry(
+        self, session: ChipiSession, entry: JournalEntry, mine: bool
+    ) -> bool:
+        """Resolve one in-flight write left by a previous run; True if it executed.
+
+        ``mine``: the entry is about the session being resumed (not an older key of the
+        slot); only then may it change that session's budget or flags.
+        """
         store = self._store
         assert store is not None
         if entry.outside_nonce is None:
@@ -236,25 +251,29 @@ class SessionHub:
         )
         applied = await session._resolve_outcome(info)
         if applied is None:
-            if entry.action == "execute":
+            if entry.action == "execute" and mine:
                 session._in_doubt.append(info)
-                self._scheduler.timers.schedule(
-                    float(info.execute_before),
-                    lambda: session._spawn(self._settle(session, entry, info)),
-                )
+            self._scheduler.timers.schedule(
+                float(info.execute_before),
+                lambda: session._spawn(self._settle(session, entry, info, mine)),
+            )
             return False
         await anyio.to_thread.run_sync(store.journal_remove, entry.entry_id)
         log.info("resolved %s from a previous run: applied=%s", entry.action, applied)
         return applied
 
-    async def _settle(self, session: ChipiSession, entry: JournalEntry, info: SubmitInfo) -> None:
+    async def _settle(
+        self, session: ChipiSession, entry: JournalEntry, info: SubmitInfo, mine: bool
+    ) -> None:
         applied = await session._resolve_outcome(info)
         if applied is None:
             self._scheduler.timers.schedule(
                 self._clock.now() + self._status_interval,
-                lambda: session._spawn(self._settle(session, entry, info)),
+                lambda: session._spawn(self._settle(session, entry, info, mine)),
             )
             return
+        if mine:
+            session._learn(info, applied, session._generation)
         if info in session._in_doubt:
             session._in_doubt.remove(info)
         if self._store is not None:
@@ -273,6 +292,15 @@ class SessionHub:
 
     def __repr__(self) -> str:
         return f"SessionHub(sessions={len(self._sessions)}, timers={len(self._scheduler.timers)})"
+
+
+async def _flush_journal(session: ChipiSession) -> None:
+    journal = session._journal
+    if isinstance(journal, _StoreJournal):
+        try:
+            await journal.flush()
+        except Exception:
+            log.exception("saving a session record on close failed")
 
 
 class _StoreJournal:
@@ -311,8 +339,14 @@ class _StoreJournal:
         entry_id: str = token.entry_id  # type: ignore[attr-defined]
         await anyio.to_thread.run_sync(self._store.journal_remove, entry_id)
 
+    def mark_dirty(self) -> None:
+        self._dirty = True
+
     async def session_changed(self) -> None:
         self._dirty = True
+        await self._flush()
+
+    async def flush(self) -> None:
         await self._flush()
 
     async def _flush(self) -> None:

@@ -402,11 +402,6 @@ async def test_restarted_hub_counts_an_in_doubt_execute_against_the_budget(
         assert info.value.code is ErrorCode.SESSION_MAX_CALLS_EXCEEDED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub._resolve_entry / hub.open: a journal entry of a *previous* session key marks "
-    "the current session seen_registered, so a never-registered session reads as revoked",
-)
 async def test_a_journal_entry_of_a_replaced_session_does_not_touch_the_current_one(
     world: World, store_factory: StoreFactory
 ) -> None:
@@ -435,11 +430,6 @@ async def test_a_journal_entry_of_a_replaced_session_does_not_touch_the_current_
         assert s.session_state is SessionState.CREATED  # never registered, not "revoked"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub.__aexit__ cancels the background record saves that _persist() spawned: a "
-    "session created right before a graceful close is not in the store, the old one resumes",
-)
 async def test_a_graceful_close_keeps_the_latest_session(
     world: World, store_factory: StoreFactory
 ) -> None:
@@ -454,11 +444,6 @@ async def test_a_graceful_close_keeps_the_latest_session(
         assert record.session.public_key == latest.public_key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub.open: what _resolve_entry learns (a register / revoke executed, so "
-    "seen_registered) is set in memory but never saved, so the restart after next forgets it",
-)
 async def test_what_the_journal_resolved_survives_the_next_restart(
     world: World, store_factory: StoreFactory
 ) -> None:

@@ -592,11 +592,6 @@ async def test_refetch_of_an_unregistered_expired_session_is_stable(world: World
         assert changes == []  # nothing changed on chain: no state change either
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine._settle_doubt: a register / revoke resolved late as executed does not set "
-    "_seen_registered, so a key registered then revoked (both in doubt) stays 'created'",
-)
 async def test_owner_writes_resolved_late_count_as_seen_registered(world: World) -> None:
     fb = faulty(world)
     async with world.session(backend=fb) as s:
