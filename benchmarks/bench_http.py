@@ -1,6 +1,6 @@
 """HTTP benchmark (a script, not a test): python benchmarks/bench_http.py [--quick]
 
-Executes per second through ChipiApiBackend over real loopback HTTP against an in-process
+Executes per second through ChipiSession + ChipiApiBackend over real loopback HTTP against an in-process
 localnet (uvicorn on its own thread), with keep-alive, and where each execute's time goes:
 
 - sign:   client-side crypto: checking the prepared typed data (SNIP-12 hash) + ECDSA signing
@@ -31,6 +31,7 @@ from typing import Any
 
 import anyio
 
+from chipi_session import ChipiSession
 from chipi_session.backends.chipi_api import ChipiApiBackend
 from chipi_session.http import Exchange
 from chipi_session.keys import SIGNER_BACKEND, SecretKey
@@ -81,9 +82,10 @@ class Target:
         wallet: WalletData,
         owner: SecretKey,
         token: int,
+        pin: str,
     ) -> None:
         self.api_key, self.rest_url, self.rpc_url = api_key, rest_url, rpc_url
-        self.wallet, self.owner, self.token = wallet, owner, token
+        self.wallet, self.owner, self.token, self.pin = wallet, owner, token, pin
 
 
 @contextlib.contextmanager
@@ -92,7 +94,7 @@ def in_process() -> Iterator[Target]:
         demo = server.create_demo_wallet("1234", fund=10**15)
         owner = Vault().decrypt(demo.encrypted_private_key, "1234")
         yield Target(
-            server.api_key, server.rest_url, server.rpc_url, demo.wallet, owner, demo.token
+            server.api_key, server.rest_url, server.rpc_url, demo.wallet, owner, demo.token, "1234"
         )
 
 
@@ -122,7 +124,13 @@ def subprocess_server() -> Iterator[Target]:
             address=demo["publicKey"], encrypted_private_key=demo["encryptedPrivateKey"]
         )
         yield Target(
-            info["apiKey"], info["restUrl"], info["rpcUrl"], wallet, owner, int(demo["token"], 16)
+            info["apiKey"],
+            info["restUrl"],
+            info["rpcUrl"],
+            wallet,
+            owner,
+            int(demo["token"], 16),
+            demo["pin"],
         )
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -133,33 +141,34 @@ def subprocess_server() -> Iterator[Target]:
             proc.wait()
 
 
+async def bearer_token() -> str:
+    return BEARER
+
+
 async def run(target: Target, n: int, concurrency: int) -> dict[str, Any]:
+    """Executes through ChipiSession (pre-flight, reservation, events) over the backend."""
     meter = Meter()
-    wallet, owner, token = target.wallet, target.owner, target.token
+    wallet, token = target.wallet, target.token
     async with ChipiApiBackend(
         target.api_key,
         base_url=target.rest_url,
         rpc_url=target.rpc_url,
         on_timing=meter.timing,
         on_exchange=meter.exchange,
-    ) as backend:
-        session = SecretKey.generate()
-        valid_until = int(time.time()) + 3600
-        await backend.add_or_update_session_key(
-            wallet,
-            owner,
-            session_public_key=session.public_key,
-            valid_until=valid_until,
-            max_calls=10**6,
-            allowed_entrypoints=(),
-            bearer_token=BEARER,
-        )
+    ) as backend, ChipiSession(
+        wallet=wallet,
+        encrypt_key=target.pin,
+        backend=backend,
+        get_bearer_token=bearer_token,
+        auto_check_status=False,
+        vault=Vault(KdfCost.FAST_FOR_TESTS),
+    ) as session:
+        await session.create_session(3600)
+        await session.register_session(max_calls=10**6)
         call = Call(to=token, selector="transfer", calldata=[0xBEEF, 1, 0])
 
         async def one() -> None:
-            await backend.execute_with_session(
-                wallet, session, valid_until=valid_until, calls=[call], bearer_token=BEARER
-            )
+            await session.execute_with_session(call)
 
         for _ in range(5):  # warm-up: connections, caches
             await one()
