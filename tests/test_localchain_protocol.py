@@ -15,6 +15,8 @@ from chipi_session.hashing import (
     ANY_CALLER,
     SN_MAIN,
     SN_SEPOLIA,
+    domain_hash,
+    outside_execution_hash,
     outside_execution_typed_data,
     session_validate_hash,
     typed_data_message_hash,
@@ -26,7 +28,6 @@ from chipi_session.localchain.selfcalls import (
     add_or_update_session_key_call,
     set_spending_policy_call,
 )
-from chipi_session.localchain.snip12 import domain_hash, outside_execution_hash
 from chipi_session.localchain.testing import (
     outside_execute,
     outside_signature,

@@ -49,12 +49,12 @@ from ..felts import (
 from ..hashing import (
     ANY_CALLER,
     OUTSIDE_EXECUTION_DOMAIN_NAME,
+    outside_execution_hash,
     outside_execution_typed_data,
     typed_data_message_hash,
 )
 from ..http import Exchange, HttpClient, HttpResponse, Timeouts, safe_origin
 from ..keys import SIGNER_BACKEND, SecretKey, session_signature
-from ..localchain.snip12 import outside_execution_hash
 from ..types import Call, SessionStatus, SpendingPolicy, WalletData, WalletType
 from .base import OnSubmit, SubmitInfo, notify_submit
 from .starknet_rpc import StarknetRpcBackend

@@ -21,14 +21,13 @@ import attrs
 
 from ..errors import ErrorCode
 from ..felts import U64_MAX, encode_short_string, join_u256, selector
-from ..hashing import ANY_CALLER, poseidon_many, session_validate_hash
+from ..hashing import ANY_CALLER, outside_execution_hash, poseidon_many, session_validate_hash
 from ..keys import verify
 from ..policy import SPENDING_SELECTORS, SpendingViolation, apply_spending, check_session_allowed
 from ..types import Call, SessionStatus, SpendingPolicy
 from .abi import Calldata, encode_spans, u256
 from .model import ContractPanic
 from .runtime import ContractClass, Frame, Handler
-from .snip12 import outside_execution_hash
 from .state import SessionRecord
 
 __all__ = [

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..hashing import session_validate_hash
+from ..hashing import outside_execution_hash, session_validate_hash
 from ..keys import SecretKey, session_signature
 from ..types import Call
 from .chain import LocalChain
 from .model import Receipt
-from .snip12 import outside_execution_hash
 
 __all__ = [
     "owner_invoke",
