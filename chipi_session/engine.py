@@ -621,7 +621,14 @@ class ChipiSession:
             return None
         if used:
             return True
-        if self._clock.now() >= info.execute_before:
+        # "never will" is decided by the chain's time where the backend can read it: a local
+        # clock running ahead must not declare a still-open window closed
+        chain_time = getattr(self._backend, "chain_time", None)
+        try:
+            now = float(await chain_time()) if chain_time is not None else self._clock.now()
+        except ChipiSessionError:
+            return None
+        if now >= info.execute_before:
             return False
         return None
 

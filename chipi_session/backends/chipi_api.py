@@ -520,6 +520,10 @@ class ChipiApiBackend:
         """Batched status reads for many sessions (JSON-RPC batches; the hub's poller)."""
         return await self.rpc.get_session_statuses(targets)
 
+    async def chain_time(self) -> int:
+        """The latest block's timestamp, read over RPC."""
+        return await self.rpc.chain_time()
+
     async def confirm_transaction(self, tx_hash: str) -> None:
         """TransactionConfirmer: wait until the paymaster's transaction is accepted on chain
         (``TRANSACTION_REJECTED`` if it reverted, ``UNKNOWN_OUTCOME`` on timeout)."""

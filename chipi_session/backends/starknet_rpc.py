@@ -388,6 +388,10 @@ class StarknetRpcBackend:
             raise self._bad_response("starknet_blockNumber", "a non-integer block number")
         return value
 
+    async def chain_time(self) -> int:
+        """The latest block's timestamp (what decides whether a SNIP-9 window has closed)."""
+        return await self.block_timestamp()
+
     async def block_timestamp(self, block_id: BlockId | None = None) -> int:
         """Timestamp of a block (``latest`` by default): the chain's notion of now."""
         block = await self.request(

@@ -68,6 +68,14 @@ class PaymasterSessionBackend(abc.ABC):
     @abc.abstractmethod
     def is_outside_nonce_used(self, account: int, nonce: int) -> bool: ...
 
+    @abc.abstractmethod
+    def now(self) -> int: ...
+
+    async def chain_time(self) -> int:
+        """The block timestamp the next transaction would see."""
+        await anyio.lowlevel.checkpoint()
+        return self.now()
+
     async def outside_nonce_used(self, wallet_address: int, nonce: int) -> bool:
         await anyio.lowlevel.checkpoint()
         return self.is_outside_nonce_used(wallet_address, nonce)
