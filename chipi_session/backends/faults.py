@@ -71,7 +71,12 @@ WRITE_METHODS: Final = (
     "set_spending_policy",
     "remove_spending_policy",
 )
-READ_METHODS: Final = ("get_session_status", "get_spending_policy", "outside_nonce_used")
+READ_METHODS: Final = (
+    "get_session_status",
+    "get_spending_policy",
+    "outside_nonce_used",
+    "chain_time",
+)
 _READ_KINDS: Final[frozenset[FaultKind]] = frozenset({"error_before_send", "restart"})
 _AFTER_SEND: Final[frozenset[FaultKind]] = frozenset({"timeout_after_send", "drop_response"})
 
@@ -523,3 +528,12 @@ class _NonceReadingFaultBackend(FaultInjectingBackend):
         return await self._read(
             "outside_nonce_used", lambda: inner.outside_nonce_used(wallet_address, nonce)
         )
+
+    async def chain_time(self) -> int:
+        """The inner backend's chain time (through the fault plan), else the wrapper's clock."""
+        read = getattr(self._inner, "chain_time", None)
+        if read is None:
+            if self.clock is None:
+                raise ChipiSessionError(ErrorCode.NOT_SUPPORTED, "no chain time available")
+            return int(self.clock.now())
+        return await self._read("chain_time", lambda: read())
