@@ -45,7 +45,10 @@ class SessionHub:
     Sessions opened by the hub have the full :class:`ChipiSession` API; close one with
     ``await hub.close(session)`` (or ``await session.aclose()``); leaving the hub closes all.
     ``key`` names a session slot (e.g. your user id): with a store, ``open(key=...)`` resumes
-    what was stored under it.
+    what was stored under it. With ``lease_owner`` (a name unique to this process), opening a
+    key takes the store's lease on it (renewed every ``lease_ttl / 3`` s) and every write of
+    the session carries its fencing token, so one session's budget lives in one process at a
+    time (see docs/scaling.md); a session whose lease is lost is closed.
     """
 
     def __init__(
@@ -61,7 +64,15 @@ class SessionHub:
         max_polls_per_second: float = 20.0,
         renewal: RenewalPolicy | None = None,
         event_buffer_size: int = 256,
+        lease_owner: str | None = None,
+        lease_ttl: float = 30.0,
     ) -> None:
+        if lease_owner is not None and (not isinstance(lease_owner, str) or not lease_owner):
+            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "lease_owner must be a string")
+        if lease_owner is not None and store is None:
+            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "leases need a store")
+        if not isinstance(lease_ttl, (int, float)) or lease_ttl <= 0:
+            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "lease_ttl must be > 0")
         if backend is None:
             from .localchain import default_chain
 
@@ -80,6 +91,8 @@ class SessionHub:
         self._status_interval = float(status_interval)
         self._renewal = renewal
         self._event_buffer_size = event_buffer_size
+        self._lease_owner = lease_owner
+        self._lease_ttl = float(lease_ttl)
         self._scheduler = Scheduler(
             clock,
             backend_status_reader(backend),
@@ -110,6 +123,10 @@ class SessionHub:
         with anyio.CancelScope(shield=True):  # a clean shutdown saves what is pending
             for session in list(self._sessions.values()):
                 await _flush_journal(session)
+            if self._lease_owner is not None:
+                for slot in list(self._sessions):
+                    if not slot.startswith("#"):
+                        await self._release_lease(slot)
         for session in list(self._sessions.values()):
             session._shutdown()
         self._sessions.clear()
@@ -159,6 +176,9 @@ class SessionHub:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"session {slot!r} is already open")
         seen_registered = False
         pending: list[JournalEntry] = []
+        fencing_token: int | None = None
+        if self._store is not None and key is not None and self._lease_owner is not None:
+            fencing_token = await self._acquire_lease(key)
         if self._store is not None and key is not None:
             record = await anyio.to_thread.run_sync(self._store.load, key)
             if record is not None:
@@ -191,7 +211,9 @@ class SessionHub:
         session._scheduler = self._scheduler
         session._hub_events = self._events
         if self._store is not None and key is not None:
-            session._journal = _StoreJournal(self._store, key, session, self._clock)
+            session._journal = _StoreJournal(
+                self._store, key, session, self._clock, fencing_token
+            )
         session._seen_registered = seen_registered
         self._sessions[slot] = session
         self._slots[id(session)] = slot
@@ -211,8 +233,79 @@ class SessionHub:
             self._sessions.pop(slot, None)
             self._slots.pop(id(session), None)
             session._shutdown()
+            if fencing_token is not None and key is not None:
+                await self._release_lease(key)
             raise
+        if fencing_token is not None and key is not None:
+            self._arm_lease_renewal(session, key)
         return session
+
+    # -------------------------------------------------------------------- leases
+    async def _acquire_lease(self, key: str) -> int:
+        store, owner = self._store, self._lease_owner
+        assert store is not None and owner is not None
+        token = await anyio.to_thread.run_sync(
+            lambda: store.acquire_lease(key, owner, self._lease_ttl, self._clock.now())
+        )
+        if token is None:
+            raise ChipiSessionError(
+                ErrorCode.ACTION_IN_PROGRESS,
+                f"session {key!r} is held by another process (its lease has not expired)",
+                retryable=True,
+            )
+        return int(token)
+
+    async def _release_lease(self, key: str) -> None:
+        store, owner = self._store, self._lease_owner
+        if store is None or owner is None:
+            return
+        try:
+            await anyio.to_thread.run_sync(lambda: store.release_lease(key, owner))
+        except ChipiSessionError as exc:
+            log.warning("releasing the lease of %r failed: %s", key, exc.code.value)
+
+    def _arm_lease_renewal(
+        self, session: ChipiSession, key: str, since: float | None = None
+    ) -> None:
+        """Renew every ``ttl / 3`` from when the last renewal *started* (a slow store does
+        not stretch the cadence)."""
+        start = self._clock.now() if since is None else since
+        self._scheduler.timers.schedule(
+            start + self._lease_ttl / 3,
+            lambda: session._spawn(self._renew_lease(session, key)),
+        )
+
+    async def _renew_lease(self, session: ChipiSession, key: str) -> None:
+        """Keep the lease while the session is open; losing it closes the session."""
+        if session._closed or self._sessions.get(key) is not session:
+            return
+        store, owner = self._store, self._lease_owner
+        assert store is not None and owner is not None
+        started = self._clock.now()
+        try:
+            kept = await anyio.to_thread.run_sync(
+                lambda: store.renew_lease(key, owner, self._lease_ttl, started)
+            )
+        except ChipiSessionError as exc:
+            if exc.retryable:  # the store hiccuped: try again soon, the TTL leaves room
+                self._arm_lease_renewal(session, key)
+                return
+            kept = False
+        if kept:
+            self._arm_lease_renewal(session, key, since=started)
+            return
+        from .store import LeaseLostError
+
+        lost = LeaseLostError(
+            ErrorCode.ACTION_IN_PROGRESS,
+            f"lost the lease on session {key!r}: another process may act on it now",
+            False,
+        )
+        log.warning("lease on %r lost; closing the session", key)
+        session._record_failure("lease", lost)
+        self._sessions.pop(key, None)
+        self._slots.pop(id(session), None)
+        session._shutdown()
 
     async def close(self, session: ChipiSession | str) -> None:
         """Close one session: cancel its actions, drop its timers, zero its key."""
@@ -226,7 +319,9 @@ class SessionHub:
             self._sessions.pop(slot, None)
         with anyio.CancelScope(shield=True):
             await _flush_journal(session)
-        await session.aclose()
+            await session.aclose()
+            if slot is not None and self._lease_owner is not None and self._store is not None:
+                await self._release_lease(slot)
 
     async def _resolve_entry(
         self, session: ChipiSession, entry: JournalEntry, mine: bool
@@ -306,15 +401,23 @@ async def _flush_journal(session: ChipiSession) -> None:
 class _StoreJournal:
     """ActionJournal over a SessionStore (store calls run in worker threads)."""
 
-    __slots__ = ("_store", "_key", "_session", "_clock", "_dirty", "_saving")
+    __slots__ = ("_store", "_key", "_session", "_clock", "_dirty", "_saving", "_token")
 
     def __init__(
-        self, store: SessionStore, key: str, session: ChipiSession, clock: Clock
+        self,
+        store: SessionStore,
+        key: str,
+        session: ChipiSession,
+        clock: Clock,
+        fencing_token: int | None = None,
     ) -> None:
         self._store = store
         self._key = key
         self._session = session
         self._clock = clock
+        #: every write carries the lease's fencing token: a process that lost its lease
+        #: cannot journal (so cannot send) anything for this session any more
+        self._token = fencing_token
         self._dirty = False
         self._saving: anyio.Event | None = None
 
@@ -325,7 +428,9 @@ class _StoreJournal:
         entry = JournalEntry.new(
             self._key, action, session_public_key, created_at=self._clock.now()
         )
-        await anyio.to_thread.run_sync(self._store.journal_append, entry)
+        await anyio.to_thread.run_sync(
+            lambda: self._store.journal_append(entry, fencing_token=self._token)
+        )
         return entry
 
     async def submitted(self, token: object, info: SubmitInfo) -> None:
@@ -333,11 +438,15 @@ class _StoreJournal:
 
         assert isinstance(token, JournalEntry)
         updated = token.with_submit(info)
-        await anyio.to_thread.run_sync(lambda: self._store.journal_update(updated))
+        await anyio.to_thread.run_sync(
+            lambda: self._store.journal_update(updated, fencing_token=self._token)
+        )
 
     async def finish(self, token: object) -> None:
         entry_id: str = token.entry_id  # type: ignore[attr-defined]
-        await anyio.to_thread.run_sync(self._store.journal_remove, entry_id)
+        await anyio.to_thread.run_sync(
+            lambda: self._store.journal_remove(entry_id, fencing_token=self._token)
+        )
 
     def mark_dirty(self) -> None:
         self._dirty = True
@@ -359,11 +468,13 @@ class _StoreJournal:
         try:
             while self._dirty:
                 self._dirty = False
-                record = self._record()
-                await anyio.to_thread.run_sync(self._store.save, record)
+                await anyio.to_thread.run_sync(self._save, self._record())
         finally:
             saving, self._saving = self._saving, None
             saving.set()
+
+    def _save(self, record: Any) -> None:
+        self._store.save(record, fencing_token=self._token)
 
     def _record(self) -> Any:
         from .store import SessionRecord
