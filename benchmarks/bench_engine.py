@@ -1,7 +1,7 @@
 """Engine benchmarks (a script, not a test): python benchmarks/bench_engine.py
 
-1. execute latency through ChipiSession on LocalChain vs the bare primitives (typed-data hash +
-   sign + the chain's execute_from_outside, which verifies) measured side by side -> ratio.
+1. execute latency through ChipiSession on LocalChain vs the bare primitives (the SNIP-12 hash,
+   sign, the chain's execute_from_outside, which hashes and verifies) side by side -> ratio.
 2. expiry lateness on the system clock: when StateChanged(expired) is published vs valid_until.
 3. event fan-out: events/s delivered to 1, 10, 100 subscribers.
 4. memory per idle session (entered ChipiSession holding a created session) at 10,000 sessions.
@@ -18,7 +18,7 @@ import tracemalloc
 import anyio
 
 from chipi_session import Call, ChipiSession, ManualClock, StateChanged, SystemClock
-from chipi_session.hashing import ANY_CALLER, outside_execution_typed_data, typed_data_message_hash
+from chipi_session.hashing import ANY_CALLER, outside_execution_hash
 from chipi_session.keys import session_signature
 from chipi_session.localchain import LocalChain
 from chipi_session.vault import HighEntropyKey, KdfCost, Vault
@@ -49,11 +49,15 @@ async def bench_execute(n: int) -> None:
         def bare() -> None:
             now = chain.now()
             nonce = time.perf_counter_ns()
-            td = outside_execution_typed_data(
-                caller=ANY_CALLER, nonce=nonce, execute_after=now - 60,
-                execute_before=now + 3600, calls=[call], chain_id=chain.chain_id,
+            h = outside_execution_hash(
+                account=wallet.address,  # type: ignore[attr-defined]
+                chain_id=chain.chain_id,
+                caller=ANY_CALLER,
+                nonce=nonce,
+                execute_after=now - 60,
+                execute_before=now + 3600,
+                calls=[call],
             )
-            h = typed_data_message_hash(td, wallet.address)  # type: ignore[attr-defined]
             sig = session_signature(key, h, data.valid_until)
             chain.execute_from_outside(
                 wallet.address, caller=ANY_CALLER, nonce=nonce, execute_after=now - 60,  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ import anyio.lowlevel
 
 from ..backends.base import OnSubmit, SubmitInfo, notify_submit
 from ..errors import ChipiSessionError, ErrorCode
-from ..hashing import typed_data_message_hash
+from ..hashing import outside_execution_hash
 from ..keys import SecretKey, session_signature
 from ..types import Call, SessionStatus, SpendingPolicy, WalletData, coerce_calls
 from . import selfcalls
@@ -68,6 +68,32 @@ class PaymasterSessionBackend(abc.ABC):
     @abc.abstractmethod
     def is_outside_nonce_used(self, account: int, nonce: int) -> bool: ...
 
+    chain_id: int
+
+    def _message_hash(self, wallet_address: int, typed_data: Mapping[str, Any]) -> int:
+        """The SNIP-12 hash of typed data this paymaster issued (so its shape is known): the
+        contract's own Poseidon construction (~0.5 ms) rather than TypedData (~2 ms). The
+        tests check both give the same hash."""
+        message = typed_data["message"]
+
+        def felt(value: Any) -> int:
+            return int(str(value), 0)
+
+        calls = [
+            Call(to=c["To"], selector=c["Selector"], calldata=c["Calldata"])
+            for c in message["Calls"]
+        ]
+        return outside_execution_hash(
+            account=wallet_address,
+            chain_id=self.chain_id,
+            caller=felt(message["Caller"]),
+            nonce=felt(message["Nonce"]),
+            execute_after=felt(message["Execute After"]),
+            execute_before=felt(message["Execute Before"]),
+            calls=calls,
+            felt_times=typed_data["types"]["OutsideExecution"][2]["type"] == "felt",
+        )
+
     @abc.abstractmethod
     def now(self) -> int: ...
 
@@ -109,7 +135,7 @@ class PaymasterSessionBackend(abc.ABC):
         on_submit: OnSubmit | None,
     ) -> str:
         typed_data = self.prepare_typed_data(wallet.address, [call])
-        msg_hash = typed_data_message_hash(typed_data, wallet.address)
+        msg_hash = self._message_hash(wallet.address, typed_data)
         r, s = owner_key.sign(msg_hash)
         return await self._submit(action, wallet, typed_data, msg_hash, [r, s], on_submit)
 
@@ -202,7 +228,7 @@ class PaymasterSessionBackend(abc.ABC):
         _require_session_wallet(wallet)
         call_list = coerce_calls(calls)
         typed_data = self.prepare_typed_data(wallet.address, call_list)
-        msg_hash = typed_data_message_hash(typed_data, wallet.address)
+        msg_hash = self._message_hash(wallet.address, typed_data)
         signature = session_signature(session_key, msg_hash, valid_until)
         return await self._submit(
             "execute", wallet, typed_data, msg_hash, signature, on_submit
