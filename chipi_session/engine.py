@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -1551,7 +1551,3 @@ def _check_policy(max_per_call: object, max_per_window: object, window_seconds: 
         raise ChipiSessionError(
             ErrorCode.INVALID_SPENDING_POLICY, "max_per_call may not exceed max_per_window"
         )
-
-
-def _unused(_: Sequence[object]) -> None:  # pragma: no cover
-    pass
