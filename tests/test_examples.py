@@ -49,3 +49,11 @@ def test_persistence(tmp_path: Path, explicit: bool) -> None:
     assert "recipient balance 10" in out
     if explicit:
         assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_hub_bot() -> None:
+    out = run("hub_bot.py", "--users", "6")
+    assert "run 1: 6 users, 36 payments" in out
+    renewals = int(out.split("payments, ")[1].split(" renewals")[0])
+    assert renewals >= 6  # every user's session was replaced at least once
+    assert "run 2: restored states ['active'], recipient balance 42" in out
