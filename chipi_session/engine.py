@@ -582,7 +582,7 @@ class ChipiSession:
             applied = await self._resolve_outcome(info)
             if applied is None:
                 if info is not None:
-                    self._hold_in_doubt(info, count=action == "execute")
+                    self._hold_in_doubt(info, count=action == "execute", token=token)
                 self._spawn(self._quiet_refetch())  # the chain may already show the effect
                 raise ChipiSessionError(
                     ErrorCode.UNKNOWN_OUTCOME,
@@ -632,15 +632,25 @@ class ChipiSession:
             return False
         return None
 
-    def _hold_in_doubt(self, info: SubmitInfo, *, count: bool = True) -> None:
+    def _hold_in_doubt(
+        self,
+        info: SubmitInfo,
+        *,
+        count: bool = True,
+        token: object = None,
+        mine: bool = True,
+    ) -> None:
         """Re-check an unresolved write once its window closes; an execute (``count``) is
-        counted against the budget until the chain decides it."""
+        counted against the budget until the chain decides it. ``token`` is its journal
+        entry, finished once the outcome is known; ``mine=False`` (a write of an older key of
+        this slot) may not change this session's state."""
         if count:
             self._in_doubt.append(info)
-        generation = self._generation
+        generation = self._generation if mine else -1
         assert self._scheduler is not None
         self._scheduler.timers.schedule(
-            float(info.execute_before), lambda: self._spawn(self._settle_doubt(info, generation))
+            float(info.execute_before),
+            lambda: self._spawn(self._settle_doubt(info, generation, token)),
         )
 
     def _learn(self, info: SubmitInfo, applied: bool | None, generation: int) -> None:
@@ -655,18 +665,21 @@ class ChipiSession:
             self._seen_registered = True
             self._persist()
 
-    async def _settle_doubt(self, info: SubmitInfo, generation: int) -> None:
+    async def _settle_doubt(self, info: SubmitInfo, generation: int, token: object) -> None:
         applied = await self._resolve_outcome(info)
-        self._learn(info, applied, generation)
-        if applied is None and not self._closed:
-            assert self._scheduler is not None
-            self._scheduler.timers.schedule(
-                self._clock.now() + self._status_interval,
-                lambda: self._spawn(self._settle_doubt(info, generation)),
-            )
+        if applied is None:
+            if not self._closed:
+                assert self._scheduler is not None
+                self._scheduler.timers.schedule(
+                    self._clock.now() + self._status_interval,
+                    lambda: self._spawn(self._settle_doubt(info, generation, token)),
+                )
             return
+        self._learn(info, applied, generation)
         if info in self._in_doubt:
             self._in_doubt.remove(info)
+        if token is not None and self._journal is not None:
+            await self._journal.finish(token)
         if generation == self._generation:
             await self._quiet_refetch()
 

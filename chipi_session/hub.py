@@ -220,13 +220,21 @@ class SessionHub:
         current_key = None if stored_session is None else stored_session.public_key
         try:
             learned = False
+            unresolved: list[tuple[JournalEntry, SubmitInfo, bool]] = []
             for entry in pending:
                 mine = entry.session_public_key == current_key
-                applied = await self._resolve_entry(session, entry, mine)
+                info, applied = await self._resolve_entry(session, entry)
+                if applied is None and info is not None:
+                    unresolved.append((entry, info, mine))
                 if applied and mine and entry.action in ("register", "revoke"):
                     learned = learned or not session._seen_registered
                     session._seen_registered = True
             await session._start()
+            for entry, info, mine in unresolved:
+                # counted against the budget and settled by the session's own timer
+                session._hold_in_doubt(
+                    info, count=mine and entry.action == "execute", token=entry, mine=mine
+                )
             if learned:
                 session._persist()  # what the journal taught must survive the next restart
         except BaseException:
@@ -324,19 +332,19 @@ class SessionHub:
                 await self._release_lease(slot)
 
     async def _resolve_entry(
-        self, session: ChipiSession, entry: JournalEntry, mine: bool
-    ) -> bool:
-        """Resolve one in-flight write left by a previous run; True if it executed.
+        self, session: ChipiSession, entry: JournalEntry
+    ) -> tuple[SubmitInfo | None, bool | None]:
+        """Resolve one in-flight write left by a previous run from the chain.
 
-        ``mine``: the entry is about the session being resumed (not an older key of the
-        slot); only then may it change that session's budget or flags.
+        Returns its SubmitInfo and whether it executed (None: not known yet — the caller
+        hands it to the session to settle). Resolved entries leave the journal.
         """
-        store = self._store
-        assert store is not None
+        journal = session._journal
+        assert journal is not None
         if entry.outside_nonce is None:
             # on_submit runs before anything is sent: no nonce, nothing was sent
-            await anyio.to_thread.run_sync(store.journal_remove, entry.entry_id)
-            return False
+            await journal.finish(entry)
+            return None, False
         info = SubmitInfo(
             entry.action,
             session.wallet.address,
@@ -345,35 +353,10 @@ class SessionHub:
             entry.execute_before or 0,
         )
         applied = await session._resolve_outcome(info)
-        if applied is None:
-            if entry.action == "execute" and mine:
-                session._in_doubt.append(info)
-            self._scheduler.timers.schedule(
-                float(info.execute_before),
-                lambda: session._spawn(self._settle(session, entry, info, mine)),
-            )
-            return False
-        await anyio.to_thread.run_sync(store.journal_remove, entry.entry_id)
-        log.info("resolved %s from a previous run: applied=%s", entry.action, applied)
-        return applied
-
-    async def _settle(
-        self, session: ChipiSession, entry: JournalEntry, info: SubmitInfo, mine: bool
-    ) -> None:
-        applied = await session._resolve_outcome(info)
-        if applied is None:
-            self._scheduler.timers.schedule(
-                self._clock.now() + self._status_interval,
-                lambda: session._spawn(self._settle(session, entry, info, mine)),
-            )
-            return
-        if mine:
-            session._learn(info, applied, session._generation)
-        if info in session._in_doubt:
-            session._in_doubt.remove(info)
-        if self._store is not None:
-            await anyio.to_thread.run_sync(self._store.journal_remove, entry.entry_id)
-        await session._quiet_refetch()
+        if applied is not None:
+            await journal.finish(entry)
+            log.info("resolved %s from a previous run: applied=%s", entry.action, applied)
+        return info, applied
 
     # -------------------------------------------------------------------- events
     def subscribe(
