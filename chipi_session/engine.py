@@ -1399,10 +1399,8 @@ class ChipiSession:
     def _persist(self) -> None:
         journal = self._journal
         if journal is not None:
-            mark = getattr(journal, "mark_dirty", None)
-            if mark is not None:
-                mark()  # a graceful close flushes it even if the save below is cancelled
-            self._spawn(journal.session_changed())
+            journal.mark_dirty()
+            self._spawn(journal.flush())
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         scheduler = self._scheduler

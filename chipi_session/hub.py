@@ -373,10 +373,9 @@ class SessionHub:
 
 
 async def _flush_journal(session: ChipiSession) -> None:
-    journal = session._journal
-    if isinstance(journal, _StoreJournal):
+    if session._journal is not None:
         try:
-            await journal.flush()
+            await session._journal.flush()
         except Exception:
             log.exception("saving a session record on close failed")
 
@@ -407,7 +406,7 @@ class _StoreJournal:
     async def begin(self, action: str, session_public_key: int) -> object:
         from .store import JournalEntry
 
-        await self._flush()  # the session a write refers to is on disk before it is sent
+        await self.flush()  # the session a write refers to is on disk before it is sent
         entry = JournalEntry.new(
             self._key, action, session_public_key, created_at=self._clock.now()
         )
@@ -434,14 +433,7 @@ class _StoreJournal:
     def mark_dirty(self) -> None:
         self._dirty = True
 
-    async def session_changed(self) -> None:
-        self._dirty = True
-        await self._flush()
-
     async def flush(self) -> None:
-        await self._flush()
-
-    async def _flush(self) -> None:
         """Save the record until it is clean; one save at a time, the last state wins."""
         while self._saving is not None:
             await self._saving.wait()

@@ -28,6 +28,11 @@ class ActionJournal(Protocol):
         """The outcome is known (applied or definitely not): forget the intent."""
         ...
 
-    async def session_changed(self) -> None:
-        """Persist the session's record (its session data or its registered flag changed)."""
+    def mark_dirty(self) -> None:
+        """The session's record changed (session data, registered flag): it must be saved.
+        Synchronous, so a graceful close flushes it even if the background save is cancelled."""
+        ...
+
+    async def flush(self) -> None:
+        """Save the record if it is dirty."""
         ...
