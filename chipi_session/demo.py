@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import anyio
+
 from .clock import ManualClock
 from .engine import ChipiSession
 from .errors import ChipiSessionError
@@ -98,9 +100,9 @@ async def run_demo(emit: Callable[[str], object], fast_kdf: bool = False) -> int
         await session.execute_with_session(pay(alice, 1_000))
         out("7. time passes to valid_until ... and one second beyond")
         clock.set(data.valid_until)
-        await _settle()
+        await anyio.wait_all_tasks_blocked()
         clock.advance(1)
-        await _settle()
+        await anyio.wait_all_tasks_blocked()
         out("8. a new session, registered, then revoked by the owner")
         await session.create_session(600)
         await session.register_session(max_calls=10)
@@ -118,9 +120,3 @@ async def run_demo(emit: Callable[[str], object], fast_kdf: bool = False) -> int
         + ("" if not missing else f" (missing: {sorted(m.value for m in missing)})")
     )
     return 0 if not missing else 1
-
-
-async def _settle() -> None:
-    import anyio
-
-    await anyio.wait_all_tasks_blocked()

@@ -1445,11 +1445,7 @@ class ChipiSession:
         return (self._wallet.address, self._session.public_key)
 
     def poll_result(self, status: Any) -> None:
-        if self._closed or self._session is None:
-            return
-        if status is None:
-            return
-        if isinstance(status, SessionStatus):
+        if not self._closed and self._session is not None and isinstance(status, SessionStatus):
             self._apply_status(status)
 
     def poll_failed(self, error: Exception) -> None:

@@ -88,7 +88,7 @@ class SessionModel:
 
 
 def _guard_register(
-    *, now: int | None = None, valid_until: int | None = None, reason: str = "", **_: Any
+    *, now: int | None = None, valid_until: int | None = None, **_: Any
 ) -> bool:
     return now is None or valid_until is None or now <= valid_until
 

@@ -46,9 +46,6 @@ class TimerHandle:
         self.active = False
         self.callback = None
 
-    def __lt__(self, other: TimerHandle) -> bool:  # heap order (ties: insertion via seq below)
-        return self.deadline < other.deadline
-
 
 class TimerHeap:
     """Every deadline of a scheduler in one heap, served by one task.
