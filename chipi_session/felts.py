@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from .errors import ChipiSessionError, ErrorCode
 
 __all__ = [
+    "ADDRESS_BOUND",
     "FIELD_PRIME",
     "CURVE_ORDER",
     "parse_felt",
@@ -25,22 +26,25 @@ __all__ = [
     "U64_MAX",
     "U32_MAX",
     "U128_BOUND",
+    "U256_BOUND",
     "split_u256",
     "join_u256",
 ]
 
 FIELD_PRIME = 2**251 + 17 * 2**192 + 1
 CURVE_ORDER = 0x800000000000010FFFFFFFFFFFFFFFFB781126DCAE7B2321E66A241ADC64D2F
+#: Contract addresses are below 2**251 (Cairo ContractAddress).
+ADDRESS_BOUND = 2**251
 U64_MAX = 2**64 - 1
 U32_MAX = 2**32 - 1
 U128_BOUND = 2**128
 U256_BOUND = 2**256
 
-FeltLike = int | str
-
 
 def _invalid(what: str, value: object) -> ChipiSessionError:
-    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
     return ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what}: not a felt: {shown}")
 
 

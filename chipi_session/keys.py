@@ -50,7 +50,8 @@ def generate_private_key() -> int:
     return 1 + secrets.randbelow(CURVE_ORDER - 1)
 
 
-def _check_private(value: int) -> int:
+def check_private_key(value: int) -> int:
+    """``value`` if it is a private key in [1, n), else ``INVALID_INPUT`` (value not shown)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < CURVE_ORDER:
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, "private key out of range [1, n)")
     return value
@@ -58,7 +59,7 @@ def _check_private(value: int) -> int:
 
 def public_key_of(private_key: int) -> int:
     """The Stark public key (x-coordinate) of a private key."""
-    _check_private(private_key)
+    check_private_key(private_key)
     if _native is not None:
         return int(_native.get_public_key(private_key))
     from starknet_py.hash.utils import private_to_stark_key
@@ -68,7 +69,7 @@ def public_key_of(private_key: int) -> int:
 
 def sign(msg_hash: int, private_key: int) -> tuple[int, int]:
     """RFC 6979 ECDSA over the Stark curve; returns ``(r, s)``."""
-    _check_private(private_key)
+    check_private_key(private_key)
     if isinstance(msg_hash, bool) or not isinstance(msg_hash, int):
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, "message hash is not an int")
     # 0 is excluded because starknet-py's RFC 6979 nonce derivation crashes on it; a real hash
@@ -132,7 +133,7 @@ class SecretKey:
     __slots__ = ("_buf", "_public_key")
 
     def __init__(self, private_key: int, public_key: int | None = None) -> None:
-        _check_private(private_key)
+        check_private_key(private_key)
         self._buf = bytearray(private_key.to_bytes(32, "big"))
         self._public_key = public_key_of(private_key) if public_key is None else public_key
 

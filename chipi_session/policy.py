@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from .errors import ChipiSessionError, ErrorCode
-from .felts import U128_BOUND, join_u256, selector
+from .felts import U64_MAX, U128_BOUND, U256_BOUND, join_u256, selector
 from .types import Call, SessionStatus, SpendingPolicy
 
 __all__ = [
@@ -125,7 +125,9 @@ def apply_spending(
 
     ``policies`` maps token address -> policy for the signing session. Returns the policies that
     changed (token -> new policy); raises :class:`SpendingViolation` with the contract's panic
-    message. Pure: the caller decides whether to commit the result.
+    message, including the corelib overflow panics of Cairo's checked arithmetic
+    (``window_start + window_seconds`` is a u64 add, ``spent + amount`` a u256 add). Pure: the
+    caller decides whether to commit the result.
     """
     updated: dict[int, SpendingPolicy] = {}
     for call in calls:
@@ -145,8 +147,12 @@ def apply_spending(
                 "Spending: exceeds per-call", ErrorCode.SESSION_SPENDING_LIMIT_EXCEEDED
             )
         spent, start = policy.spent_in_window, policy.window_start
+        if start + policy.window_seconds > U64_MAX:
+            raise SpendingViolation("u64_add Overflow", ErrorCode.TRANSACTION_REJECTED)
         if now >= start + policy.window_seconds:
             spent, start = 0, now
+        if spent + amount >= U256_BOUND:
+            raise SpendingViolation("u256_add Overflow", ErrorCode.TRANSACTION_REJECTED)
         if spent + amount > policy.max_per_window:
             raise SpendingViolation(
                 "Spending: exceeds window limit", ErrorCode.SESSION_SPENDING_LIMIT_EXCEEDED

@@ -30,7 +30,7 @@ import sqlite3
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -236,9 +236,7 @@ def _field(
             raise _Corrupt(f"missing field {name!r}")
         return default
     value = data[name]
-    if isinstance(value, bool) and bool not in kinds:
-        raise _Corrupt(f"field {name!r} has the wrong type")
-    if not isinstance(value, kinds):
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise _Corrupt(f"field {name!r} has the wrong type")
     return value
 
@@ -854,12 +852,12 @@ def _decode_document(raw: bytes, where: str) -> _State:
         raise _stored_error(where, "'leases' must be an object")
     state = _State()
     for key, data in sessions.items():
-        record = _parse_record(data, f"{where}: session {_show(key)}")
+        record = _parse(SessionRecord.from_json, data, f"{where}: session {_show(key)}")
         if record.key != key:
             raise _stored_error(where, f"session {_show(key)}: the record's key differs")
         state.sessions[key] = record
     for index, data in enumerate(journal):
-        entry = _parse_entry(data, f"{where}: journal[{index}]")
+        entry = _parse(JournalEntry.from_json, data, f"{where}: journal[{index}]")
         if entry.entry_id in state.journal:
             raise _stored_error(where, f"journal[{index}]: duplicate entry id")
         state.journal[entry.entry_id] = entry
@@ -873,20 +871,12 @@ def _decode_document(raw: bytes, where: str) -> _State:
     return state
 
 
-def _parse_record(data: object, where: str) -> SessionRecord:
+def _parse(from_json: Callable[[Mapping[str, Any]], _T], data: object, where: str) -> _T:
+    """A stored record or journal entry, its errors prefixed with where it was found."""
     if not isinstance(data, Mapping):
         raise _stored_error(where, "expected an object")
     try:
-        return SessionRecord.from_json(data)
-    except ChipiSessionError as exc:
-        raise _stored_error(where, exc.message) from None
-
-
-def _parse_entry(data: object, where: str) -> JournalEntry:
-    if not isinstance(data, Mapping):
-        raise _stored_error(where, "expected an object")
-    try:
-        return JournalEntry.from_json(data)
+        return from_json(data)
     except ChipiSessionError as exc:
         raise _stored_error(where, exc.message) from None
 
@@ -1044,6 +1034,7 @@ _SCHEMA: Final = (
     " expires_at REAL NOT NULL)",
 )
 _TABLES: Final = frozenset({"meta", "sessions", "journal", "leases"})
+_LEASE_QUERY: Final = "SELECT owner, token, expires_at FROM leases WHERE key = ?"
 
 
 class SqliteStore:
@@ -1186,14 +1177,14 @@ class SqliteStore:
 
     def _record(self, key: object, text: object) -> SessionRecord:
         where = self._where("session", key)
-        record = _parse_record(self._json(text, where), where)
+        record = _parse(SessionRecord.from_json, self._json(text, where), where)
         if record.key != key:
             raise _stored_error(where, "the record's key differs")
         return record
 
     def _entry(self, entry_id: object, key: object, text: object) -> JournalEntry:
         where = self._where("journal entry", entry_id)
-        entry = _parse_entry(self._json(text, where), where)
+        entry = _parse(JournalEntry.from_json, self._json(text, where), where)
         if entry.entry_id != entry_id or entry.key != key:
             raise _stored_error(where, "the entry's id or key differs from its row")
         return entry
@@ -1207,16 +1198,17 @@ class SqliteStore:
         except (ValueError, RecursionError):
             raise _stored_error(where, "not valid JSON") from None
 
-    def _lease_row(self, conn: sqlite3.Connection, key: str) -> Lease | None:
-        row = conn.execute(
-            "SELECT owner, token, expires_at FROM leases WHERE key = ?", (key,)
-        ).fetchone()
+    def _lease(self, key: str, row: Sequence[object] | None) -> Lease | None:
         if row is None:
             return None
         try:
             return Lease._checked(*row)
         except _Corrupt as exc:
             raise _stored_error(self._where("lease", key), str(exc)) from None
+
+    def _lease_row(self, conn: sqlite3.Connection, key: str) -> Lease | None:
+        row = conn.execute(_LEASE_QUERY, (key,)).fetchone()
+        return self._lease(key, row)
 
     def _fence(self, conn: sqlite3.Connection, key: str, token: int | None) -> None:
         if token is not None and not _fence_ok(self._lease_row(conn, key), token):
@@ -1348,13 +1340,8 @@ class SqliteStore:
     def get_lease(self, key: str) -> Lease | None:
         """The key's lease row (for diagnostics and tests; not part of the protocol)."""
         _check_text(key, "key")
-        rows = self._query("SELECT owner, token, expires_at FROM leases WHERE key = ?", (key,))
-        if not rows:
-            return None
-        try:
-            return Lease._checked(*rows[0])
-        except _Corrupt as exc:
-            raise _stored_error(self._where("lease", key), str(exc)) from None
+        rows = self._query(_LEASE_QUERY, (key,))
+        return self._lease(key, rows[0] if rows else None)
 
     # -- lifecycle
 

@@ -45,7 +45,7 @@ from Crypto.Cipher import AES
 
 from .errors import ChipiSessionError, ErrorCode
 from .felts import CURVE_ORDER, parse_felt
-from .keys import SecretKey, public_key_of
+from .keys import SecretKey, check_private_key, public_key_of
 
 __all__ = ["KdfCost", "HighEntropyKey", "Vault"]
 
@@ -230,15 +230,6 @@ def _secret_bytes(secret: str, what: str) -> bytes:
         ) from None
 
 
-def _check_private_key(private_key: int) -> None:
-    if (
-        isinstance(private_key, bool)
-        or not isinstance(private_key, int)
-        or not 1 <= private_key < CURVE_ORDER
-    ):
-        raise ChipiSessionError(ErrorCode.INVALID_INPUT, "private key out of range [1, n)")
-
-
 def _finish(private_key: int, expected_public_key: int | str | None) -> SecretKey:
     """Range-check a decrypted key and compare its public key as a number."""
     if not 1 <= private_key < CURVE_ORDER:
@@ -359,7 +350,7 @@ def _evp_bytes_to_key(password: bytes, salt: bytes) -> tuple[bytes, bytes]:
 
 def _encrypt_legacy_with_salt(private_key: int, passphrase: str, salt: bytes) -> str:
     """CryptoJS ``AES.encrypt`` with a given salt (exposed for the fixed-salt test vector)."""
-    _check_private_key(private_key)
+    check_private_key(private_key)
     password = _secret_bytes(passphrase, "passphrase")
     if len(salt) != _LEGACY_SALT_BYTES:
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, "legacy salt must be 8 bytes")
@@ -418,7 +409,7 @@ class Vault:
 
     def encrypt(self, private_key: int, encrypt_key: str | HighEntropyKey) -> str:
         """Our authenticated format: Argon2id for a PIN ``str``, BLAKE2b for a HighEntropyKey."""
-        _check_private_key(private_key)
+        check_private_key(private_key)
         salt = secrets.token_bytes(_SALT_BYTES)
         if isinstance(encrypt_key, HighEntropyKey):
             kind: Literal["argon2id", "blake2b"] = "blake2b"

@@ -21,8 +21,8 @@ from chipi_session.localchain.account import (
     VALID,
     accept_ownership_hash,
 )
-from chipi_session.localchain.selfcalls import add_or_update_session_key_call
 from chipi_session.localchain.testing import owner_invoke, session_invoke
+from chipi_session.selfcalls import add_or_update_session_key_call
 from chipi_session.types import Call
 
 START = 1_000_000

@@ -21,12 +21,12 @@ from chipi_session.hashing import ANY_CALLER, SN_MAIN, typed_data_message_hash
 from chipi_session.keys import SecretKey, session_signature
 from chipi_session.localchain import ContractPanic, LocalChain
 from chipi_session.localchain.account import VALID
-from chipi_session.localchain.selfcalls import (
+from chipi_session.localchain.testing import outside_execute, owner_invoke, session_invoke
+from chipi_session.selfcalls import (
     add_or_update_session_key_call,
     revoke_session_key_call,
     set_spending_policy_call,
 )
-from chipi_session.localchain.testing import outside_execute, owner_invoke, session_invoke
 from chipi_session.types import Call, SessionStatus, SpendingPolicy, WalletData, WalletType
 from chipi_session.vault import KdfCost, Vault
 

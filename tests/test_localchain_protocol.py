@@ -24,10 +24,6 @@ from chipi_session.hashing import (
 from chipi_session.keys import SecretKey
 from chipi_session.localchain import ContractPanic, LocalChain, Receipt
 from chipi_session.localchain.account import VALID
-from chipi_session.localchain.selfcalls import (
-    add_or_update_session_key_call,
-    set_spending_policy_call,
-)
 from chipi_session.localchain.testing import (
     outside_execute,
     outside_signature,
@@ -36,6 +32,10 @@ from chipi_session.localchain.testing import (
     session_invoke_signature,
 )
 from chipi_session.policy import ADMIN_SELECTORS
+from chipi_session.selfcalls import (
+    add_or_update_session_key_call,
+    set_spending_policy_call,
+)
 from chipi_session.types import Call
 
 START = 1_000_000
@@ -557,8 +557,8 @@ def test_invoke_rejections_change_nothing(env: Env) -> None:
     with pytest.raises(ChipiSessionError) as info:
         env.chain.invoke(env.account, [env.transfer()], [SESSION.public_key, 1, 2, vu])
     assert info.value.code is ErrorCode.TRANSACTION_REJECTED
+    owner_sig = OWNER.sign(env.chain.invoke_hash(env.account, [env.transfer()]))
     with pytest.raises(ChipiSessionError, match="invalid transaction nonce"):
-        owner_sig = OWNER.sign(env.chain.invoke_hash(env.account, [env.transfer()]))
         env.chain.invoke(env.account, [env.transfer()], owner_sig, nonce=nonce + 1)
     assert env.chain.get_nonce(env.account) == nonce
     assert len(env.chain.events) == events and env.chain.block_number == block

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import attrs
 
-from ..felts import U128_BOUND, join_u256
+from ..felts import ADDRESS_BOUND, U128_BOUND, join_u256
 from ..types import Call
 from .model import ContractPanic
 
@@ -25,10 +25,8 @@ __all__ = [
     "encode_calls",
     "encode_spans",
     "decode_spans",
-    "u256",
 ]
 
-ADDRESS_BOUND = 2**251
 _U8 = 2**8
 _U32 = 2**32
 _U64 = 2**64
@@ -151,11 +149,6 @@ class Calldata:
         """Leftover calldata is an error, as in Cairo's generated wrappers."""
         if self._pos != len(self._data):
             raise ContractPanic("Input too long for arguments")
-
-
-def u256(value: int) -> list[int]:
-    """A u256 as its two felts ``[low, high]``."""
-    return [value % U128_BOUND, value // U128_BOUND]
 
 
 def encode_calls(calls: Iterable[Call]) -> list[int]:

@@ -14,18 +14,14 @@ owner's ``[r, s]`` signs LocalChain's own transaction hash (see ``LocalChain.inv
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import attrs
-
-from ..errors import ErrorCode
-from ..felts import U64_MAX, encode_short_string, join_u256, selector
+from ..felts import U64_MAX, encode_short_string, selector, split_u256
 from ..hashing import ANY_CALLER, outside_execution_hash, poseidon_many, session_validate_hash
 from ..keys import verify
 from ..policy import SPENDING_SELECTORS, SpendingViolation, apply_spending, check_session_allowed
 from ..types import Call, SessionStatus, SpendingPolicy
-from .abi import Calldata, encode_spans, u256
+from .abi import Calldata, encode_spans
 from .model import ContractPanic
 from .runtime import ContractClass, Frame, Handler
 from .state import SessionRecord
@@ -57,9 +53,6 @@ ISRC5_ID = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87F6E7F2E4C01A
 ISRC6_ID = 0x2CECCEF7F994940B3962A6C67E0BA4FCD37DF7D131417C604F91E03CAECC1CD
 ISRC9_V2_ID = 0x1D1144BB2138366FF28D8E9AB57456B1D332AC42196230C3A602003C89872
 
-_U64_BOUND = U64_MAX + 1
-_U256_BOUND = 2**256
-
 # events (contract.md §9): keys[0] is sn_keccak of the variant name
 _EV_SESSION_ADDED = selector("SessionKeyAdded")
 _EV_SESSION_REVOKED = selector("SessionKeyRevoked")
@@ -73,10 +66,6 @@ _EV_UPGRADED = selector("Upgraded")
 _UNAUTHORIZED = "Account: unauthorized"
 _UNAUTHORIZED_CALLER = "Account: unauthorized caller"
 _INVALID_SIGNATURE = "Account: invalid signature"
-
-
-def _panic(message: str) -> ContractPanic:
-    return ContractPanic(message)
 
 
 # -- storage helpers -----------------------------------------------------------------------
@@ -106,7 +95,7 @@ def _consume(f: Frame, key: int) -> None:
 
 def _assert_only_self(f: Frame) -> None:
     if f.caller != f.address:
-        raise _panic(_UNAUTHORIZED)
+        raise ContractPanic(_UNAUTHORIZED)
 
 
 # -- signatures ----------------------------------------------------------------------------
@@ -118,14 +107,11 @@ def _is_valid_signature(f: Frame, msg_hash: int, signature: Sequence[int]) -> bo
         return verify(f.state.owner_keys.get(f.address), msg_hash, signature[0], signature[1])
     if len(signature) == 4:
         key, r, s, valid_until = signature
-        if valid_until >= _U64_BOUND or f.now > valid_until:
+        if valid_until > U64_MAX or f.now > valid_until:
             return False
         record = _session(f, key)
-        if (
-            record.valid_until == 0
-            or f.now > record.valid_until
-            or record.calls_used >= record.max_calls
-        ):
+        status = SessionStatus(record.valid_until, record.max_calls, record.calls_used)
+        if not status.is_active(f.now):
             return False
         return verify(key, msg_hash, r, s)
     return False
@@ -136,13 +122,13 @@ def _assert_owner_signed(f: Frame) -> None:
     signature = f.tx.signature
     owner = f.state.owner_keys.get(f.address)
     if len(signature) != 2 or not verify(owner, f.tx.transaction_hash, signature[0], signature[1]):
-        raise _panic(_INVALID_SIGNATURE)
+        raise ContractPanic(_INVALID_SIGNATURE)
 
 
 def _validate_session(f: Frame, signature: Sequence[int], calls: Sequence[Call]) -> bool:
     """The 4-felt path of ``__validate__`` (contract.md §6.2): False instead of panicking."""
     key, r, s, valid_until = signature
-    if valid_until >= _U64_BOUND or f.now > valid_until:
+    if valid_until > U64_MAX or f.now > valid_until:
         return False
     if not _is_session_allowed_for_calls(f, key, calls):
         return False
@@ -159,16 +145,13 @@ def _validate_session(f: Frame, signature: Sequence[int], calls: Sequence[Call])
     return True
 
 
+_STARKNET_MESSAGE = encode_short_string("StarkNet Message")
+_ACCEPT_OWNERSHIP = encode_short_string("accept_ownership")
+
+
 def accept_ownership_hash(account: int, current_owner: int) -> int:
     """What a new owner key signs for ``set_public_key`` (OZ, contract.md §12.4)."""
-    return poseidon_many(
-        [
-            encode_short_string("StarkNet Message"),
-            encode_short_string("accept_ownership"),
-            account,
-            current_owner,
-        ]
-    )
+    return poseidon_many([_STARKNET_MESSAGE, _ACCEPT_OWNERSHIP, account, current_owner])
 
 
 # -- spending (contract.md §8.2) -------------------------------------------------------------
@@ -187,53 +170,11 @@ def _check_and_update_spending(f: Frame, key: int, calls: Sequence[Call]) -> Non
     if not policies:
         return
     try:
-        if any(_overflow_possible(p) for p in policies.values()):
-            updated = _spend_call_by_call(policies, calls, f.now)
-        else:
-            updated = apply_spending(policies, calls, f.now)
+        updated = apply_spending(policies, calls, f.now)
     except SpendingViolation as violation:
-        raise _panic(violation.panic) from None
+        raise ContractPanic(violation.panic) from None
     for token, policy in updated.items():
         store.set((f.address, key, token), policy)
-
-
-def _overflow_possible(p: SpendingPolicy) -> bool:
-    return p.window_start + p.window_seconds > U64_MAX or (
-        p.max_per_window + p.max_per_call >= _U256_BOUND
-    )
-
-
-def _spend_call_by_call(
-    policies: Mapping[int, SpendingPolicy], calls: Sequence[Call], now: int
-) -> dict[int, SpendingPolicy]:
-    """The rare batch where Cairo's checked arithmetic can overflow (a ``window_seconds`` near
-    2**64, limits near 2**256): ``window_start + window_seconds`` is a u64 add and
-    ``spent + amount`` a u256 add, and either panics with the corelib message before the
-    comparison. :func:`apply_spending` runs on unbounded ints, so walk the batch one call at a
-    time and insert those two panics where Cairo would raise them."""
-    current = dict(policies)
-    for call in calls:
-        policy = current.get(call.to)
-        if call.selector not in SPENDING_SELECTORS or policy is None:
-            continue
-        # steps 3-5 (calldata length, amount, per-call cap) exactly as policy.py runs them
-        probe = attrs.evolve(
-            policy,
-            window_seconds=0,
-            window_start=0,
-            spent_in_window=0,
-            max_per_window=_U256_BOUND - 1,
-        )
-        apply_spending({call.to: probe}, [call], now)
-        if policy.window_start + policy.window_seconds > U64_MAX:
-            raise SpendingViolation("u64_add Overflow", ErrorCode.TRANSACTION_REJECTED)
-        spent = policy.spent_in_window
-        if now >= policy.window_start + policy.window_seconds:
-            spent = 0
-        if spent + join_u256(call.calldata[1], call.calldata[2]) >= _U256_BOUND:
-            raise SpendingViolation("u256_add Overflow", ErrorCode.TRANSACTION_REJECTED)
-        current.update(apply_spending({call.to: policy}, [call], now))
-    return {t: p for t, p in current.items() if p != policies[t]}
 
 
 # -- multicall -----------------------------------------------------------------------------
@@ -285,7 +226,7 @@ def _execute(f: Frame, cd: Calldata) -> list[int]:
     calls = cd.calls()
     cd.end()
     if f.caller not in (0, f.address):
-        raise _panic(_UNAUTHORIZED_CALLER)
+        raise ContractPanic(_UNAUTHORIZED_CALLER)
     if len(f.tx.signature) == 4:
         _check_and_update_spending(f, f.tx.signature[0], calls)
     return _execute_calls(f, calls)
@@ -389,7 +330,7 @@ def _set_spending_policy(f: Frame, cd: Calldata) -> list[int]:
     f.state.policies.set((f.address, key, token), policy)
     f.emit(
         [_EV_POLICY_SET, key, token],
-        [*u256(max_per_call), *u256(max_per_window), window_seconds],
+        [*split_u256(max_per_call), *split_u256(max_per_window), window_seconds],
     )
     return []
 
@@ -400,10 +341,10 @@ def _get_spending_policy(f: Frame, cd: Calldata) -> list[int]:
     cd.end()
     p = f.state.policies.get((f.address, key, token))
     return [
-        *u256(p.max_per_call),
-        *u256(p.max_per_window),
+        *split_u256(p.max_per_call),
+        *split_u256(p.max_per_window),
         p.window_seconds,
-        *u256(p.spent_in_window),
+        *split_u256(p.spent_in_window),
         p.window_start,
     ]
 
@@ -424,26 +365,26 @@ def _execute_from_outside_v2(f: Frame, cd: Calldata) -> list[int]:
     signature = cd.felts()
     cd.end()
     if oe.caller not in (0, ANY_CALLER) and f.caller != oe.caller:
-        raise _panic("SRC9: invalid caller")
+        raise ContractPanic("SRC9: invalid caller")
     now = f.now
     if not oe.execute_after < now:
-        raise _panic("SRC9: now <= execute_after")
+        raise ContractPanic("SRC9: now <= execute_after")
     if not now < oe.execute_before:
-        raise _panic("SRC9: now >= execute_before")
+        raise ContractPanic("SRC9: now >= execute_before")
     nonces = f.state.src9_nonces
     if nonces.get((f.address, oe.nonce)):
-        raise _panic("SRC9: duplicated nonce")
+        raise ContractPanic("SRC9: duplicated nonce")
     nonces.set((f.address, oe.nonce), True)
 
     is_session = len(signature) == 4
     if is_session:
         key = signature[0]
-        if signature[3] >= _U64_BOUND:
-            raise _panic("Session: invalid timestamp")
+        if signature[3] > U64_MAX:
+            raise ContractPanic("Session: invalid timestamp")
         if not signature[3] <= _session(f, key).valid_until:
-            raise _panic("Session: valid_until exceeded")
+            raise ContractPanic("Session: valid_until exceeded")
         if not _is_session_allowed_for_calls(f, key, oe.calls):
-            raise _panic("Session: unauthorized selector")
+            raise ContractPanic("Session: unauthorized selector")
 
     def message_hash(felt_times: bool) -> int:
         return outside_execution_hash(
@@ -460,7 +401,7 @@ def _execute_from_outside_v2(f: Frame, cd: Calldata) -> list[int]:
     # h1 (u128 timestamps) first; h2 (felt) is only computed when h1 does not verify
     if not _is_valid_signature(f, message_hash(False), signature):
         if not _is_valid_signature(f, message_hash(True), signature):
-            raise _panic("SRC9: invalid signature")
+            raise ContractPanic("SRC9: invalid signature")
 
     if is_session:
         _consume(f, signature[0])
@@ -496,7 +437,7 @@ def _upgrade(f: Frame, cd: Calldata) -> list[int]:
     cd.end()
     _assert_only_self(f)
     if class_hash == 0:
-        raise _panic("Class hash cannot be zero")
+        raise ContractPanic("Class hash cannot be zero")
     f.state.class_hashes.set(f.address, class_hash)
     f.emit([_EV_UPGRADED], [class_hash])
     return []
@@ -523,7 +464,7 @@ def _set_public_key(f: Frame, cd: Calldata) -> list[int]:
     current = f.state.owner_keys.get(f.address)
     message = accept_ownership_hash(f.address, current)
     if len(signature) != 2 or not verify(new_key, message, signature[0], signature[1]):
-        raise _panic(_INVALID_SIGNATURE)
+        raise ContractPanic(_INVALID_SIGNATURE)
     f.emit([_EV_OWNER_REMOVED, current])
     f.state.owner_keys.set(f.address, new_key)
     f.emit([_EV_OWNER_ADDED, new_key])
@@ -561,9 +502,3 @@ _ENTRYPOINTS: dict[str, Handler] = {
 #: The v33 account class: selector -> handler.
 ACCOUNT_CLASS: ContractClass = {selector(name): h for name, h in _ENTRYPOINTS.items()}
 CONSTRUCTOR: Handler = constructor
-
-
-@functools.cache
-def entrypoint_names() -> dict[int, str]:
-    """selector -> name, for readable logs and errors."""
-    return {selector(name): name for name in _ENTRYPOINTS}

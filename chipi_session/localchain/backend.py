@@ -15,12 +15,13 @@ from typing import Any
 
 import anyio.lowlevel
 
+from .. import selfcalls
 from ..backends.base import OnSubmit, SubmitInfo, notify_submit
 from ..errors import ChipiSessionError, ErrorCode
+from ..felts import parse_felt
 from ..hashing import outside_execution_hash
 from ..keys import SecretKey, session_signature
 from ..types import Call, SessionStatus, SpendingPolicy, WalletData, coerce_calls
-from . import selfcalls
 from .model import ContractPanic
 
 __all__ = ["PaymasterSessionBackend"]
@@ -75,10 +76,6 @@ class PaymasterSessionBackend(abc.ABC):
         contract's own Poseidon construction (~0.5 ms) rather than TypedData (~2 ms). The
         tests check both give the same hash."""
         message = typed_data["message"]
-
-        def felt(value: Any) -> int:
-            return int(str(value), 0)
-
         calls = [
             Call(to=c["To"], selector=c["Selector"], calldata=c["Calldata"])
             for c in message["Calls"]
@@ -86,10 +83,10 @@ class PaymasterSessionBackend(abc.ABC):
         return outside_execution_hash(
             account=wallet_address,
             chain_id=self.chain_id,
-            caller=felt(message["Caller"]),
-            nonce=felt(message["Nonce"]),
-            execute_after=felt(message["Execute After"]),
-            execute_before=felt(message["Execute Before"]),
+            caller=parse_felt(message["Caller"]),
+            nonce=parse_felt(message["Nonce"]),
+            execute_after=parse_felt(message["Execute After"]),
+            execute_before=parse_felt(message["Execute Before"]),
             calls=calls,
             felt_times=typed_data["types"]["OutsideExecution"][2]["type"] == "felt",
         )
@@ -119,9 +116,9 @@ class PaymasterSessionBackend(abc.ABC):
         info = SubmitInfo(
             action,
             wallet.address,
-            int(str(message["Nonce"]), 0),
+            parse_felt(message["Nonce"]),
             msg_hash,
-            int(str(message["Execute Before"]), 0),
+            parse_felt(message["Execute Before"]),
         )
         await notify_submit(on_submit, info)
         return self.execute_sponsored(wallet.address, typed_data, signature)

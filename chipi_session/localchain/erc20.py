@@ -9,8 +9,8 @@ spends an allowance.
 
 from __future__ import annotations
 
-from ..felts import selector
-from .abi import Calldata, u256
+from ..felts import selector, split_u256
+from .abi import Calldata
 from .model import ContractPanic
 from .runtime import ContractClass, Frame, Handler
 from .state import TokenInfo
@@ -57,7 +57,7 @@ def _update(f: Frame, sender: int, recipient: int, amount: int) -> None:
         f.state.total_supply.set(me, f.state.total_supply.get(me) - amount)
     else:
         balances.set((me, recipient), balances.get((me, recipient)) + amount)
-    f.emit([_EV_TRANSFER, sender, recipient], u256(amount))
+    f.emit([_EV_TRANSFER, sender, recipient], split_u256(amount))
 
 
 def _transfer_checked(f: Frame, sender: int, recipient: int, amount: int) -> None:
@@ -75,7 +75,7 @@ def _approve(f: Frame, owner: int, spender: int, amount: int, *, emit: bool = Tr
         raise ContractPanic("ERC20: approve to 0")
     f.state.allowances.set((f.address, owner, spender), amount)
     if emit:
-        f.emit([_EV_APPROVAL, owner, spender], u256(amount))
+        f.emit([_EV_APPROVAL, owner, spender], split_u256(amount))
 
 
 def mint(f: Frame, to: int, amount: int) -> None:
@@ -102,20 +102,20 @@ def _decimals(f: Frame, cd: Calldata) -> list[int]:
 
 def _total_supply(f: Frame, cd: Calldata) -> list[int]:
     cd.end()
-    return u256(f.state.total_supply.get(f.address))
+    return [*split_u256(f.state.total_supply.get(f.address))]
 
 
 def _balance_of(f: Frame, cd: Calldata) -> list[int]:
     account = cd.address()
     cd.end()
-    return u256(f.state.balances.get((f.address, account)))
+    return [*split_u256(f.state.balances.get((f.address, account)))]
 
 
 def _allowance(f: Frame, cd: Calldata) -> list[int]:
     owner = cd.address()
     spender = cd.address()
     cd.end()
-    return u256(f.state.allowances.get((f.address, owner, spender)))
+    return [*split_u256(f.state.allowances.get((f.address, owner, spender)))]
 
 
 def _transfer(f: Frame, cd: Calldata) -> list[int]:

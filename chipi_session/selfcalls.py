@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import ChipiSessionError, ErrorCode
-from ..felts import U32_MAX, U64_MAX, parse_felt, parse_selector, selector, split_u256
-from ..types import Call
-from .abi import ADDRESS_BOUND
+from .errors import ChipiSessionError, ErrorCode
+from .felts import (
+    ADDRESS_BOUND,
+    U32_MAX,
+    U64_MAX,
+    parse_felt,
+    parse_selector,
+    selector,
+    split_u256,
+)
+from .types import Call
 
 __all__ = [
     "add_or_update_session_key_call",
