@@ -12,7 +12,9 @@ Why a layer of our own over ``httpx.AsyncClient`` (which runs on asyncio and tri
 * **Bounded responses.** Bodies are streamed and cut at ``max_response_bytes``.
 
 Nothing here logs headers or bodies (they carry API keys, bearer tokens and signatures), and
-error messages name only the URL's origin (RPC URLs often embed a provider key in the path).
+error messages name only the URL's origin (RPC URLs often embed a provider key in the path);
+a caller whose URL path is secret passes ``redact_path=True`` so that logs and metrics hooks do
+not see it either.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "HttpClient",
     "safe_origin",
     "DEFAULT_RETRY_STATUSES",
+    "REDACTED_PATH",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 _USER_AGENT = "chipi-session/0.1 (python; httpx)"
+#: ``Exchange.path`` of a request whose path may hold a secret (an RPC provider key).
+REDACTED_PATH = "/<redacted>"
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -108,7 +113,8 @@ class HttpResponse:
 
 @attrs.frozen
 class Exchange:
-    """Timing of one attempt, for metrics hooks (no bodies, no headers)."""
+    """Timing of one attempt, for metrics hooks (no bodies, no headers; ``path`` is
+    :data:`REDACTED_PATH` for requests sent with ``redact_path=True``)."""
 
     method: str
     origin: str
@@ -240,6 +246,7 @@ class HttpClient:
         retry_statuses: frozenset[int] = DEFAULT_RETRY_STATUSES,
         what: str = "request",
         total: float | None = None,
+        redact_path: bool = False,
     ) -> HttpResponse:
         """POST ``payload`` as JSON and return the response (any status).
 
@@ -248,7 +255,8 @@ class HttpClient:
         request may have reached the server. Retries (up to ``retries`` more attempts, within
         ``total``) happen only where they are safe: any failure before sending, and for
         idempotent requests also ``retry_statuses`` and failures after sending. ``total``
-        overrides the client's total deadline for this call.
+        overrides the client's total deadline for this call. ``redact_path`` keeps the URL's
+        path out of debug logs and :class:`Exchange` records (for URLs that embed a key).
         """
         if self._client.is_closed:
             raise ChipiSessionError(ErrorCode.CLOSED, "the HTTP client is closed")
@@ -269,7 +277,7 @@ class HttpClient:
                 extensions={"trace": tracker},
             )
             origin = safe_origin(request.url)
-            path = request.url.path
+            path = REDACTED_PATH if redact_path else request.url.path
             started = time.monotonic()
             remaining = deadline - started
             failure: BaseException | None = None
@@ -280,9 +288,7 @@ class HttpClient:
                 try:
                     with anyio.fail_after(remaining):
                         response = await self._send(request, started)
-                except (httpx.TransportError, httpx.DecodingError, TimeoutError) as exc:
-                    failure = exc
-                except _TooLarge as exc:
+                except (httpx.TransportError, httpx.DecodingError, TimeoutError, _TooLarge) as exc:
                     failure = exc
             elapsed = time.monotonic() - started
             sent = tracker.maybe_sent(failure) if failure is not None else True

@@ -33,6 +33,7 @@ import anyio.to_thread
 import attrs
 import httpx
 
+from .. import selfcalls
 from ..clock import Clock, SystemClock
 from ..errors import ChipiSessionError, ErrorCode
 from ..felts import (
@@ -80,8 +81,8 @@ API_VERSION_DATE = "2025-12-30"
 CHIPI_CLASS_HASH = 0x053F4F8791ED5BED0FDDAA553D180C664E32CFAF8316BB232AE77BB08F459F2A
 
 PREPARE_PATH = "/transactions/prepare-typed-data"
-_MAX_UNRESOLVED = 1024
 EXECUTE_PATH = "/transactions/execute-sponsored-transaction"
+_MAX_UNRESOLVED = 1024
 
 _API_KEY = re.compile(r"pk_(dev|prod)_[A-Za-z0-9]{32,}")
 _VERSION_SUFFIX = re.compile(r"/v\d+/?$")
@@ -548,21 +549,12 @@ class ChipiApiBackend:
         bearer_token: str | None = None,
         on_submit: OnSubmit | None = None,
     ) -> str:
-        _check_range(valid_until, U64_MAX, "valid_until")
-        _check_range(max_calls, U32_MAX, "max_calls")
-        entries = [_check_felt(e, "allowed_entrypoints") for e in allowed_entrypoints]
-        if len(entries) > U32_MAX:
-            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "too many allowed entrypoints")
-        call = Call(
-            to=wallet.address,
-            selector="add_or_update_session_key",
-            calldata=(
-                _check_felt(session_public_key, "session key"),
-                valid_until,
-                max_calls,
-                len(entries),
-                *entries,
-            ),
+        call = selfcalls.add_or_update_session_key_call(
+            wallet.address,
+            _check_felt(session_public_key, "session key"),
+            _check_range(valid_until, U64_MAX, "valid_until"),
+            _check_range(max_calls, U32_MAX, "max_calls"),
+            [_check_felt(e, "allowed_entrypoints") for e in allowed_entrypoints],
         )
         return await self._owner_write("register", wallet, owner_key, call, bearer_token, on_submit)
 
@@ -575,10 +567,8 @@ class ChipiApiBackend:
         bearer_token: str | None = None,
         on_submit: OnSubmit | None = None,
     ) -> str:
-        call = Call(
-            to=wallet.address,
-            selector="revoke_session_key",
-            calldata=(_check_felt(session_public_key, "session key"),),
+        call = selfcalls.revoke_session_key_call(
+            wallet.address, _check_felt(session_public_key, "session key")
         )
         return await self._owner_write("revoke", wallet, owner_key, call, bearer_token, on_submit)
 
@@ -596,8 +586,8 @@ class ChipiApiBackend:
         on_submit: OnSubmit | None = None,
     ) -> str:
         try:
-            mpc = split_u256(max_per_call, "max_per_call")
-            mpw = split_u256(max_per_window, "max_per_window")
+            split_u256(max_per_call, "max_per_call")  # validates: a u256, as INVALID_SPENDING_POLICY
+            split_u256(max_per_window, "max_per_window")
         except ChipiSessionError as exc:
             raise ChipiSessionError(ErrorCode.INVALID_SPENDING_POLICY, exc.message) from None
         if (
@@ -612,16 +602,13 @@ class ChipiApiBackend:
             raise ChipiSessionError(
                 ErrorCode.INVALID_SPENDING_POLICY, "max_per_call exceeds max_per_window"
             )
-        call = Call(
-            to=wallet.address,
-            selector="set_spending_policy",
-            calldata=(
-                _check_felt(session_public_key, "session key"),
-                _check_felt(token, "token"),
-                *mpc,
-                *mpw,
-                window_seconds,
-            ),
+        call = selfcalls.set_spending_policy_call(
+            wallet.address,
+            _check_felt(session_public_key, "session key"),
+            _check_felt(token, "token"),
+            max_per_call,
+            max_per_window,
+            window_seconds,
         )
         return await self._owner_write(
             "set_spending_policy", wallet, owner_key, call, bearer_token, on_submit
@@ -637,10 +624,10 @@ class ChipiApiBackend:
         bearer_token: str | None = None,
         on_submit: OnSubmit | None = None,
     ) -> str:
-        call = Call(
-            to=wallet.address,
-            selector="remove_spending_policy",
-            calldata=(_check_felt(session_public_key, "session key"), _check_felt(token, "token")),
+        call = selfcalls.remove_spending_policy_call(
+            wallet.address,
+            _check_felt(session_public_key, "session key"),
+            _check_felt(token, "token"),
         )
         return await self._owner_write(
             "remove_spending_policy", wallet, owner_key, call, bearer_token, on_submit

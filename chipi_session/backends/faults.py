@@ -536,4 +536,4 @@ class _NonceReadingFaultBackend(FaultInjectingBackend):
             if self.clock is None:
                 raise ChipiSessionError(ErrorCode.NOT_SUPPORTED, "no chain time available")
             return int(self.clock.now())
-        return await self._read("chain_time", lambda: read())
+        return await self._read("chain_time", read)

@@ -24,7 +24,7 @@ import attrs
 import httpx
 
 from ..errors import ChipiSessionError, ErrorCode
-from ..felts import parse_felt, parse_felts, selector, to_hex
+from ..felts import parse_felt, parse_felts, parse_selector, selector, to_hex
 from ..http import HttpClient, HttpResponse, Timeouts, safe_origin
 from ..keys import SecretKey
 from ..types import Call, SessionStatus, SpendingPolicy, WalletData
@@ -298,7 +298,12 @@ class StarknetRpcBackend:
 
     async def _post(self, payload: Any, what: str) -> HttpResponse:
         response = await self._http.post_json(
-            self._url, payload, idempotent=True, retries=self._retries, what=f"RPC {what}"
+            self._url,
+            payload,
+            idempotent=True,
+            retries=self._retries,
+            what=f"RPC {what}",
+            redact_path=True,  # provider keys live in RPC URL paths
         )
         if response.ok:
             if response.json is None:
@@ -344,7 +349,7 @@ class StarknetRpcBackend:
         *,
         block_id: BlockId | None = None,
     ) -> list[int]:
-        """``starknet_call``; ``entrypoint`` is a selector or a name."""
+        """``starknet_call``; ``entrypoint`` is a selector felt (int or hex) or a name."""
         result = await self.request(
             "starknet_call", self._call_params(contract_address, entrypoint, calldata, block_id)
         )
@@ -357,11 +362,10 @@ class StarknetRpcBackend:
         calldata: Sequence[int],
         block_id: BlockId | None,
     ) -> dict[str, Any]:
-        sel = selector(entrypoint) if isinstance(entrypoint, str) else entrypoint
         return {
             "request": {
                 "contract_address": to_hex(contract_address),
-                "entry_point_selector": to_hex(sel),
+                "entry_point_selector": to_hex(parse_selector(entrypoint)),
                 "calldata": [to_hex(x) for x in calldata],
             },
             "block_id": self._block_id if block_id is None else block_id,
@@ -678,9 +682,8 @@ class StarknetRpcBackend:
     ) -> tuple[list[int], list[int] | None]:
         entries: list[int] = []
         header: list[int] | None = None
-        indices = list(range(length))
         for start in range(0, length, _BATCH_CHUNK):
-            chunk = indices[start : start + _BATCH_CHUNK]
+            chunk = range(start, min(start + _BATCH_CHUNK, length))
             calls: list[tuple[str, Mapping[str, Any]]] = [
                 ("starknet_call", self._call_params(wallet, _SEL_ALLOWED_AT, [key, i], None))
                 for i in chunk

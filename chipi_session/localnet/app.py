@@ -215,7 +215,7 @@ def create_app(
         elapsed = time.perf_counter() - started
         if fault.execute_delay_after > 0:
             await anyio.sleep(fault.execute_delay_after)
-        return _json({"transactionHash": to_hex(wire_felt(tx_hash, "tx"))}, timing=elapsed)
+        return _json({"transactionHash": tx_hash}, timing=elapsed)  # canonical hex already
 
     async def execute_raw(request: Request, body: Any) -> Response:
         return _error(

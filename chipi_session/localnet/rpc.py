@@ -19,10 +19,12 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..felts import FIELD_PRIME, selector, to_hex
+from ..errors import ChipiSessionError
+from ..felts import parse_felt, selector, to_hex
 from ..localchain import ContractPanic, LocalChain
+from ..types import SessionStatus
 
-__all__ = ["RpcDispatcher", "SPEC_VERSION", "block_hash", "view_call", "class_hash_at"]
+__all__ = ["RpcDispatcher", "SPEC_VERSION", "block_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +51,6 @@ class _Fault(Exception):
         return out
 
 
-def view_call(chain: LocalChain, address: int, sel: int, calldata: Sequence[int]) -> list[int]:
-    """A node's ``starknet_call``: every write is discarded (``LocalChain.view``)."""
-    return chain.view(address, sel, calldata)
-
-
-def class_hash_at(chain: LocalChain, address: int) -> int | None:
-    """The class hash deployed at ``address``, or None."""
-    found = chain.class_hash_at(address)
-    return None if not found else int(found)
-
-
 def block_hash(number: int) -> int:
     """LocalChain has no block hashes; a stable synthetic one per block number."""
     digest = hashlib.sha256(b"chipi-localnet-block:%d" % number).digest()
@@ -67,21 +58,10 @@ def block_hash(number: int) -> int:
 
 
 def _felt(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise _Fault(-32602, f"Invalid params: {what}")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            n = int(text[2:], 16) if text[:2].lower() == "0x" else int(text, 10)
-        except ValueError:
-            raise _Fault(-32602, f"Invalid params: {what} is not a felt") from None
-    else:
-        raise _Fault(-32602, f"Invalid params: {what} is not a felt")
-    if not 0 <= n < FIELD_PRIME:
-        raise _Fault(-32602, f"Invalid params: {what} is out of the field")
-    return n
+    try:
+        return parse_felt(value, what)
+    except ChipiSessionError:
+        raise _Fault(-32602, f"Invalid params: {what} is not a felt") from None
 
 
 class RpcDispatcher:
@@ -168,9 +148,6 @@ class RpcDispatcher:
                 raise _Fault(24, "Block not found")
         raise _Fault(-32602, "Invalid params: block_id")
 
-    def _contract_exists(self, address: int) -> bool:
-        return class_hash_at(self._chain, address) is not None
-
     # -- methods --------------------------------------------------------------------------
 
     def _spec_version(self) -> str:
@@ -219,7 +196,7 @@ class RpcDispatcher:
             if self._legacy and sel == _SEL_GET_SESSION_DATA and len(calldata) == 1:
                 result = self._legacy_session_data(address, calldata[0])
             else:
-                result = view_call(self._chain, address, sel, calldata)
+                result = self._chain.view(address, sel, calldata)
         except ContractPanic as panic:
             raise self._panic_fault(panic, address, sel) from None
         return [to_hex(x) for x in result]
@@ -237,39 +214,33 @@ class RpcDispatcher:
             {
                 "revert_error": {
                     "contract_address": to_hex(address),
-                    "class_hash": to_hex(self._class_hash_or_zero(address)),
+                    "class_hash": to_hex(self._chain.class_hash_at(address) or 0),
                     "selector": to_hex(sel),
                     "error": reason,
                 }
             },
         )
 
-    def _class_hash_or_zero(self, address: int) -> int:
-        return class_hash_at(self._chain, address) or 0
-
     def _legacy_session_data(self, wallet: int, key: int) -> list[int]:
-        valid_until, max_calls, calls_used, length = view_call(
-            self._chain, wallet, _SEL_GET_SESSION_DATA, [key]
+        valid_until, max_calls, calls_used, length = self._chain.view(
+            wallet, _SEL_GET_SESSION_DATA, [key]
         )
-        entries = [
-            view_call(self._chain, wallet, _SEL_ALLOWED_AT, [key, i])[0] for i in range(length)
-        ]
-        now = int(self._chain.now())
-        active = valid_until != 0 and now <= valid_until and calls_used < max_calls
-        remaining = max(max_calls - calls_used, 0)
-        return [1 if active else 0, valid_until, remaining, length, *entries]
+        entries = [self._chain.view(wallet, _SEL_ALLOWED_AT, [key, i])[0] for i in range(length)]
+        status = SessionStatus(valid_until, max_calls, calls_used)
+        active = status.is_active(int(self._chain.now()))
+        return [1 if active else 0, valid_until, status.remaining_calls, length, *entries]
 
     def _get_nonce(self, block_id: Any, contract_address: Any) -> str:
         self._check_block(block_id)
         address = _felt(contract_address, "contract_address")
-        if not self._contract_exists(address):
+        if self._chain.class_hash_at(address) is None:
             raise _Fault(20, "Contract not found")
         return to_hex(self._chain.get_nonce(address))
 
     def _get_class_hash_at(self, block_id: Any, contract_address: Any) -> str:
         self._check_block(block_id)
         address = _felt(contract_address, "contract_address")
-        found = class_hash_at(self._chain, address)
+        found = self._chain.class_hash_at(address)
         if found is None:
             raise _Fault(20, "Contract not found")
         return to_hex(found)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ChipiSessionError, ErrorCode
-from ..felts import FIELD_PRIME, encode_short_string, selector
+from ..felts import encode_short_string, parse_felt, selector
 from ..types import Call
 
 __all__ = [
@@ -53,28 +53,17 @@ class WireError(Exception):
 
 def wire_felt(value: Any, what: str) -> int:
     """int, ``0x`` hex, decimal, or (like starknet.js) text as a short string."""
-    if isinstance(value, bool):
-        raise WireError.bad(f"{what}: not a felt")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str):
+    if isinstance(value, str):
         text = value.strip()
-        if not text:
-            raise WireError.bad(f"{what}: empty")
-        try:
-            if text[:2].lower() == "0x":
-                n = int(text[2:], 16)
-            elif text.isdigit():
-                n = int(text, 10)
-            else:
-                n = encode_short_string(text)
-        except (ValueError, UnicodeEncodeError, ChipiSessionError):
-            raise WireError.bad(f"{what}: not a felt or a short string") from None
-    else:
-        raise WireError.bad(f"{what}: not a felt")
-    if not 0 <= n < FIELD_PRIME:
-        raise WireError.bad(f"{what}: out of the field")
-    return n
+        if text and text[:2].lower() != "0x" and not text.isdigit():
+            try:
+                return encode_short_string(text)
+            except (UnicodeEncodeError, ChipiSessionError):
+                raise WireError.bad(f"{what}: not a felt or a short string") from None
+    try:
+        return parse_felt(value, what)
+    except ChipiSessionError:
+        raise WireError.bad(f"{what}: not a felt") from None
 
 
 def wire_selector(value: Any, what: str) -> int:
@@ -129,8 +118,7 @@ def wire_signature(value: Any) -> tuple[tuple[int, ...], bool]:
             ), False
         else:
             raise bad
-    if isinstance(value, list) and len(value) == 4:
-        return tuple(wire_felt(v, f"userSignature[{i}]") for i, v in enumerate(value)), True
-    if isinstance(value, list) and len(value) == 2:
-        return tuple(wire_felt(v, f"userSignature[{i}]") for i, v in enumerate(value)), False
+    if isinstance(value, list) and len(value) in (2, 4):
+        felts = tuple(wire_felt(v, f"userSignature[{i}]") for i, v in enumerate(value))
+        return felts, len(felts) == 4
     raise bad
