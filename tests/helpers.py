@@ -64,3 +64,17 @@ async def eventually(condition: Any, attempts: int = 2000) -> None:
         await anyio.wait_all_tasks_blocked()
         await anyio.sleep(0.001)
     raise AssertionError("condition never held")
+
+
+def secret_text_forms(value: int) -> list[str]:
+    """Every way a key could be printed, for "no key material here" checks: decimal, and hex
+    with and without ``0x``, lower and upper case, unpadded and zero-padded to 64 digits."""
+    return [
+        str(value),
+        hex(value),
+        "0x" + format(value, "064x"),
+        format(value, "x"),
+        format(value, "X"),
+        format(value, "064x"),
+        format(value, "064X"),
+    ]

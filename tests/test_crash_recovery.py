@@ -28,7 +28,15 @@ from chipi_session.localchain import LocalChain
 from chipi_session.store import JsonFileStore, SessionStore, SqliteStore
 from chipi_session.types import WalletData
 
-from .helpers import PIN, RECIPIENT, World, eventually, make_world, settle
+from .helpers import (
+    PIN,
+    RECIPIENT,
+    World,
+    eventually,
+    make_world,
+    secret_text_forms,
+    settle,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -184,7 +192,7 @@ def assert_no_plaintext_keys(directory: Path, keys: list[int]) -> None:
     blobs = [p.read_bytes() for p in directory.iterdir() if p.is_file()]
     assert blobs
     for key in keys:
-        forms = {f"{key:x}", f"{key:064x}", f"{key:X}", f"{key:064X}", str(key)}
+        forms = secret_text_forms(key)
         for blob in blobs:
             for form in forms:
                 assert form.encode() not in blob
@@ -470,7 +478,7 @@ async def test_what_the_journal_resolved_survives_the_next_restart(
 def test_the_plaintext_scan_finds_a_key_in_clear(tmp_path: Path) -> None:
     """The scan above is not vacuous: a key written in any of its forms is caught."""
     key = 0x3C1D2E5F6A7B8C9D0E1F2A3B4C5D6E7F8091A2B3C4D5E6F708192A3B4C5D6E7
-    for i, form in enumerate([hex(key), str(key), f"{key:064X}"]):
+    for i, form in enumerate(secret_text_forms(key)):
         (tmp_path / f"leak-{i}").write_text(f'{{"k": "{form}"}}')
         with pytest.raises(AssertionError):
             assert_no_plaintext_keys(tmp_path, [key])

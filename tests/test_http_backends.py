@@ -6,6 +6,7 @@ each test on both asyncio and trio.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -588,7 +589,6 @@ TAMPERS: dict[str, Tamper] = {
     ),
     "starts_in_future": lambda td: _msg(td).__setitem__("Execute After", hex(2**40)),
     "already_closed": lambda td: _msg(td).__setitem__("Execute Before", hex(1000)),
-    "caller_is_wallet": lambda td: _msg(td).__setitem__("Caller", _msg(td)["Calls"][0]["To"]),
     "types": lambda td: td["types"]["OutsideExecution"].append({"name": "X", "type": "felt"}),
     "primary_type": lambda td: td.__setitem__("primaryType", "Call"),
     "extra_field": lambda td: _msg(td).__setitem__("Extra", "0x1"),
@@ -596,6 +596,22 @@ TAMPERS: dict[str, Tamper] = {
 
 
 @pytest.mark.parametrize("name", sorted(TAMPERS))
+def test_every_tamper_changes_the_typed_data(name: str) -> None:
+    """The refusal test below is not vacuous: each tamper really edits a typed data."""
+    td = outside_execution_typed_data(
+        caller=ANY_CALLER,
+        nonce=7,
+        execute_after=START - 60,
+        execute_before=START + 3600,
+        calls=[transfer(0x123, 10)],
+        chain_id=SN_MAIN,
+    )
+    before = copy.deepcopy(td)
+    TAMPERS[name](td)
+    assert td != before
+
+
+@pytest.mark.parametrize("name", [*sorted(TAMPERS), "caller_is_wallet"])
 async def test_tampered_typed_data_is_refused_before_signing(
     name: str,
     server: LocalnetServer,
@@ -607,14 +623,13 @@ async def test_tampered_typed_data_is_refused_before_signing(
     session = CountingKey(generate_private_key())
     valid_until = await register(backend, funded, session, clock)
     recorder.exchanges.clear()
-    tamper = TAMPERS[name]
 
     def hook(td: dict[str, Any]) -> dict[str, Any]:
         td = copy.deepcopy(td)
-        if name == "caller_is_wallet":
+        if name == "caller_is_wallet":  # needs the wallet address, so not in TAMPERS
             _msg(td)["Caller"] = hex(funded.wallet.address)
         else:
-            tamper(td)
+            TAMPERS[name](td)
         return td
 
     server.faults.prepare_tamper = hook
@@ -677,22 +692,27 @@ def test_check_accepts_the_legitimate_variants() -> None:
     ok = check_prepared_typed_data(_typed(calls), **base)  # type: ignore[arg-type]
     assert ok.nonce == 7 and ok.caller == ANY_CALLER
     assert ok.message_hash == typed_data_message_hash(_typed(calls), wallet)
+    # legacy felt timestamps: accepted, and hashed as what they are
     felt = check_prepared_typed_data(_typed(calls, time_type="felt"), **base)  # type: ignore[arg-type]
     assert felt.message_hash == typed_data_message_hash(_typed(calls, time_type="felt"), wallet)
     assert felt.message_hash != ok.message_hash
-    # legacy felt timestamps, caller 0, a named relayer, a short-string chain id, numeric version
-    check_prepared_typed_data(_typed(calls, time_type="felt"), **base)  # type: ignore[arg-type]
-    check_prepared_typed_data(_typed(calls, caller=0), **base)  # type: ignore[arg-type]
+    # caller 0 and a named relayer: accepted, the caller read back and the hash their own
+    for caller in (0, 0xABC):
+        td = _typed(calls, caller=caller)
+        got = check_prepared_typed_data(td, **base)  # type: ignore[arg-type]
+        assert got.caller == caller
+        assert got.message_hash == typed_data_message_hash(td, wallet) != ok.message_hash
     relayer = _typed(calls, caller=0xABC)
-    check_prepared_typed_data(relayer, **base)  # type: ignore[arg-type]
     with pytest.raises(ChipiSessionError):
         check_prepared_typed_data(relayer, allowed_callers={0xDEF}, **base)  # type: ignore[arg-type]
+    # a short-string chain id and a selector by name encode the same message: same hash
     short = _typed(calls)
     short["domain"]["chainId"] = "SN_MAIN"
-    check_prepared_typed_data(short, **base)  # type: ignore[arg-type]
     named = _typed(calls)
     named["message"]["Calls"][0]["Selector"] = "transfer"
-    check_prepared_typed_data(named, **base)  # type: ignore[arg-type]
+    for same in (short, named):
+        got = check_prepared_typed_data(same, **base)  # type: ignore[arg-type]
+        assert got.message_hash == ok.message_hash and got.nonce == ok.nonce
     # a decimal selector: starknet-py would hash it as a *name*; refused, not mis-signed
     decimal = _typed(calls)
     decimal["message"]["Calls"][0]["Selector"] = str(TRANSFER)
@@ -746,17 +766,18 @@ async def test_rpc_backend_is_read_only(server: LocalnetServer, funded: Funded) 
 # -- end to end through the engine ---------------------------------------------------------------
 
 
-async def test_chipi_session_end_to_end(
-    server: LocalnetServer, clock: ManualClock, funded: Funded
-) -> None:
+@contextlib.asynccontextmanager
+async def engine_session(
+    server: LocalnetServer, clock: ManualClock, funded: Funded, **backend_kw: Any
+) -> AsyncIterator[Any]:
+    """A ChipiSession (the engine) on ``funded``'s wallet, over a fresh ChipiApiBackend."""
     engine = pytest.importorskip("chipi_session.engine")
-    from chipi_session.types import SessionState
     from chipi_session.vault import Vault
 
     async def token() -> str:
         return TOKEN
 
-    async with make_backend(server, clock) as b:
+    async with make_backend(server, clock, **backend_kw) as b:
         async with engine.ChipiSession(
             wallet=funded.wallet,
             encrypt_key="1234",
@@ -766,20 +787,29 @@ async def test_chipi_session_end_to_end(
             vault=Vault(KdfCost.FAST_FOR_TESTS),
             auto_check_status=False,
         ) as session:
-            await session.create_session(duration_seconds=3600)
-            await session.register_session(max_calls=3, allowed_entrypoints=["transfer"])
-            assert session.session_state is SessionState.ACTIVE
-            tx = await session.execute_with_session([transfer(funded.token, 42, to=0xE2E)])
-            assert tx.startswith("0x")
-            status = await session.refetch_status()
-            assert status is not None and status.calls_used == 1
-            assert status.allowed_entrypoints == (TRANSFER,)
-            await session.set_spending_policy(funded.token, 100, 200, 3600)
-            policy = await session.get_spending_policy(funded.token)
-            assert policy is not None and policy.max_per_window == 200
-            await session.remove_spending_policy(funded.token)
-            await session.revoke_session()
-            assert session.session_state is SessionState.REVOKED
+            yield session
+
+
+async def test_chipi_session_end_to_end(
+    server: LocalnetServer, clock: ManualClock, funded: Funded
+) -> None:
+    from chipi_session.types import SessionState
+
+    async with engine_session(server, clock, funded) as session:
+        await session.create_session(duration_seconds=3600)
+        await session.register_session(max_calls=3, allowed_entrypoints=["transfer"])
+        assert session.session_state is SessionState.ACTIVE
+        tx = await session.execute_with_session([transfer(funded.token, 42, to=0xE2E)])
+        assert tx.startswith("0x")
+        status = await session.refetch_status()
+        assert status is not None and status.calls_used == 1
+        assert status.allowed_entrypoints == (TRANSFER,)
+        await session.set_spending_policy(funded.token, 100, 200, 3600)
+        policy = await session.get_spending_policy(funded.token)
+        assert policy is not None and policy.max_per_window == 200
+        await session.remove_spending_policy(funded.token)
+        await session.revoke_session()
+        assert session.session_state is SessionState.REVOKED
     assert balance(server, funded.token, 0xE2E) == 42
 
 
@@ -788,30 +818,15 @@ async def test_chipi_session_unknown_outcome_resolved_from_the_chain(
 ) -> None:
     """A lost execute answer through the engine: reported as UNKNOWN_OUTCOME with
     ``applied=True`` (read from the SNIP-9 nonce), executed once, budget counted."""
-    engine = pytest.importorskip("chipi_session.engine")
-    from chipi_session.vault import Vault
-
-    async def token() -> str:
-        return TOKEN
-
-    async with make_backend(server, clock, timeout=0.5) as b:
-        async with engine.ChipiSession(
-            wallet=funded.wallet,
-            encrypt_key="1234",
-            backend=b,
-            get_bearer_token=token,
-            clock=clock,
-            vault=Vault(KdfCost.FAST_FOR_TESTS),
-            auto_check_status=False,
-        ) as session:
-            await session.create_session(duration_seconds=3600)
-            await session.register_session(max_calls=3)
-            server.faults.execute_delay_after = 1.0
-            with pytest.raises(ChipiSessionError) as e:
-                await session.execute_with_session([transfer(funded.token, 9, to=0xAB5)])
-            assert e.value.code is ErrorCode.UNKNOWN_OUTCOME
-            assert e.value.applied is True
-            assert session.remaining_calls == 2
+    async with engine_session(server, clock, funded, timeout=0.5) as session:
+        await session.create_session(duration_seconds=3600)
+        await session.register_session(max_calls=3)
+        server.faults.execute_delay_after = 1.0
+        with pytest.raises(ChipiSessionError) as e:
+            await session.execute_with_session([transfer(funded.token, 9, to=0xAB5)])
+        assert e.value.code is ErrorCode.UNKNOWN_OUTCOME
+        assert e.value.applied is True
+        assert session.remaining_calls == 2
     assert balance(server, funded.token, 0xAB5) == 9
 
 

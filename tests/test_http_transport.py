@@ -163,7 +163,8 @@ async def test_messages_never_show_url_paths() -> None:
     async with HttpClient(timeouts=FAST, retry_backoff=0.01) as http:
         with pytest.raises(ChipiSessionError) as e:
             await http.post_json(url, {}, idempotent=True, retries=0)
-    assert "SECRET" not in str(e.value)
+    for text in (str(e.value), repr(e.value), e.value.message):
+        assert "SECRET" not in text and "apikey" not in text
     assert safe_origin("https://user:pw@node.example/v3/KEY") == "https://node.example"
 
 

@@ -129,49 +129,53 @@ async def ts_register(
     return valid_until
 
 
+async def prepare_transfer(
+    http: httpx.AsyncClient, w: World, calldata: list[str], **extra: Any
+) -> dict[str, Any]:
+    """The TS SDK's session path: one ``transfer`` on the world's token (camelCase call)."""
+    call = {"contractAddress": hex(w.token), "entrypoint": "transfer", "calldata": calldata}
+    return await prepare(http, {"publicKey": hex(w.wallet), "calls": [call], **extra})
+
+
+def session_sig(td: dict[str, Any], w: World, session: SecretKey, valid_until: int) -> list[str]:
+    """The 4-felt session signature over ``td``, as hex strings."""
+    r, s = session.sign(typed_data_message_hash(td, w.wallet))
+    return [hex(session.public_key), hex(r), hex(s), hex(valid_until)]
+
+
+async def execute_signed(
+    http: httpx.AsyncClient, w: World, td: dict[str, Any], signature: Any, **extra: Any
+) -> httpx.Response:
+    body = {"publicKey": hex(w.wallet), "typedData": td, "userSignature": signature, **extra}
+    return await execute(http, body)
+
+
 async def test_ts_sdk_shapes_full_flow(http: httpx.AsyncClient, world: World) -> None:
     session = SecretKey.generate()
     valid_until = await ts_register(http, world, session)
     # TS session path: walletType CHIPI, mixed hex/decimal calldata; 4 hex felts + flag
-    td = await prepare(
+    td = await prepare_transfer(
         http,
-        {
-            "publicKey": hex(world.wallet),
-            "calls": [
-                {
-                    "contractAddress": hex(world.token),
-                    "entrypoint": "transfer",
-                    "calldata": ["0x1234", "1000", "0"],
-                }
-            ],
-            "accountClassHash": "0x053f4f87",
-            "walletType": "CHIPI",
-        },
+        world,
+        ["0x1234", "1000", "0"],
+        accountClassHash="0x053f4f87",
+        walletType="CHIPI",
     )
-    r, s = session.sign(typed_data_message_hash(td, world.wallet))
-    resp = await execute(
+    signature = session_sig(td, world, session, valid_until)
+    resp = await execute_signed(
         http,
-        {
-            "publicKey": hex(world.wallet),
-            "typedData": td,
-            "userSignature": [hex(session.public_key), hex(r), hex(s), hex(valid_until)],
-            "saveToDatabase": True,
-            "walletType": "CHIPI",
-            "isSessionSignature": True,
-        },
+        world,
+        td,
+        signature,
+        saveToDatabase=True,
+        walletType="CHIPI",
+        isSessionSignature=True,
     )
     assert resp.status_code == 200, resp.text
     assert world.balance(0x1234) == 1000
 
     # the same body again: single-use nonce
-    again = await execute(
-        http,
-        {
-            "publicKey": hex(world.wallet),
-            "typedData": td,
-            "userSignature": [hex(session.public_key), hex(r), hex(s), hex(valid_until)],
-        },
-    )
+    again = await execute_signed(http, world, td, signature)
     assert again.status_code == 409
     assert again.json()["code"] == "NONCE_USED" and again.json()["message"]
     assert world.balance(0x1234) == 1000
@@ -196,17 +200,13 @@ async def test_python_sdk_shapes(http: httpx.AsyncClient, world: World) -> None:
         },
     )
     r, s = session.sign(typed_data_message_hash(td, world.wallet))
-    resp = await execute(
+    resp = await execute_signed(
         http,
-        {
-            "publicKey": hex(world.wallet),
-            "typedData": td,
-            "userSignature": {
-                "sessionSignature": [hex(session.public_key), str(r), str(s), str(valid_until)]
-            },
-            "saveToDatabase": True,
-            "walletType": "CHIPI",
-        },
+        world,
+        td,
+        {"sessionSignature": [hex(session.public_key), str(r), str(s), str(valid_until)]},
+        saveToDatabase=True,
+        walletType="CHIPI",
     )
     assert resp.status_code == 200, resp.text
     assert world.balance(0x4321) == 5
@@ -231,28 +231,8 @@ async def test_old_ts_name_whitelist_bug_is_reproduced(
         },
     )
     assert int(status["result"][0], 16) == encode_short_string("transfer")
-    td = await prepare(
-        http,
-        {
-            "publicKey": hex(world.wallet),
-            "calls": [
-                {
-                    "contractAddress": hex(world.token),
-                    "entrypoint": "transfer",
-                    "calldata": ["0x1", "0x1", "0x0"],
-                }
-            ],
-        },
-    )
-    r, s = session.sign(typed_data_message_hash(td, world.wallet))
-    resp = await execute(
-        http,
-        {
-            "publicKey": hex(world.wallet),
-            "typedData": td,
-            "userSignature": [hex(session.public_key), hex(r), hex(s), hex(valid_until)],
-        },
-    )
+    td = await prepare_transfer(http, world, ["0x1", "0x1", "0x0"])
+    resp = await execute_signed(http, world, td, session_sig(td, world, session, valid_until))
     assert resp.status_code == 400
     assert resp.json()["code"] == "SESSION_ENTRYPOINT_NOT_ALLOWED"
 
@@ -260,29 +240,9 @@ async def test_old_ts_name_whitelist_bug_is_reproduced(
 async def test_altered_typed_data_is_rejected(http: httpx.AsyncClient, world: World) -> None:
     session = SecretKey.generate()
     valid_until = await ts_register(http, world, session)
-    td = await prepare(
-        http,
-        {
-            "publicKey": hex(world.wallet),
-            "calls": [
-                {
-                    "contractAddress": hex(world.token),
-                    "entrypoint": "transfer",
-                    "calldata": ["0x77", "0x1", "0x0"],
-                }
-            ],
-        },
-    )
+    td = await prepare_transfer(http, world, ["0x77", "0x1", "0x0"])
     td["message"]["Calls"][0]["Calldata"][1] = hex(10**6)  # more money, freshly signed
-    r, s = session.sign(typed_data_message_hash(td, world.wallet))
-    resp = await execute(
-        http,
-        {
-            "publicKey": hex(world.wallet),
-            "typedData": td,
-            "userSignature": [hex(session.public_key), hex(r), hex(s), hex(valid_until)],
-        },
-    )
+    resp = await execute_signed(http, world, td, session_sig(td, world, session, valid_until))
     assert resp.status_code == 400
     assert resp.json()["code"] == "INVALID_INPUT" and "altered" in resp.json()["message"]
     assert world.balance(0x77) == 0

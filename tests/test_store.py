@@ -49,6 +49,8 @@ from chipi_session.store import (
 from chipi_session.types import SessionKeyData, WalletData
 from chipi_session.vault import KdfCost, Vault
 
+from .helpers import secret_text_forms
+
 PIN = "1234"
 KINDS = ["memory", "json", "sqlite"]
 FILE_KINDS = ["json", "sqlite"]
@@ -485,13 +487,7 @@ def test_fencing_token_refuses_writes_from_a_lost_lease(opener: Opener) -> None:
 
 
 def _secret_forms(private_key: int) -> list[bytes]:
-    forms = [
-        format(private_key, "x"),
-        format(private_key, "064x"),
-        format(private_key, "X"),
-        format(private_key, "064X"),
-        str(private_key),
-    ]
+    forms = secret_text_forms(private_key)
     return [f.encode() for f in forms] + [private_key.to_bytes(32, "big")]
 
 

@@ -32,6 +32,8 @@ from chipi_session.vault import (
     _subkeys,
 )
 
+from .helpers import secret_text_forms
+
 VECTORS = Path("/work/shared/spec/vectors")
 FIXED = json.loads((VECTORS / "cryptojs_aes_fixed_salt.json").read_text())
 RANDOM = json.loads((VECTORS / "cryptojs_aes_random_salt.json").read_text())
@@ -572,16 +574,6 @@ def test_property_high_entropy_round_trip(private_key: int) -> None:
     assert VAULT.decrypt(VAULT.encrypt(private_key, hek), hek).reveal() == private_key
 
 
-def _secret_forms(private_key: int) -> list[str]:
-    return [
-        str(private_key),
-        hex(private_key),
-        format(private_key, "x"),
-        format(private_key, "064x"),
-        format(private_key, "X"),
-    ]
-
-
 @settings(max_examples=25, deadline=None)
 @given(
     private_key=st.integers(min_value=2**128, max_value=N - 1),
@@ -618,7 +610,7 @@ def test_property_no_key_material_in_reprs_or_errors(
         texts += [str(info.value), repr(info.value)]
     secret_key.zero()
     texts.append(repr(secret_key))
-    forbidden = [*_secret_forms(private_key), pin, raw.hex()]
+    forbidden = [*secret_text_forms(private_key), pin, raw.hex(), raw.hex().upper()]
     for text in texts:
         for secret in forbidden:
             assert secret not in text
