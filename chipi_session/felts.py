@@ -22,6 +22,7 @@ __all__ = [
     "selector",
     "parse_selector",
     "encode_short_string",
+    "parse_felt_or_short_string",
     "decode_short_string",
     "U64_MAX",
     "U32_MAX",
@@ -109,6 +110,21 @@ def parse_selector(value: object, what: str = "entrypoint") -> int:
     """An entrypoint given as a selector felt (int / hex / decimal) or as a Cairo name."""
     if isinstance(value, str) and _is_identifier(value.strip()):
         return selector(value.strip())
+    return parse_felt(value, what)
+
+
+def parse_felt_or_short_string(value: object, what: str = "value") -> int:
+    """A felt (int, ``0x`` hex, decimal) or, like starknet.js, ASCII text as a short string
+    (SNIP-12 ``shortstring`` fields, old JS SDK whitelists)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text and text[:2].lower() != "0x" and not text.isdigit():
+            try:
+                return encode_short_string(text)
+            except (ChipiSessionError, UnicodeEncodeError):
+                raise ChipiSessionError(
+                    ErrorCode.INVALID_INPUT, f"{what}: not a felt or a short string"
+                ) from None
     return parse_felt(value, what)
 
 

@@ -39,8 +39,8 @@ from ..errors import ChipiSessionError, ErrorCode
 from ..felts import (
     U32_MAX,
     U64_MAX,
-    encode_short_string,
     parse_felt,
+    parse_felt_or_short_string,
     parse_felts,
     parse_selector,
     selector,
@@ -274,10 +274,10 @@ def _field_felt(value: Any, what: str) -> int:
 
 def _shortstring_felt(value: Any, what: str) -> int:
     """A SNIP-12 ``shortstring`` field: a number (hex/decimal) or ASCII text."""
-    if isinstance(value, str) and not (value[:2].lower() == "0x" or value.isdigit()):
+    if isinstance(value, str):
         try:
-            return encode_short_string(value)
-        except (ChipiSessionError, UnicodeEncodeError):
+            return parse_felt_or_short_string(value, what)
+        except ChipiSessionError:
             raise _invalid(f"{what} is not a short string") from None
     return _field_felt(value, what)
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ChipiSessionError, ErrorCode
-from ..felts import encode_short_string, parse_felt, selector
+from ..felts import parse_felt_or_short_string, selector
 from ..types import Call
 
 __all__ = [
@@ -53,17 +53,10 @@ class WireError(Exception):
 
 def wire_felt(value: Any, what: str) -> int:
     """int, ``0x`` hex, decimal, or (like starknet.js) text as a short string."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text and text[:2].lower() != "0x" and not text.isdigit():
-            try:
-                return encode_short_string(text)
-            except (UnicodeEncodeError, ChipiSessionError):
-                raise WireError.bad(f"{what}: not a felt or a short string") from None
     try:
-        return parse_felt(value, what)
-    except ChipiSessionError:
-        raise WireError.bad(f"{what}: not a felt") from None
+        return parse_felt_or_short_string(value, what)
+    except ChipiSessionError as exc:
+        raise WireError.bad(exc.message) from None
 
 
 def wire_selector(value: Any, what: str) -> int:
