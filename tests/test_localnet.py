@@ -369,6 +369,8 @@ async def test_rpc_methods(http: httpx.AsyncClient, world: World, clock: ManualC
         await rpc(http, "starknet_getBlockWithTxHashes", {"block_id": {"block_number": height + 5}})
     )["error"]["code"] == 24
     assert (await rpc(http, "starknet_getNonce", ["latest", hex(world.wallet)]))["result"] == "0x0"
+    # a deployed contract that is not an account has nonce 0, as on a node (not an error)
+    assert (await rpc(http, "starknet_getNonce", ["latest", hex(world.token)]))["result"] == "0x0"
     assert (
         await rpc(
             http, "starknet_getNonce", {"block_id": "pre_confirmed", "contract_address": "0x5"}

@@ -235,6 +235,8 @@ class RpcDispatcher:
         address = _felt(contract_address, "contract_address")
         if self._chain.class_hash_at(address) is None:
             raise _Fault(20, "Contract not found")
+        if not self._chain.is_account(address):
+            return "0x0"  # a deployed non-account (e.g. a token) has nonce 0, as on a node
         return to_hex(self._chain.get_nonce(address))
 
     def _get_class_hash_at(self, block_id: Any, contract_address: Any) -> str:
