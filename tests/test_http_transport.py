@@ -207,3 +207,13 @@ async def test_waiting_for_a_pooled_connection_is_not_sending(raw: RawServer) ->
     assert errors["first"].code is ErrorCode.UNKNOWN_OUTCOME
     assert errors["second"].code is ErrorCode.BACKEND_UNAVAILABLE and errors["second"].retryable
     assert raw.requests == 1
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://h/x", "http://", 123, "http://[::1"])
+def test_a_bad_rpc_url_is_a_typed_error(url: object) -> None:
+    from chipi_session.backends.starknet_rpc import StarknetRpcBackend
+
+    with pytest.raises(ChipiSessionError) as info:
+        StarknetRpcBackend(url)  # type: ignore[arg-type]
+    assert info.value.code is ErrorCode.INVALID_INPUT
+    assert str(url) not in info.value.message  # the URL (maybe holding a key) is not echoed

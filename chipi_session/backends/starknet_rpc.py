@@ -196,8 +196,11 @@ class StarknetRpcBackend:
         http: HttpClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        url = httpx.URL(rpc_url)
-        if url.scheme not in ("http", "https") or not url.host:
+        try:
+            url = httpx.URL(rpc_url)
+        except (TypeError, httpx.InvalidURL):
+            url = None  # the URL itself stays out of the message: it may hold a provider key
+        if url is None or url.scheme not in ("http", "https") or not url.host:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "rpc_url must be an http(s) URL")
         self._url = str(url)
         self._origin = safe_origin(url)
