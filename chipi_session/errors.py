@@ -8,6 +8,10 @@ says whether sending the same request again may succeed. Messages never contain 
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .types import ExecutionResult
 
 __all__ = ["ChipiSessionError", "ErrorCode"]
 
@@ -35,6 +39,10 @@ class ErrorCode(enum.StrEnum):
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
     UNKNOWN_OUTCOME = "UNKNOWN_OUTCOME"
     TRANSACTION_REJECTED = "TRANSACTION_REJECTED"
+    #: The execute was included and consumed a call of the budget (``applied=True``), but an
+    #: inner call failed or the transaction reverted; ``error.result`` says which call and
+    #: why. Not retryable: sending it again would execute (and spend) again.
+    CALL_FAILED = "CALL_FAILED"
     ACTION_IN_PROGRESS = "ACTION_IN_PROGRESS"
     NOT_SUPPORTED = "NOT_SUPPORTED"  # the backend cannot do this (e.g. a read-only RPC backend)
     CLOSED = "CLOSED"
@@ -59,6 +67,8 @@ class ChipiSessionError(Exception):
     #: For writes whose outcome was in doubt: True = it executed on chain, False = it did not
     #: and never will, None = not known (the default for every other error).
     applied: bool | None
+    #: For ``CALL_FAILED``: the execution result read from the chain (None otherwise).
+    result: ExecutionResult | None
 
     def __init__(
         self,
@@ -67,11 +77,13 @@ class ChipiSessionError(Exception):
         retryable: bool | None = None,
         *,
         applied: bool | None = None,
+        result: ExecutionResult | None = None,
     ) -> None:
         self.code = ErrorCode(code)
         self.message = message
         self.retryable = (self.code in RETRYABLE_CODES) if retryable is None else retryable
         self.applied = applied
+        self.result = result
         super().__init__(f"[{self.code.value}] {message}")
 
     def __repr__(self) -> str:

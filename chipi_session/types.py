@@ -34,6 +34,10 @@ __all__ = [
     "WalletData",
     "SessionStatus",
     "SpendingPolicy",
+    "ExecutionStatus",
+    "CallOutcome",
+    "ExecutedEvent",
+    "ExecutionResult",
 ]
 
 
@@ -296,4 +300,82 @@ class SpendingPolicy:
             window_seconds=v[4],
             spent_in_window=join_u256(v[5], v[6]),
             window_start=v[7],
+        )
+
+
+class ExecutionStatus(enum.StrEnum):
+    """What the chain did with a session execute (see docs/execution-results.md).
+
+    ``SUCCEEDED``: included, and every call of the multicall succeeded. ``CALL_FAILED``:
+    included and not reverted, but at least one inner call panicked (the v33 account runs a
+    multicall non-atomically, so the other calls were applied). ``REVERTED``: the transaction
+    reverted; none of its calls were applied. ``UNKNOWN``: the backend cannot tell (for
+    example a node without the trace API) — never read it as success.
+    """
+
+    SUCCEEDED = "succeeded"
+    CALL_FAILED = "call_failed"
+    REVERTED = "reverted"
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class CallOutcome:
+    """One call of an executed multicall, by its index in the list that was sent.
+
+    ``ok`` is True (applied), False (failed: its own writes were undone) or None (unknown).
+    ``reason`` is the panic text of a failed call; ``result`` its return felts.
+    """
+
+    index: int
+    ok: bool | None
+    reason: str | None = None
+    result: tuple[int, ...] = ()
+
+
+@attrs.frozen
+class ExecutedEvent:
+    """An event the transaction emitted (receipt order)."""
+
+    from_address: int
+    keys: tuple[int, ...]
+    data: tuple[int, ...]
+
+
+@attrs.frozen
+class ExecutionResult:
+    """The outcome of one execute as the chain recorded it (docs/execution-results.md)."""
+
+    tx_hash: str
+    status: ExecutionStatus
+    calls: tuple[CallOutcome, ...] = ()
+    events: tuple[ExecutedEvent, ...] = ()
+    revert_reason: str | None = None
+    block_number: int | None = None
+
+    @property
+    def failed_call_index(self) -> int | None:
+        """Index of the first call that failed, if one is known to have failed."""
+        return next((c.index for c in self.calls if c.ok is False), None)
+
+    @property
+    def succeeded(self) -> bool:
+        """True only when the chain says every call succeeded (UNKNOWN is not success)."""
+        return self.status is ExecutionStatus.SUCCEEDED
+
+    @property
+    def failed(self) -> bool:
+        """True when the chain says a call failed or the transaction reverted."""
+        return self.status in (ExecutionStatus.CALL_FAILED, ExecutionStatus.REVERTED)
+
+    @classmethod
+    def unknown(cls, tx_hash: str, call_count: int) -> ExecutionResult:
+        """What a backend that cannot read outcomes reports: every call unknown."""
+        return cls(
+            tx_hash,
+            ExecutionStatus.UNKNOWN,
+            tuple(CallOutcome(i, None) for i in range(call_count)),
         )

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from ..keys import SecretKey
-from ..types import Call, SessionStatus, SpendingPolicy, WalletData
+from ..types import Call, ExecutionResult, SessionStatus, SpendingPolicy, WalletData
 
 __all__ = [
     "SessionBackend",
@@ -29,6 +29,7 @@ __all__ = [
     "notify_submit",
     "NonceReader",
     "TransactionConfirmer",
+    "ExecutionResultReader",
 ]
 
 
@@ -152,3 +153,16 @@ class TransactionConfirmer(Protocol):
     """
 
     async def confirm_transaction(self, tx_hash: str) -> None: ...
+
+
+@runtime_checkable
+class ExecutionResultReader(Protocol):
+    """Optional backend capability: what an executed transaction did, call by call.
+
+    Waits, like ``confirm_transaction``, until the transaction is accepted, then reads its
+    status and per-call outcomes (docs/execution-results.md). A reverted transaction is a
+    ``REVERTED`` result, not an error; what the backend cannot tell is ``UNKNOWN`` (never
+    success). Raises ``UNKNOWN_OUTCOME`` if the transaction is not settled in time.
+    """
+
+    async def get_execution_result(self, tx_hash: str) -> ExecutionResult: ...

@@ -56,7 +56,14 @@ from ..hashing import (
 )
 from ..http import Exchange, HttpClient, HttpResponse, Timeouts, safe_origin
 from ..keys import SIGNER_BACKEND, SecretKey, session_signature
-from ..types import Call, SessionStatus, SpendingPolicy, WalletData, WalletType
+from ..types import (
+    Call,
+    ExecutionResult,
+    SessionStatus,
+    SpendingPolicy,
+    WalletData,
+    WalletType,
+)
 from .base import OnSubmit, SubmitInfo, notify_submit
 from .starknet_rpc import StarknetRpcBackend
 
@@ -529,6 +536,11 @@ class ChipiApiBackend:
         """TransactionConfirmer: wait until the paymaster's transaction is accepted on chain
         (``TRANSACTION_REJECTED`` if it reverted, ``UNKNOWN_OUTCOME`` on timeout)."""
         await self.rpc.confirm_transaction(tx_hash)
+
+    async def get_execution_result(self, tx_hash: str) -> ExecutionResult:
+        """ExecutionResultReader: read over RPC (receipt and trace), see
+        :meth:`StarknetRpcBackend.get_execution_result`."""
+        return await self.rpc.get_execution_result(tx_hash)
 
     async def chain_id(self) -> int:
         if self._chain_id is None:

@@ -24,10 +24,18 @@ import attrs
 import httpx
 
 from ..errors import ChipiSessionError, ErrorCode
+from ..execution import build_execution_result, multicall_from_rpc_trace
 from ..felts import parse_felt, parse_felts, parse_selector, selector, to_hex
 from ..http import HttpClient, HttpResponse, Timeouts, safe_origin
 from ..keys import SecretKey
-from ..types import Call, SessionStatus, SpendingPolicy, WalletData
+from ..types import (
+    Call,
+    ExecutedEvent,
+    ExecutionResult,
+    SessionStatus,
+    SpendingPolicy,
+    WalletData,
+)
 from .base import OnSubmit
 
 __all__ = [
@@ -632,6 +640,59 @@ class StarknetRpcBackend:
         Raises ``TRANSACTION_REJECTED`` if it reverted or was rejected, and
         ``UNKNOWN_OUTCOME`` if it is not settled within ``timeout``.
         """
+        status = await self._settled(tx_hash, timeout, poll_interval)
+        if status.execution_status == "REVERTED":
+            reason = status.failure_reason or "no reason given"
+            raise ChipiSessionError(
+                ErrorCode.TRANSACTION_REJECTED, f"transaction {tx_hash} REVERTED: {reason[:300]}"
+            )
+
+    async def get_execution_result(
+        self,
+        tx_hash: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float | None = None,
+    ) -> ExecutionResult:
+        """ExecutionResultReader: wait until ``tx_hash`` is accepted (or reverted), then read
+        its receipt and ``starknet_traceTransaction`` (docs/execution-results.md).
+
+        A node without the trace API (or without RPC 0.8's ``is_reverted``) gives per-call
+        outcomes ``None`` and status ``UNKNOWN`` unless the receipt says REVERTED. Raises
+        ``TRANSACTION_REJECTED`` if the transaction was rejected (never executed) and
+        ``UNKNOWN_OUTCOME`` if it is not settled within ``timeout``.
+        """
+        await self._settled(tx_hash, timeout, poll_interval)
+        receipt = await self.get_transaction_receipt(tx_hash)
+        if receipt is None:
+            raise ChipiSessionError(
+                ErrorCode.UNKNOWN_OUTCOME, f"transaction {tx_hash}: the node lost its receipt"
+            )
+        reverted = receipt.execution_status == "REVERTED"
+        inner = None
+        if not reverted:
+            try:
+                trace = await self.request(
+                    "starknet_traceTransaction",
+                    {"transaction_hash": to_hex(receipt.transaction_hash)},
+                )
+            except ChipiSessionError as exc:
+                logger.debug("no trace for %s: %s", tx_hash, exc.code.value)
+            else:
+                inner = multicall_from_rpc_trace(trace)
+        return build_execution_result(
+            to_hex(receipt.transaction_hash),
+            reverted=reverted,
+            revert_reason=receipt.revert_reason,
+            events=(ExecutedEvent(e.from_address, e.keys, e.data) for e in receipt.events),
+            inner=inner,
+            block_number=receipt.block_number,
+        )
+
+    async def _settled(
+        self, tx_hash: str, timeout: float | None, poll_interval: float | None
+    ) -> TransactionStatus:
+        """Poll until the transaction is accepted (``confirm_finality``) or reverted."""
         wait = self._confirm_timeout if timeout is None else timeout
         interval = self._confirm_interval if poll_interval is None else poll_interval
         accepted = _FINALITY_ORDER[self._confirm_finality]
@@ -644,15 +705,17 @@ class StarknetRpcBackend:
                     if not exc.retryable:
                         raise
                 if last is not None:
-                    if last.finality_status == "REJECTED" or last.execution_status == "REVERTED":
+                    if last.finality_status == "REJECTED":
                         reason = last.failure_reason or "no reason given"
                         raise ChipiSessionError(
                             ErrorCode.TRANSACTION_REJECTED,
-                            f"transaction {tx_hash} {last.execution_status or 'REJECTED'}: "
-                            f"{reason[:300]}",
+                            f"transaction {tx_hash} REJECTED: {reason[:300]}",
+                            applied=False,
                         )
+                    if last.execution_status == "REVERTED":
+                        return last
                     if _FINALITY_ORDER.get(last.finality_status, 0) >= accepted:
-                        return
+                        return last
                 await anyio.sleep(interval)
         raise ChipiSessionError(
             ErrorCode.UNKNOWN_OUTCOME,

@@ -18,13 +18,22 @@ import anyio.lowlevel
 from .. import selfcalls
 from ..backends.base import OnSubmit, SubmitInfo, notify_submit
 from ..errors import ChipiSessionError, ErrorCode
+from ..execution import OUTSIDE_EXECUTION_SELECTORS, InnerCall, build_execution_result
 from ..felts import parse_felt
 from ..hashing import outside_execution_hash
 from ..keys import SecretKey, session_signature
-from ..types import Call, SessionStatus, SpendingPolicy, WalletData, coerce_calls
-from .model import ContractPanic
+from ..types import (
+    Call,
+    ExecutedEvent,
+    ExecutionResult,
+    SessionStatus,
+    SpendingPolicy,
+    WalletData,
+    coerce_calls,
+)
+from .model import ContractPanic, Invocation, Receipt
 
-__all__ = ["PaymasterSessionBackend"]
+__all__ = ["PaymasterSessionBackend", "receipt_result"]
 
 
 def _require_session_wallet(wallet: WalletData) -> None:
@@ -41,6 +50,30 @@ def _read_error(panic: ContractPanic, wallet_address: int) -> ChipiSessionError:
             ErrorCode.INVALID_INPUT, f"no wallet is deployed at {hex(wallet_address)}"
         )
     return ChipiSessionError(ErrorCode.SESSION_INVALID_RESPONSE, panic.message)
+
+
+def receipt_result(receipt: Receipt) -> ExecutionResult:
+    """A LocalChain receipt as an :class:`ExecutionResult` (docs/execution-results.md)."""
+    multicall = _multicall(receipt.trace)
+    inner = None
+    if multicall is not None:
+        inner = [InnerCall(c.is_reverted, c.result, c.revert_reason) for c in multicall.calls]
+    return build_execution_result(
+        receipt.tx_hash,
+        reverted=not receipt.succeeded,
+        revert_reason=receipt.revert_reason,
+        events=(ExecutedEvent(e.from_address, e.keys, e.data) for e in receipt.events),
+        inner=inner,
+        block_number=receipt.block_number,
+    )
+
+
+def _multicall(trace: Sequence[Invocation]) -> Invocation | None:
+    """The outside execution (a sponsored execute), else an INVOKE's ``__execute__``."""
+    for root in trace:
+        if root.selector in OUTSIDE_EXECUTION_SELECTORS:
+            return root
+    return trace[-1] if len(trace) == 2 else None
 
 
 class PaymasterSessionBackend(abc.ABC):
@@ -245,6 +278,14 @@ class PaymasterSessionBackend(abc.ABC):
                 ErrorCode.TRANSACTION_REJECTED,
                 f"transaction reverted: {receipt.revert_reason or 'no reason'}",
             )
+
+    async def get_execution_result(self, tx_hash: str) -> ExecutionResult:
+        """ExecutionResultReader: the receipt and the recorded call tree, as a result."""
+        await anyio.lowlevel.checkpoint()
+        receipt = self.get_receipt(tx_hash)
+        if receipt is None:
+            raise ChipiSessionError(ErrorCode.UNKNOWN_OUTCOME, f"unknown transaction {tx_hash}")
+        return receipt_result(receipt)
 
     async def get_session_status(
         self, wallet_address: int, session_public_key: int

@@ -38,7 +38,15 @@ from . import account as v33
 from . import erc20
 from .abi import ADDRESS_BOUND, Calldata, decode_spans, encode_calls
 from .backend import PaymasterSessionBackend
-from .model import REVERTED, SUCCEEDED, ChainEvent, ContractPanic, Receipt, TxInfo
+from .model import (
+    REVERTED,
+    SUCCEEDED,
+    ChainEvent,
+    ContractPanic,
+    Invocation,
+    Receipt,
+    TxInfo,
+)
 from .paymaster import Paymaster
 from .runtime import Frame, Handler, Runtime
 from .state import ChainState
@@ -201,7 +209,7 @@ class LocalChain(PaymasterSessionBackend):
         split_u256(amount)
         if self._state.contracts.get(token) != _ERC20:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"no token at {hex(token)}")
-        self._runtime.block_timestamp = self.now()
+        self._runtime.begin_block(self.now(), self._block_number + 1)
         with self._state.journal.atomic():
             erc20.mint(Frame(self._runtime, token, 0, self._call_tx(0)), to, amount)
 
@@ -247,7 +255,7 @@ class LocalChain(PaymasterSessionBackend):
                 raise ChipiSessionError(
                     ErrorCode.INVALID_INPUT, f"a contract is already deployed at {hex(address)}"
                 )
-        self._runtime.block_timestamp = self.now()
+        self._runtime.begin_block(self.now(), self._block_number + 1)
         with self._state.journal.atomic():
             contracts.set(address, kind)
             self._state.class_hashes.set(address, class_hash)
@@ -326,7 +334,7 @@ class LocalChain(PaymasterSessionBackend):
             parse_felt(nonce, "nonce"),
             parse_felt(transaction_hash, "transaction_hash"),
         )
-        self._runtime.block_timestamp = self.now()
+        self._runtime.begin_block(self.now(), self._block_number + 1)
         self._runtime.inner_failures = []
         journal = self._state.journal
         with journal.atomic() if commit else journal.discarding():
@@ -363,14 +371,17 @@ class LocalChain(PaymasterSessionBackend):
         *,
         nonce: int | None = None,
     ) -> Receipt:
-        """A protocol INVOKE from ``account`` (contract.md §14.2).
+        """A protocol INVOKE from ``account`` (docs/contract.md §5).
 
-        ``__validate__`` runs with caller 0; unless it returns ``'VALID'`` the transaction is
-        rejected (``TRANSACTION_REJECTED``, nothing changes, the nonce does not move).
-        Otherwise the nonce is bumped, the validate writes (a session's ``calls_used``) stay,
-        and ``__execute__`` runs: if it panics (a spending limit) the receipt is ``REVERTED``
-        and only the execute-phase writes are undone. An owner ``[r, s]`` signs
-        :meth:`invoke_hash`; an account that is not deployed raises ``Contract not found``.
+        ``__validate__`` runs with caller 0 and sees the block timestamp rounded down to a
+        multiple of 3600 s (and the block number to a multiple of 100), as on Starknet: a
+        session key passes its expiry checks here until the end of the hour of ``valid_until``.
+        Unless it returns ``'VALID'`` the transaction is rejected (``TRANSACTION_REJECTED``,
+        nothing changes, the nonce does not move). Otherwise the nonce is bumped, the validate
+        writes (a session's ``calls_used``) stay, and ``__execute__`` runs with the real block
+        info: if it panics (a spending limit) the receipt is ``REVERTED`` and only the
+        execute-phase writes are undone. An owner ``[r, s]`` signs :meth:`invoke_hash`; an
+        account that is not deployed raises ``Contract not found``.
         """
         account = parse_felt(account, "account")
         call_list = tuple(calls)
@@ -385,30 +396,34 @@ class LocalChain(PaymasterSessionBackend):
         tx = TxInfo(account, tx_hash, sig, current, self.chain_id)
         calldata = encode_calls(call_list)
         runtime, state = self._runtime, self._state
-        runtime.block_timestamp = self.now()
+        runtime.begin_block(self.now(), self._block_number + 1)
         runtime.inner_failures = []
         events_start = len(state.events)
-        try:
-            with state.journal.atomic():
-                result = runtime.execute(account, _VALIDATE, calldata, caller=0, tx=tx)
-                if result != [v33.VALID]:
-                    raise _NotValidated
-                state.protocol_nonces.set(account, current + 1)
-        except ContractPanic as panic:
-            raise ChipiSessionError(
-                ErrorCode.TRANSACTION_REJECTED, f"__validate__ failed: {panic.message}"
-            ) from None
-        except _NotValidated:
-            raise ChipiSessionError(
-                ErrorCode.TRANSACTION_REJECTED, "__validate__ did not return 'VALID'"
-            ) from None
-        try:
-            with state.journal.atomic():
-                output = runtime.execute(account, _EXECUTE, calldata, caller=0, tx=tx)
-        except ContractPanic as panic:
-            runtime.inner_failures = []
-            return self._include(tx_hash, events_start, (), revert_reason=panic.message)
-        return self._include(tx_hash, events_start, decode_spans(output))
+        with runtime.tracing() as trace:
+            try:
+                with state.journal.atomic():
+                    with runtime.validate_phase():
+                        result = runtime.execute(account, _VALIDATE, calldata, caller=0, tx=tx)
+                    if result != [v33.VALID]:
+                        raise _NotValidated
+                    state.protocol_nonces.set(account, current + 1)
+            except ContractPanic as panic:
+                raise ChipiSessionError(
+                    ErrorCode.TRANSACTION_REJECTED, f"__validate__ failed: {panic.message}"
+                ) from None
+            except _NotValidated:
+                raise ChipiSessionError(
+                    ErrorCode.TRANSACTION_REJECTED, "__validate__ did not return 'VALID'"
+                ) from None
+            try:
+                with state.journal.atomic():
+                    output = runtime.execute(account, _EXECUTE, calldata, caller=0, tx=tx)
+            except ContractPanic as panic:
+                runtime.inner_failures = []
+                return self._include(
+                    tx_hash, events_start, (), revert_reason=panic.message, trace=trace
+                )
+            return self._include(tx_hash, events_start, decode_spans(output), trace=trace)
 
     def execute_from_outside(
         self,
@@ -438,15 +453,15 @@ class LocalChain(PaymasterSessionBackend):
             [_OUTSIDE_PREFIX, relayer, relayer_nonce, account, self.chain_id, calldata[1]]
         )
         tx = TxInfo(relayer, tx_hash, (), relayer_nonce, self.chain_id)
-        runtime.block_timestamp = self.now()
+        runtime.begin_block(self.now(), self._block_number + 1)
         runtime.inner_failures = []
         events_start = len(state.events)
-        with state.journal.atomic():
+        with runtime.tracing() as trace, state.journal.atomic():
             output = runtime.execute(
                 account, _EXECUTE_FROM_OUTSIDE, calldata, caller=relayer, tx=tx
             )
             state.protocol_nonces.set(relayer, relayer_nonce + 1)
-        return self._include(tx_hash, events_start, decode_spans(output))
+        return self._include(tx_hash, events_start, decode_spans(output), trace=trace)
 
     def _include(
         self,
@@ -455,6 +470,7 @@ class LocalChain(PaymasterSessionBackend):
         results: tuple[tuple[int, ...], ...],
         *,
         revert_reason: str | None = None,
+        trace: Sequence[Invocation] = (),
     ) -> Receipt:
         self._block_number += 1
         receipt = Receipt(
@@ -466,6 +482,7 @@ class LocalChain(PaymasterSessionBackend):
             block_timestamp=self._runtime.block_timestamp,
             results=results,
             inner_failures=tuple(self._runtime.inner_failures),
+            trace=tuple(trace),
         )
         self._receipts[receipt.tx_hash] = receipt
         log.debug(

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["ContractPanic", "ChainEvent", "Receipt", "TxInfo", "SUCCEEDED", "REVERTED"]
+__all__ = [
+    "ContractPanic",
+    "ChainEvent",
+    "Invocation",
+    "Receipt",
+    "TxInfo",
+    "SUCCEEDED",
+    "REVERTED",
+]
 
 SUCCEEDED = "SUCCEEDED"
 REVERTED = "REVERTED"
@@ -34,6 +42,38 @@ class ChainEvent:
     data: tuple[int, ...]
 
 
+@attrs.define(eq=False)
+class Invocation:
+    """One entrypoint invocation of a transaction, with its nested calls: what a node's
+    ``starknet_traceTransaction`` reports as a FUNCTION_INVOCATION (RPC 0.8 adds
+    ``is_reverted``). Built while the transaction runs; read-only once it is included.
+
+    ``events`` are ``(order in the transaction, event)``; a reverted invocation keeps none
+    (its writes and events were undone) and carries the panic text in ``revert_reason``.
+    """
+
+    contract_address: int
+    selector: int
+    calldata: tuple[int, ...]
+    caller: int
+    class_hash: int
+    result: tuple[int, ...] = ()
+    calls: list[Invocation] = attrs.field(factory=list)
+    events: list[tuple[int, ChainEvent]] = attrs.field(factory=list)
+    is_reverted: bool = False
+    revert_reason: str | None = None
+
+    def revert(self, reason: str) -> None:
+        """This invocation panicked: its effects, and those of everything it called, are gone."""
+        self.is_reverted = True
+        self.revert_reason = reason
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            node.events = []
+            stack.extend(node.calls)
+
+
 @attrs.frozen
 class Receipt:
     """The outcome of an included transaction.
@@ -51,6 +91,9 @@ class Receipt:
     block_timestamp: int
     results: tuple[tuple[int, ...], ...] = ()
     inner_failures: tuple[tuple[int, str], ...] = ()
+    #: The root invocations, in order (an INVOKE: ``__validate__`` then ``__execute__``; an
+    #: outside execution: ``execute_from_outside_v2`` called by the relayer).
+    trace: tuple[Invocation, ...] = attrs.field(default=(), eq=False, repr=False)
 
     @property
     def succeeded(self) -> bool:

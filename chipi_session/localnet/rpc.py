@@ -4,10 +4,11 @@ Only the methods a session client needs (wire §3, §8.3 item 6): ``starknet_cal
 ``starknet_chainId``, ``starknet_specVersion``, ``starknet_blockNumber``,
 ``starknet_blockHashAndNumber``, ``starknet_getBlockWithTxHashes``, ``starknet_getNonce``,
 ``starknet_getClassHashAt``, ``starknet_getTransactionReceipt``,
-``starknet_getTransactionStatus``. Named and positional params, batches, canonical lowercase
+``starknet_getTransactionStatus``, ``starknet_traceTransaction`` (nested invocations with RPC
+0.8's per-call ``is_reverted``, see :mod:`.trace`). Named and positional params, batches, canonical lowercase
 hex. Errors follow the spec: 20 ``Contract not found``, 40 ``Contract error`` with a
 ``revert_error`` (an unknown entrypoint reads ``Entry point ... not found``, which the TS SDK
-recognises), 24 / 29 for unknown blocks / transactions.
+recognises), 24 / 29 for unknown blocks / transactions, 10 when no trace was recorded.
 
 LocalChain keeps no history: every existing block id reads the current state.
 """
@@ -23,6 +24,7 @@ from ..errors import ChipiSessionError
 from ..felts import parse_felt, selector, to_hex
 from ..localchain import ContractPanic, LocalChain
 from ..types import SessionStatus
+from .trace import render_trace
 
 __all__ = ["RpcDispatcher", "SPEC_VERSION", "block_hash"]
 
@@ -87,6 +89,7 @@ class RpcDispatcher:
             "starknet_getClassHashAt": (self._get_class_hash_at, ("block_id", "contract_address")),
             "starknet_getTransactionReceipt": (self._get_receipt, ("transaction_hash",)),
             "starknet_getTransactionStatus": (self._get_status, ("transaction_hash",)),
+            "starknet_traceTransaction": (self._trace, ("transaction_hash",)),
         }
 
     @property
@@ -290,6 +293,17 @@ class RpcDispatcher:
         if receipt.revert_reason is not None:
             out["failure_reason"] = receipt.revert_reason
         return out
+
+
+    def _trace(self, transaction_hash: Any) -> dict[str, Any]:
+        tx = self._tx_hash(transaction_hash)
+        receipt = self._chain.get_receipt(tx)
+        if receipt is None:
+            raise _Fault(29, "Transaction hash not found")
+        trace = render_trace(receipt, self._chain.relayer)
+        if trace is None:
+            raise _Fault(10, "No trace available for transaction")
+        return trace
 
 
 def _bind(params: Any, names: Sequence[str]) -> list[Any]:
