@@ -7,6 +7,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from .pg_fixtures import pg_server, pg_url  # noqa: F401  (a real PostgreSQL, see pg_fixtures)
+
 settings.register_profile(
     "ci",
     max_examples=40,
