@@ -150,7 +150,9 @@ def test_session_expired(env: Env) -> None:
     vu = env.add_session(valid_until=START + 100)
     env.clock.set(vu + 1)
     calls = [transfer()]
-    assert env.validate(calls, env.session_sig(calls, vu)) == 0
+    assert env.validate(calls, env.session_sig(calls, vu)) == 0  # snforge: real time
+    # a real INVOKE's __validate__ sees the hour (docs/contract.md §9.1): refused from the next
+    env.clock.set(vu - vu % 3600 + 3600)
     assert env.rejected(calls, vu)
     assert env.data()[2] == 0
 
@@ -309,7 +311,7 @@ def test_session_valid_at_exact_expiration_boundary(env: Env) -> None:
     assert env.chain.call(env.account, "is_valid_signature", [0xABC, 4, *good]) == [VALID]
     assert env.data()[2] == 0
     assert env.session_invoke([transfer()], vu).status == "SUCCEEDED"  # still valid at now == vu
-    env.clock.advance(1)
+    env.clock.set(vu - vu % 3600 + 3600)  # __validate__ sees the hour (docs/contract.md §9.1)
     assert env.rejected([transfer()], vu)
 
 

@@ -278,7 +278,10 @@ def test_validate_signed_valid_until_below_stored(env: Env) -> None:
     _, r, s, _ = session_invoke_signature(env.chain, env.account, SESSION, calls, valid_until=short)
     with pytest.raises(ChipiSessionError):
         env.chain.invoke(env.account, calls, [SESSION.public_key, r, s, stored])
-    env.clock.set(short + 1)  # past the signed value, before the stored one
+    # past the signed value (in the rounded hour __validate__ sees, docs/contract.md §9.1),
+    # before the stored one
+    env.clock.set(short - short % 3600 + 3600)
+    assert env.clock.now() < stored
     with pytest.raises(ChipiSessionError):
         session_invoke(env.chain, env.account, SESSION, calls, valid_until=short)
     assert session_invoke(env.chain, env.account, SESSION, calls, valid_until=stored).succeeded

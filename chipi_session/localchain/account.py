@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 from ..felts import U64_MAX, encode_short_string, selector, split_u256
 from ..hashing import ANY_CALLER, outside_execution_hash, poseidon_many, session_validate_hash
-from ..keys import verify
 from ..policy import SPENDING_SELECTORS, SpendingViolation, apply_spending, check_session_allowed
 from ..types import Call, SessionStatus, SpendingPolicy
 from .abi import Calldata, encode_spans
+from .ecdsa import check_ecdsa_signature
 from .model import ContractPanic
 from .runtime import ContractClass, Frame, Handler
 from .state import SessionRecord
@@ -49,7 +49,8 @@ SESSION_KEY_MANAGER_ID = (
     ^ selector("revoke_session_key")
     ^ selector("get_session_data")
 )
-ISRC5_ID = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87F6E7F2E4C01A
+#: OpenZeppelin v3 ``ISRC5_ID`` (docs/contract.md §10); ``supports_interface`` always knows it.
+ISRC5_ID = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87748628532A055
 ISRC6_ID = 0x2CECCEF7F994940B3962A6C67E0BA4FCD37DF7D131417C604F91E03CAECC1CD
 ISRC9_V2_ID = 0x1D1144BB2138366FF28D8E9AB57456B1D332AC42196230C3A602003C89872
 
@@ -104,7 +105,8 @@ def _assert_only_self(f: Frame) -> None:
 def _is_valid_signature(f: Frame, msg_hash: int, signature: Sequence[int]) -> bool:
     """The internal ``is_valid_signature`` (contract.md §6.4): read-only, never panics."""
     if len(signature) == 2:
-        return verify(f.state.owner_keys.get(f.address), msg_hash, signature[0], signature[1])
+        owner = f.state.owner_keys.get(f.address)
+        return check_ecdsa_signature(msg_hash, owner, signature[0], signature[1])
     if len(signature) == 4:
         key, r, s, valid_until = signature
         if valid_until > U64_MAX or f.now > valid_until:
@@ -113,7 +115,7 @@ def _is_valid_signature(f: Frame, msg_hash: int, signature: Sequence[int]) -> bo
         status = SessionStatus(record.valid_until, record.max_calls, record.calls_used)
         if not status.is_active(f.now):
             return False
-        return verify(key, msg_hash, r, s)
+        return check_ecdsa_signature(msg_hash, key, r, s)
     return False
 
 
@@ -121,7 +123,9 @@ def _assert_owner_signed(f: Frame) -> None:
     """OZ ``validate_transaction``: the owner's ``[r, s]`` over the transaction hash."""
     signature = f.tx.signature
     owner = f.state.owner_keys.get(f.address)
-    if len(signature) != 2 or not verify(owner, f.tx.transaction_hash, signature[0], signature[1]):
+    if len(signature) != 2 or not check_ecdsa_signature(
+        f.tx.transaction_hash, owner, signature[0], signature[1]
+    ):
         raise ContractPanic(_INVALID_SIGNATURE)
 
 
@@ -139,7 +143,7 @@ def _validate_session(f: Frame, signature: Sequence[int], calls: Sequence[Call])
         valid_until=valid_until,
         calls=calls,
     )
-    if not verify(key, msg_hash, r, s):
+    if not check_ecdsa_signature(msg_hash, key, r, s):
         return False
     _consume(f, key)
     return True
@@ -463,7 +467,9 @@ def _set_public_key(f: Frame, cd: Calldata) -> list[int]:
     _assert_only_self(f)
     current = f.state.owner_keys.get(f.address)
     message = accept_ownership_hash(f.address, current)
-    if len(signature) != 2 or not verify(new_key, message, signature[0], signature[1]):
+    if len(signature) != 2 or not check_ecdsa_signature(
+        message, new_key, signature[0], signature[1]
+    ):
         raise ContractPanic(_INVALID_SIGNATURE)
     f.emit([_EV_OWNER_REMOVED, current])
     f.state.owner_keys.set(f.address, new_key)

@@ -1,10 +1,12 @@
 """A minimal OpenZeppelin-style ERC-20, so session transfers move real balances.
 
-Semantics and panic texts follow OZ's ERC20 component (u256 amounts as ``(low, high)``,
-``transfer`` returns ``true``, ``'ERC20: insufficient balance'``...), with both snake_case and
-camelCase entrypoints. ``name`` / ``symbol`` return short-string felts, as the mainnet ETH and
-STRK tokens do (OZ v3 returns a ByteArray). No Approval event is emitted when ``transfer_from``
-spends an allowance.
+Semantics, panic texts and events follow OZ v3's ERC20 component (u256 amounts as
+``(low, high)``, ``transfer`` returns ``true``, ``'ERC20: insufficient balance'``...), with both
+snake_case and camelCase entrypoints. Events (docs/contract.md §11.2): ``transfer`` and mint emit
+``Transfer``; ``approve`` and ``increase_allowance`` emit ``Approval`` with the new allowance;
+``transfer_from`` emits ``Approval`` (the spender's allowance after spending, unless it is
+unlimited) and then ``Transfer``. ``name`` / ``symbol`` return short-string felts, as the
+mainnet ETH and STRK tokens do (OZ v3 returns a ByteArray).
 """
 
 from __future__ import annotations
@@ -68,14 +70,24 @@ def _transfer_checked(f: Frame, sender: int, recipient: int, amount: int) -> Non
     _update(f, sender, recipient, amount)
 
 
-def _approve(f: Frame, owner: int, spender: int, amount: int, *, emit: bool = True) -> None:
+def _approve(f: Frame, owner: int, spender: int, amount: int) -> None:
+    """OZ ``_approve``: set the allowance and emit Approval."""
     if owner == 0:
         raise ContractPanic("ERC20: approve from 0")
     if spender == 0:
         raise ContractPanic("ERC20: approve to 0")
     f.state.allowances.set((f.address, owner, spender), amount)
-    if emit:
-        f.emit([_EV_APPROVAL, owner, spender], split_u256(amount))
+    f.emit([_EV_APPROVAL, owner, spender], split_u256(amount))
+
+
+def _spend_allowance(f: Frame, owner: int, spender: int, amount: int) -> None:
+    """OZ ``_spend_allowance``: an unlimited allowance is left alone (and no event); otherwise
+    it goes through ``_approve``, so the spend emits Approval with what is left."""
+    current = f.state.allowances.get((f.address, owner, spender))
+    if current != _MAX_U256:
+        if current < amount:
+            raise ContractPanic("ERC20: insufficient allowance")
+        _approve(f, owner, spender, current - amount)
 
 
 def mint(f: Frame, to: int, amount: int) -> None:
@@ -131,11 +143,7 @@ def _transfer_from(f: Frame, cd: Calldata) -> list[int]:
     recipient = cd.address()
     amount = cd.u256()
     cd.end()
-    current = f.state.allowances.get((f.address, sender, f.caller))
-    if current != _MAX_U256:
-        if current < amount:
-            raise ContractPanic("ERC20: insufficient allowance")
-        _approve(f, sender, f.caller, current - amount, emit=False)
+    _spend_allowance(f, sender, f.caller, amount)
     _transfer_checked(f, sender, recipient, amount)
     return [1]
 
