@@ -38,6 +38,9 @@ class SystemClock:
         while True:
             remaining = deadline - time.time()
             if remaining <= 0:
+                # a past deadline still yields: a loop that sleeps until "now" must not
+                # starve every other task (and stays cancellable)
+                await anyio.lowlevel.checkpoint()
                 return
             if remaining <= _SPIN:
                 # the loop's timers round up to whole milliseconds: for the last sliver,

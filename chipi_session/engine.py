@@ -23,7 +23,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from . import lifecycle, policy
+from . import lifecycle, policy, validate
 from .backends.base import NonceReader, OnSubmit, SubmitInfo, TransactionConfirmer
 from .clock import Clock, SystemClock
 from .errors import ChipiSessionError, ErrorCode
@@ -183,8 +183,18 @@ class ChipiSession:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "renewal must be a RenewalPolicy")
         _check_positive_int(default_duration_seconds, "default_duration_seconds", U64_MAX)
         _check_count(default_max_calls, "default_max_calls")
-        if not (isinstance(status_interval, (int, float)) and status_interval > 0):
-            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "status_interval must be > 0")
+        validate.check_shared_options(
+            backend=backend,
+            clock=clock,
+            vault=vault,
+            get_bearer_token=get_bearer_token,
+            status_interval=status_interval,
+            event_buffer_size=event_buffer_size,
+        )
+        validate.check_encrypt_key(encrypt_key)
+        validate.check_optional_callable(key_source, "key_source")
+        validate.check_optional_callable(on_session_created, "on_session_created")
+        validate.check_instance(auto_check_status, "auto_check_status", bool, "a bool")
         if backend is None:
             from .localchain import default_chain
 
@@ -402,7 +412,8 @@ class ChipiSession:
         buffered event is dropped (``events.dropped`` counts them): the engine never waits for
         a slow subscriber.
         """
-        return self._broadcaster().subscribe(buffer_size or self._event_buffer_size)
+        size = self._event_buffer_size if buffer_size is None else buffer_size
+        return self._broadcaster().subscribe(size)
 
     def add_listener(self, callback: Callable[[Event], object]) -> Callable[[], None]:
         """Call ``callback(event)`` synchronously for every event; returns a remover."""
@@ -1508,17 +1519,11 @@ def _hash_lost_error(action: str) -> ChipiSessionError:
 
 
 def _check_positive_int(value: object, what: str, upper: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= upper:
-        raise ChipiSessionError(
-            ErrorCode.INVALID_INPUT, f"{what} must be a positive integer, got {value!r}"
-        )
+    validate.check_int(value, what, low=1, high=upper)
 
 
 def _check_count(value: object, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U32_MAX:
-        raise ChipiSessionError(
-            ErrorCode.INVALID_INPUT, f"{what} must be an integer in [0, 2**32), got {value!r}"
-        )
+    validate.check_int(value, what, low=0, high=U32_MAX)
 
 
 def _parse_entrypoints(values: Iterable[int | str] | None) -> tuple[int, ...]:

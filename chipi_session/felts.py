@@ -11,6 +11,7 @@ import functools
 from collections.abc import Iterable
 
 from .errors import ChipiSessionError, ErrorCode
+from .validate import describe
 
 __all__ = [
     "ADDRESS_BOUND",
@@ -20,6 +21,7 @@ __all__ = [
     "parse_felts",
     "to_hex",
     "selector",
+    "keccak250",
     "parse_selector",
     "encode_short_string",
     "parse_felt_or_short_string",
@@ -43,10 +45,7 @@ U256_BOUND = 2**256
 
 
 def _invalid(what: str, value: object) -> ChipiSessionError:
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what}: not a felt: {shown}")
+    return ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what}: not a felt: {describe(value)}")
 
 
 def parse_felt(value: object, what: str = "value") -> int:
@@ -92,12 +91,63 @@ def to_hex(value: int) -> str:
     return hex(value)
 
 
+_MASK_250 = 2**250 - 1
+#: Selectors of the wallet and ERC-20 entrypoints this library names, precomputed so that
+#: importing it does not load Keccak (~40 ms of pycryptodome + cffi). Entry points named
+#: ``__default__``/``__l1_default__`` have selector 0 by convention (starknet-py's
+#: ``get_selector_from_name``). tests/test_native_hashing.py recomputes every entry.
+_KNOWN_SELECTORS: dict[str, int] = {
+    "__default__": 0,
+    "__l1_default__": 0,
+    "__execute__": 0x15d40a3d6ca2ac30f4031e42be28da9b056fef9bb7357ac5e85627ee876e5ad,
+    "__validate__": 0x162da33a4585851fe8d3af3c2a9c60b557814e221e0d4f30ff0b2189d9c7775,
+    "execute_from_outside": 0x7ec457cd7ed1630225a8328f826a29a327b19486f6b2882b4176545ebdbe3d,
+    "execute_from_outside_v2": 0x34cc13b274446654ca3233ed2c1620d4c5d1d32fd20b47146a3371064bdc57d,
+    "upgrade": 0xf2f7c15cbe06c8d94597cd91fd7f3369eae842359235712def5584f8d270cd,
+    "add_or_update_session_key": 0x27d4f8b711f8a318b18cac75c0b7c9941844dbbece6f62ca10111055acb64c1,
+    "revoke_session_key": 0x32d4c11046940bbba0d48557b365ca002c6adc3f58d28671c8b7542ab7d60e9,
+    "set_public_key": 0x2e3e21ff5952b2531241e37999d9c4c8b3034cccc89a202a6bf019bdf5294f9,
+    "setPublicKey": 0xbc0eb87884ab91e330445c3584a50d7ddf4b568f02fbeb456a6242cce3f5d9,
+    "set_spending_policy": 0x27b6399a529753e66438fe0341234566c390277e9c20b0f556016eb33bb698,
+    "remove_spending_policy": 0x28dac008d849601a4f136c3a869aa4dcb43907ea63ab552ecddfd2281144040,
+    "get_session_data": 0x22ab76a647098ec53b3907885af4dcbe973ac395dd2baba3e0a3cc74a79a175,
+    "get_session_allowed_entrypoint_at": 0x2ef2a2e649feb975e271289bcc849cbf61315cba1218f2acd6011853b0df097,
+    "get_spending_policy": 0x3dfdf9f26d7d7bb37c449e8a7bf8995bcdf8b21b6a891a370ad299c2beef261,
+    "is_valid_outside_execution_nonce": 0x1e6d35df2b9d989fb4b6bbcebda1314e4254cbe5e589dd94ff4f29ea935e91c,
+    "transfer": 0x83afd3f4caedc6eebf44246fe54e38c95e3179a5ec9ea81740eca5b482d12e,
+    "transfer_from": 0x3704ffe8fba161be0e994951751a5033b1462b918ff785c0a636be718dfdb68,
+    "transferFrom": 0x41b033f4a31df8067c24d1e9b550a2ce75fd4a29e1147af9752174f0e6cb20,
+    "approve": 0x219209e083275171774dab1df80982e9df2096516f06319c5c6d71ae0a8480c,
+    "increase_allowance": 0x1d13ab0a76d7407b1d5faccd4b3d8a9efe42f3d3c21766431d4fafb30f45bd4,
+    "increaseAllowance": 0x16cc063b8338363cf388ce7fe1df408bf10f16cd51635d392e21d852fafb683,
+    "balance_of": 0x35a73cd311a05d46deda634c5ee045db92f811b4e74bca4437fcb5302b7af33,
+    "balanceOf": 0x2e4263afad30923c891518314c3c95dbe830a16874e8abc5777a9a20b54c76e,
+    "decrease_allowance": 0x3b076186c19fe96221e4dfacd40c519f612eae02e0555e4e115a2a6cf2f1c1f,
+    "decreaseAllowance": 0x1aaf3e6107dd1349c81543ff4221a326814f77dadcc5810807b74f1a49ded4e,
+    "mint": 0x2f0b3c5710379609eb5495f1ecd348cb28167711b73609fe565a72734550354,
+    "burn": 0x3e8cfd4725c1e28fa4a6e3e468b4fcf75367166b850ac5f04e33ec843e82c1,
+}
+
+
 @functools.lru_cache(maxsize=4096)
 def selector(name: str) -> int:
-    """sn_keccak selector of an entrypoint name (starknet-py does the hashing)."""
-    from starknet_py.hash.selector import get_selector_from_name
+    """sn_keccak (Keccak-256 masked to 250 bits) of an entrypoint name.
 
-    return int(get_selector_from_name(name))
+    pycryptodome's Keccak rather than starknet-py's ``get_selector_from_name``, whose import
+    pulls in sympy (~0.5 s); the tests check both agree.
+    """
+    known = _KNOWN_SELECTORS.get(name)
+    if known is not None:
+        return known
+    return keccak250(name.encode("ascii"))
+
+
+def keccak250(data: bytes) -> int:
+    """Starknet's keccak: Keccak-256 (not SHA3-256) of ``data`` masked to 250 bits."""
+    from Crypto.Hash import keccak
+
+    digest = keccak.new(data=data, digest_bits=256).digest()
+    return int.from_bytes(digest, "big") & _MASK_250
 
 
 def _is_identifier(text: str) -> bool:
@@ -141,7 +191,7 @@ def decode_short_string(value: int) -> str:
 
 def split_u256(value: int, what: str = "amount") -> tuple[int, int]:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < U256_BOUND:
-        raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what}: not a u256: {value!r}")
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what}: not a u256: {describe(value)}")
     return value & (U128_BOUND - 1), value >> 128
 
 

@@ -1,8 +1,9 @@
 """SNIP-12 / SNIP-9 typed data and the session message hashes.
 
-starknet-py does the hashing (typed data, Poseidon); this module only builds the inputs the
-Chipi wallet contract hashes. Selectors are always written as hex in typed data: starknet-py
-0.30 mis-encodes int selectors in ``sign_outside_execution_call``, hex ones hash correctly.
+The hot path hashes with the contract's own Poseidon construction (:mod:`.poseidon`, native
+where available) from constant type hashes; starknet-py's TypedData is the reference the tests
+compare against and the cold path for typed data spelled differently from ours. Selectors are
+always written as hex in typed data: starknet-py 0.30 mis-encodes int selectors in ``sign_outside_execution_call``, hex ones hash correctly.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .felts import encode_short_string, selector, to_hex
+from .felts import encode_short_string, to_hex
+from .poseidon import poseidon_many
 
 if TYPE_CHECKING:
     from .types import Call
@@ -37,12 +39,6 @@ ANY_CALLER = 0x414E595F43414C4C4552
 SN_MAIN = 0x534E5F4D41494E
 SN_SEPOLIA = 0x534E5F5345504F4C4941
 OUTSIDE_EXECUTION_DOMAIN_NAME = "Account.execute_from_outside"
-
-
-def poseidon_many(values: Sequence[int]) -> int:
-    from starknet_py.hash.hash_method import HashMethod
-
-    return int(HashMethod.POSEIDON.hash_many(list(values)))
 
 
 def outside_execution_typed_data(
@@ -139,15 +135,18 @@ def _oe_type(time_type: str) -> str:
     )
 
 
-DOMAIN_TYPE_HASH = selector(
+_DOMAIN_TYPE = (
     '"StarknetDomain"("name":"shortstring","version":"shortstring",'
     '"chainId":"shortstring","revision":"shortstring")'
 )
-CALL_TYPE_HASH = selector(_CALL_TYPE)
+# The type hashes are sn_keccak of the type strings above, written out so the import needs no
+# Keccak; tests/test_native_hashing.py recomputes them (``keccak250(_DOMAIN_TYPE)`` etc.).
+DOMAIN_TYPE_HASH = 0x1FF2F602E42168014D405A94F75E8A93D640751D71D16311266E140D8B0A210
+CALL_TYPE_HASH = 0x3635C7F2A7BA93844C0D064E18E487F35AB90F7C39D00F186A781FC3F0C2CA9
 #: Primary: the OZ / starknet.js / SNIP-9 v2 encoding (timestamps as u128).
-OUTSIDE_EXECUTION_TYPE_HASH_U128 = selector(_oe_type("u128"))
+OUTSIDE_EXECUTION_TYPE_HASH_U128 = 0x312B56C05A7965066DDBDA31C016D8D05AFC305071C0CA3CDC2192C3C2F1F0F
 #: Fallback: the legacy Chipi paymaster encoding (timestamps as felt).
-OUTSIDE_EXECUTION_TYPE_HASH_FELT = selector(_oe_type("felt"))
+OUTSIDE_EXECUTION_TYPE_HASH_FELT = 0x5A4B49E17039355CD95D1F0981D75901191D1319B1F4B05A9A791D218D7E0C
 
 _STARKNET_MESSAGE = encode_short_string("StarkNet Message")
 _DOMAIN_NAME = encode_short_string(OUTSIDE_EXECUTION_DOMAIN_NAME)

@@ -17,7 +17,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 
+from . import validate
 from .backends.base import SubmitInfo
 from .clock import Clock, SystemClock
 from .engine import BearerTokenSource, ChipiSession, SessionCreatedCallback
@@ -36,7 +38,32 @@ if TYPE_CHECKING:
 
 __all__ = ["SessionHub"]
 
+
+@attrs.frozen
+class _OpenOptions:
+    """The per-session arguments of :meth:`SessionHub.open`, passed on to ``ChipiSession``."""
+
+    wallet: WalletData
+    encrypt_key: str | HighEntropyKey
+    stored_session: SessionKeyData | None
+    on_session_created: SessionCreatedCallback | None
+    default_duration_seconds: int
+    default_max_calls: int
+    auto_check_status: bool
+    renewal: RenewalPolicy | None
+    key_source: KeySource | None
+
 log = logging.getLogger(__name__)
+
+#: What the hub calls on its store (leases only with ``lease_owner``).
+_STORE_METHODS = (
+    "load",
+    "save",
+    "journal_append",
+    "journal_update",
+    "journal_remove",
+    "journal_pending",
+)
 
 
 class SessionHub:
@@ -71,8 +98,19 @@ class SessionHub:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "lease_owner must be a string")
         if lease_owner is not None and store is None:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "leases need a store")
-        if not isinstance(lease_ttl, (int, float)) or lease_ttl <= 0:
-            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "lease_ttl must be > 0")
+        validate.check_number(lease_ttl, "lease_ttl", positive=True)
+        validate.check_shared_options(
+            backend=backend,
+            clock=clock,
+            vault=vault,
+            get_bearer_token=get_bearer_token,
+            status_interval=status_interval,
+            event_buffer_size=event_buffer_size,
+        )
+        if store is not None:
+            validate.check_methods(store, "store", _STORE_METHODS, "a SessionStore")
+        if renewal is not None:
+            validate.check_instance(renewal, "renewal", RenewalPolicy, "a RenewalPolicy")
         if backend is None:
             from .localchain import default_chain
 
@@ -104,6 +142,7 @@ class SessionHub:
         self._sessions: dict[str, ChipiSession] = {}
         self._slots: dict[int, str] = {}  # id(session) -> slot, so close() is O(1)
         self._auto_keys = itertools.count()
+        self._opening: set[str] = set()  # slots whose open() has not finished yet
         self._entered = False
 
     # ------------------------------------------------------------------ context
@@ -171,14 +210,67 @@ class SessionHub:
             raise ChipiSessionError(ErrorCode.CLOSED, "use the hub inside 'async with'")
         if key is not None and (not isinstance(key, str) or not key):
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "key must be a non-empty string")
+        # checked before anything is taken (lease, slot), so a refusal leaves no trace
+        validate.check_instance(wallet, "wallet", WalletData, "a WalletData")
+        validate.check_encrypt_key(encrypt_key)
+        if stored_session is not None:
+            validate.check_instance(
+                stored_session, "stored_session", SessionKeyData, "a SessionKeyData"
+            )
+        if renewal is not None:
+            validate.check_instance(renewal, "renewal", RenewalPolicy, "a RenewalPolicy")
         slot = key if key is not None else f"#{next(self._auto_keys)}"
         if slot in self._sessions:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"session {slot!r} is already open")
+        if slot in self._opening:
+            # two live sessions on one key would spend one budget twice
+            raise ChipiSessionError(
+                ErrorCode.ACTION_IN_PROGRESS, f"session {slot!r} is being opened", retryable=True
+            )
+        self._opening.add(slot)
+        fencing_token: int | None = None
+        try:
+            if self._store is not None and key is not None and self._lease_owner is not None:
+                fencing_token = await self._acquire_lease(key)
+            session = await self._open_slot(
+                slot,
+                key,
+                fencing_token,
+                _OpenOptions(
+                    wallet=wallet,
+                    encrypt_key=encrypt_key,
+                    stored_session=stored_session,
+                    on_session_created=on_session_created,
+                    default_duration_seconds=default_duration_seconds,
+                    default_max_calls=default_max_calls,
+                    auto_check_status=auto_check_status,
+                    renewal=renewal,
+                    key_source=key_source,
+                ),
+            )
+        except BaseException:
+            if fencing_token is not None and key is not None:
+                with anyio.CancelScope(shield=True):  # a refused open keeps no lease
+                    await self._release_lease(key)
+            raise
+        finally:
+            self._opening.discard(slot)
+        if fencing_token is not None and key is not None:
+            self._arm_lease_renewal(session, key)
+        return session
+
+    async def _open_slot(
+        self,
+        slot: str,
+        key: str | None,
+        fencing_token: int | None,
+        options: _OpenOptions,
+    ) -> ChipiSession:
+        """Load what the store holds for ``key``, build the session and resolve its journal."""
+        wallet = options.wallet
+        stored_session = options.stored_session
         seen_registered = False
         pending: list[JournalEntry] = []
-        fencing_token: int | None = None
-        if self._store is not None and key is not None and self._lease_owner is not None:
-            fencing_token = await self._acquire_lease(key)
         if self._store is not None and key is not None:
             record = await anyio.to_thread.run_sync(self._store.load, key)
             if record is not None:
@@ -193,20 +285,20 @@ class SessionHub:
             pending = await anyio.to_thread.run_sync(self._store.journal_pending, key)
         session = ChipiSession(
             wallet=wallet,
-            encrypt_key=encrypt_key,
+            encrypt_key=options.encrypt_key,
             backend=self._backend,
             get_bearer_token=self._get_bearer_token,
             stored_session=stored_session,
-            on_session_created=on_session_created,
-            default_duration_seconds=default_duration_seconds,
-            default_max_calls=default_max_calls,
-            auto_check_status=auto_check_status,
+            on_session_created=options.on_session_created,
+            default_duration_seconds=options.default_duration_seconds,
+            default_max_calls=options.default_max_calls,
+            auto_check_status=options.auto_check_status,
             status_interval=self._status_interval,
             clock=self._clock,
             vault=self._vault,
-            key_source=key_source,
+            key_source=options.key_source,
             event_buffer_size=self._event_buffer_size,
-            renewal=renewal if renewal is not None else self._renewal,
+            renewal=options.renewal if options.renewal is not None else self._renewal,
         )
         session._scheduler = self._scheduler
         session._hub_events = self._events
@@ -241,11 +333,7 @@ class SessionHub:
             self._sessions.pop(slot, None)
             self._slots.pop(id(session), None)
             session._shutdown()
-            if fencing_token is not None and key is not None:
-                await self._release_lease(key)
             raise
-        if fencing_token is not None and key is not None:
-            self._arm_lease_renewal(session, key)
         return session
 
     # -------------------------------------------------------------------- leases
@@ -363,7 +451,8 @@ class SessionHub:
         self, buffer_size: int | None = None
     ) -> AbstractAsyncContextManager[Subscription[Event]]:
         """Every event of every session (``event.session_public_key`` says whose)."""
-        return self._events.subscribe(buffer_size or self._event_buffer_size)
+        size = self._event_buffer_size if buffer_size is None else buffer_size
+        return self._events.subscribe(size)
 
     def add_listener(self, callback: Callable[[Event], object]) -> Callable[[], None]:
         return self._events.add_listener(callback)

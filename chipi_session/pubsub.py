@@ -10,23 +10,29 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Generic, TypeVar
 
 import anyio
 
-__all__ = ["Subscription", "Broadcaster"]
+from .validate import check_int
+
+__all__ = ["Subscription", "Broadcaster", "check_buffer_size"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def check_buffer_size(value: object, what: str = "buffer_size") -> int:
+    """An event buffer holds at least one event (a 0-sized buffer would drop everything)."""
+    return check_int(value, what, low=1)
 
 
 class Subscription(Generic[T]):
     """An async iterator over events, buffered up to ``buffer_size``."""
 
     def __init__(self, buffer_size: int) -> None:
-        if buffer_size < 1:
-            raise ValueError("buffer_size must be >= 1")
+        check_buffer_size(buffer_size)
         self._queue: deque[T] = deque()
         self._size = buffer_size
         self._wakeup: anyio.Event | None = None
@@ -87,9 +93,12 @@ class Broadcaster(Generic[T]):
             except Exception:
                 log.exception("event listener %r raised; it stays registered", listener)
 
+    def subscribe(self, buffer_size: int = 256) -> AbstractAsyncContextManager[Subscription[T]]:
+        """A subscription for ``async with``; a bad ``buffer_size`` fails here, not on entry."""
+        return self._subscribe(Subscription(buffer_size))
+
     @asynccontextmanager
-    async def subscribe(self, buffer_size: int = 256) -> AsyncIterator[Subscription[T]]:
-        sub: Subscription[T] = Subscription(buffer_size)
+    async def _subscribe(self, sub: Subscription[T]) -> AsyncIterator[Subscription[T]]:
         self._subscriptions.append(sub)
         try:
             yield sub

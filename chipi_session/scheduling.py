@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 
 from .clock import Clock
+from .validate import check_int, check_number
 
 __all__ = [
     "TimerHandle",
@@ -132,9 +133,12 @@ class StatusPoller:
     ) -> None:
         self._clock = clock
         self._read = read
-        self.interval = interval
-        self.batch_size = batch_size
-        self._min_gap = 1.0 / max_batches_per_second
+        self.interval = check_number(interval, "status_interval", positive=True)
+        # a batch of 0 would never take a session off the queue: the poller would spin
+        self.batch_size = check_int(batch_size, "poll_batch_size", low=1)
+        self._min_gap = 1.0 / check_number(
+            max_batches_per_second, "max_polls_per_second", positive=True
+        )
         self._queue: deque[tuple[float, Pollable]] = deque()
         self._members: set[int] = set()
         self._wakeup: anyio.Event | None = None

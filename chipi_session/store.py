@@ -47,6 +47,7 @@ import attrs
 from .errors import ChipiSessionError, ErrorCode
 from .felts import U32_MAX, U64_MAX, parse_felt, parse_felts, to_hex
 from .types import SessionKeyData, WalletData
+from .validate import check_path, describe
 
 if sys.platform != "win32":
     import fcntl
@@ -87,8 +88,7 @@ def _invalid(message: str) -> ChipiSessionError:
 
 def _show(value: object) -> str:
     """A short repr for error messages (keys and field names only, never record contents)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return describe(value)
 
 
 def _check_text(value: object, what: str) -> str:
@@ -897,7 +897,7 @@ class JsonFileStore(_DictStore):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
-        self._path = os.path.abspath(os.fspath(path))
+        self._path = os.path.abspath(check_path(path, "JsonFileStore path"))
         self._dir, self._name = os.path.split(self._path)
         self._lock_fd = self._take_file_lock()
         try:
@@ -1034,7 +1034,18 @@ _SCHEMA: Final = (
     " expires_at REAL NOT NULL)",
 )
 _TABLES: Final = frozenset({"meta", "sessions", "journal", "leases"})
+#: The first 16 bytes of every SQLite 3 database file.
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
 _LEASE_QUERY: Final = "SELECT owner, token, expires_at FROM leases WHERE key = ?"
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO meta (name, value) VALUES (?, ?)",
+        [("format", STORE_FORMAT), ("version", str(STORE_VERSION))],
+    )
 
 
 class SqliteStore:
@@ -1050,14 +1061,16 @@ class SqliteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         """``timeout``: seconds to wait for another process's write transaction."""
-        raw_path = os.fspath(path)
-        if not isinstance(raw_path, str) or raw_path in ("", ":memory:"):
+        raw_path = check_path(path, "SqliteStore path")
+        if raw_path == ":memory:":
             raise _invalid("SqliteStore needs a file path (use MemoryStore for no file)")
         wait = _check_timeout(timeout)
         self._path = os.path.abspath(raw_path)
         self._lock = threading.RLock()
         self._closed = False
-        self._create_private_file()
+        if not os.path.lexists(self._path):
+            self._create_database()
+        self._check_header()
         try:
             self._conn = sqlite3.connect(
                 self._path,
@@ -1080,13 +1093,59 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({self._path!r})"
 
-    def _create_private_file(self) -> None:
-        """Create the file 0600 before SQLite does (its -wal/-shm files copy this mode)."""
+    def _create_database(self) -> None:
+        """Build a new store under a temporary name, then link it into place.
+
+        The store's path therefore never names a half-made database: an empty or truncated
+        file there is damage (refused by :meth:`_check_header`), never "a store being
+        created". The file is 0600 before SQLite writes to it (its -wal/-shm files copy the
+        mode). If another process links its new store first, that one is used.
+        """
+        directory, name = os.path.split(self._path)
+        tmp = os.path.join(directory, f".{name}.new-{secrets.token_hex(8)}")
         try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
+                os.close(fd)
+            except OSError as exc:
+                raise _io_error("create it", self._path, exc) from exc
+            try:
+                conn = sqlite3.connect(tmp, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")  # recorded in the file's header
+                    conn.execute("BEGIN IMMEDIATE")
+                    _create_schema(conn)
+                    conn.execute("COMMIT")
+                finally:
+                    conn.close()  # checkpoints: the file alone holds the schema
+            except sqlite3.Error as exc:
+                raise self._error(exc, "create it") from exc
+            try:
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, self._path)
+                _fsync_dir(directory)
+            except OSError as exc:
+                raise _io_error("create it", self._path, exc) from exc
+        finally:
+            for leftover in (tmp, tmp + "-wal", tmp + "-shm"):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+
+    def _check_header(self) -> None:
+        """SQLite opens an empty (or a 1-byte) file as a new, empty database: refuse it, so a
+        truncated store is reported instead of silently replaced by a fresh one."""
+        try:
+            with open(self._path, "rb") as file:
+                header = file.read(len(_SQLITE_HEADER))
         except OSError as exc:
-            raise _io_error("create it", self._path, exc) from exc
-        os.close(fd)
+            raise _io_error("read it", self._path, exc) from exc
+        if header != _SQLITE_HEADER:
+            detail = "empty or truncated" if len(header) < len(_SQLITE_HEADER) else "damaged"
+            raise _stored_error(
+                f"session store {self._path}", f"{detail}: not a SQLite database"
+            )
 
     def _error(self, exc: sqlite3.Error, doing: str) -> ChipiSessionError:
         code = getattr(exc, "sqlite_errorcode", None)
@@ -1119,13 +1178,8 @@ class SqliteStore:
                 row[0]
                 for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
-            if not tables:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.executemany(
-                    "INSERT INTO meta (name, value) VALUES (?, ?)",
-                    [("format", STORE_FORMAT), ("version", str(STORE_VERSION))],
-                )
+            if not tables:  # a valid SQLite file with nothing in it yet
+                _create_schema(conn)
                 return
             where = f"session store {self._path}"
             if "meta" not in tables:

@@ -24,6 +24,7 @@ from .felts import (
     parse_selector,
     to_hex,
 )
+from .validate import describe
 
 __all__ = [
     "WalletType",
@@ -98,6 +99,30 @@ def _to_valid_until(v: object) -> int:
     return n
 
 
+def _to_wallet_type(v: object) -> WalletType:
+    if isinstance(v, WalletType):
+        return v
+    try:
+        return WalletType(v)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        expected = ", ".join(t.value for t in WalletType)
+        raise ChipiSessionError(
+            ErrorCode.INVALID_INPUT, f"wallet_type must be one of {expected}, got {describe(v)}"
+        ) from None
+
+
+def _to_owner_public_key(v: object) -> int | None:
+    return None if v is None else parse_felt(v, "ownerPublicKey")
+
+
+def _check_encrypted_blob(value: object) -> None:
+    """A vault blob: a non-empty str (its contents are checked when it is decrypted)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ChipiSessionError(
+            ErrorCode.INVALID_INPUT, "encryptedPrivateKey must be a non-empty string"
+        )
+
+
 @attrs.frozen
 class Call:
     """One contract call. ``selector`` accepts an entrypoint name or a selector felt;
@@ -130,10 +155,12 @@ class Call:
 
 
 def coerce_calls(calls: object) -> tuple[Call, ...]:
-    """Validate a user's call list (Call objects or dicts); at least one call."""
+    """Validate a user's calls: one Call or mapping, or a list of them; at least one call."""
     if isinstance(calls, Call):
         return (calls,)
-    if isinstance(calls, (str, bytes, Mapping)) or not isinstance(calls, Iterable):
+    if isinstance(calls, Mapping):
+        return (Call.from_dict(calls),)
+    if isinstance(calls, (str, bytes)) or not isinstance(calls, Iterable):
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, "calls: expected a list of calls")
     out = tuple(c if isinstance(c, Call) else Call.from_dict(c) for c in calls)
     if not out:
@@ -155,10 +182,7 @@ class SessionKeyData:
 
     @encrypted_private_key.validator
     def _check_blob(self, _: object, value: object) -> None:
-        if not isinstance(value, str) or not value:
-            raise ChipiSessionError(
-                ErrorCode.INVALID_INPUT, "encryptedPrivateKey must be a non-empty string"
-            )
+        _check_encrypted_blob(value)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -192,8 +216,12 @@ class WalletData:
 
     address: int = attrs.field(converter=_to_wallet_address)
     encrypted_private_key: str = attrs.field(repr=False)
-    wallet_type: WalletType = attrs.field(default=WalletType.CHIPI, converter=WalletType)
-    owner_public_key: int | None = attrs.field(default=None)
+    wallet_type: WalletType = attrs.field(default=WalletType.CHIPI, converter=_to_wallet_type)
+    owner_public_key: int | None = attrs.field(default=None, converter=_to_owner_public_key)
+
+    @encrypted_private_key.validator
+    def _check_blob(self, _: object, value: object) -> None:
+        _check_encrypted_blob(value)
 
     @property
     def supports_session(self) -> bool:
@@ -211,17 +239,28 @@ class WalletData:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> WalletData:
+        """Load ``{publicKey, encryptedPrivateKey, walletType?, ownerPublicKey?}``: a value
+        that is not a mapping is ``INVALID_INPUT``, a mapping with bad fields
+        ``INVALID_STORED_DATA``."""
+        if not isinstance(data, Mapping):
+            raise ChipiSessionError(
+                ErrorCode.INVALID_INPUT,
+                f"wallet data must be a mapping (a JSON object), got {describe(data)}",
+            )
         try:
-            owner = data.get("ownerPublicKey")
             return cls(
                 address=data["publicKey"],
                 encrypted_private_key=data["encryptedPrivateKey"],
                 wallet_type=data.get("walletType", "CHIPI"),
-                owner_public_key=None if owner is None else parse_felt(owner, "ownerPublicKey"),
+                owner_public_key=data.get("ownerPublicKey"),
             )
-        except (KeyError, TypeError, ValueError, ChipiSessionError) as exc:
+        except KeyError as exc:
             raise ChipiSessionError(
-                ErrorCode.INVALID_STORED_DATA, f"wallet data is invalid: {exc}"
+                ErrorCode.INVALID_STORED_DATA, f"wallet data is invalid: missing {exc}"
+            ) from None
+        except ChipiSessionError as exc:
+            raise ChipiSessionError(
+                ErrorCode.INVALID_STORED_DATA, f"wallet data is invalid: {exc.message}"
             ) from None
 
 
