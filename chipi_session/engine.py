@@ -11,13 +11,14 @@ state is left as it was before it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 import anyio.abc
@@ -37,6 +38,7 @@ from .events import (
 )
 from .felts import U32_MAX, U64_MAX, parse_felt, parse_selector, to_hex
 from .keys import KeySource, SecretKey
+from .outcome import resolve_outcome
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
 from .scheduling import Scheduler, TimerHandle, backend_status_reader
@@ -129,7 +131,11 @@ class ChipiSession:
         "_status",
         "_session_key",
         "_key_lock",
+        "_owner_lock",
         "_generation",
+        "_version",
+        "_writing",
+        "_poll_version",
         "_seen_registered",
         "_reserved",
         "_in_doubt",
@@ -226,7 +232,16 @@ class ChipiSession:
         self._status: SessionStatus | None = None
         self._session_key: SecretKey | None = None
         self._key_lock: anyio.Lock | None = None
+        #: owner-signed writes of this session (register, revoke, policies, renewal's) run
+        #: one at a time, each checking the state it acts on once it holds the lock
+        self._owner_lock: anyio.Lock | None = None
         self._generation = 0
+        #: bumped by every local write and state change: a status read that started at an
+        #: older version (or overlapped a write of its key) is stale and never applied
+        self._version = 0
+        #: writes in flight, by session public key (their effect on chain is not known yet)
+        self._writing: dict[int, int] = {}
+        self._poll_version = -1
         self._seen_registered = False
         self._reserved = 0
         self._in_doubt: list[SubmitInfo] = []
@@ -584,37 +599,78 @@ class ChipiSession:
 
         try:
             tx = await send(on_submit)
+        except anyio.get_cancelled_exc_class():
+            if submitted:  # it may have left: held in doubt exactly like a timeout
+                self._hold_cancelled(action, submitted[-1], token)
+            elif journal is not None:
+                with anyio.CancelScope(shield=True):
+                    await journal.finish(token)  # nothing was sent
+            raise
         except ChipiSessionError as exc:
             if exc.code is not ErrorCode.UNKNOWN_OUTCOME:
                 if journal is not None:
                     await journal.finish(token)
                 raise
-            info = submitted[-1] if submitted else None
-            applied = await self._resolve_outcome(info)
-            if applied is None:
-                if info is not None:
-                    self._hold_in_doubt(info, count=action == "execute", token=token)
-                self._spawn(self._quiet_refetch())  # the chain may already show the effect
-                raise ChipiSessionError(
-                    ErrorCode.UNKNOWN_OUTCOME,
-                    f"{action}: the request may have executed; it is being resolved from the "
-                    "chain (do not resend)",
-                    retryable=False,
-                ) from None
-            if journal is not None:
-                await journal.finish(token)
-            if applied:
-                assert info is not None
-                raise _AppliedHashLost(info) from None
-            raise ChipiSessionError(
-                ErrorCode.BACKEND_UNAVAILABLE,
-                f"{action}: the request did not execute and never will; safe to retry",
-                retryable=True,
-                applied=False,
-            ) from None
+            await self._unknown_outcome(action, submitted[-1] if submitted else None, token)
+        except Exception as exc:
+            if not submitted:
+                if journal is not None:
+                    await journal.finish(token)
+                raise
+            # e.g. a RecursionError parsing a hostile response: the request had left
+            log.warning("%s failed after it was sent: %s", action, type(exc).__name__)
+            await self._unknown_outcome(action, submitted[-1], token)
         if journal is not None:
             await journal.finish(token)
         return tx
+
+    async def _unknown_outcome(
+        self, action: str, info: SubmitInfo | None, token: object
+    ) -> NoReturn:
+        """A sent write whose response never came: resolve it from the chain now if it can
+        be, else hold it in doubt. Always raises (``_AppliedHashLost`` if it executed)."""
+        applied = await self._resolve_outcome(info)
+        if applied is None:
+            if info is not None:
+                self._hold_in_doubt(info, count=action == "execute", token=token)
+            self._spawn(self._quiet_refetch())  # the chain may already show the effect
+            raise ChipiSessionError(
+                ErrorCode.UNKNOWN_OUTCOME,
+                f"{action}: the request may have executed; it is being resolved from the "
+                "chain (do not resend)",
+                retryable=False,
+            ) from None
+        if token is not None and self._journal is not None:
+            await self._journal.finish(token)
+        if applied:
+            assert info is not None
+            raise _AppliedHashLost(info) from None
+        raise ChipiSessionError(
+            ErrorCode.BACKEND_UNAVAILABLE,
+            f"{action}: the request did not execute and never will; safe to retry",
+            retryable=True,
+            applied=False,
+        ) from None
+
+    def _hold_cancelled(self, action: str, info: SubmitInfo, token: object) -> None:
+        """A write cancelled after it was sent (the caller's timeout, a closing session):
+        counted and resolved like a timeout. Synchronous, so cancellation cannot cut it."""
+        self._hold_in_doubt(info, count=action == "execute", token=token)
+        if self._closed:
+            return  # the journal entry stays; the next open resolves it
+        self._record_failure(
+            action,
+            ChipiSessionError(
+                ErrorCode.UNKNOWN_OUTCOME,
+                f"{action} was cancelled after it was sent: it may have executed; it is "
+                "being resolved from the chain (do not resend)",
+                retryable=False,
+            ),
+        )
+        if action == "execute":
+            self._spawn(self._recheck_doubts(self._generation))
+        else:
+            self._spawn(self._quiet_refetch())
 
     async def _confirm(self, tx_hash: str) -> None:
         """Wait for the backend to confirm a transaction, when it can (see
@@ -623,25 +679,14 @@ class ChipiSession:
             await self._backend.confirm_transaction(tx_hash)
 
     async def _resolve_outcome(self, info: SubmitInfo | None) -> bool | None:
-        """True: executed; False: never will; None: cannot tell yet."""
+        """True: executed; False: never will; None: cannot tell yet (see ``outcome``)."""
         if info is None or not isinstance(self._backend, NonceReader):
             return None
         try:
-            used = await self._backend.outside_nonce_used(info.wallet_address, info.outside_nonce)
+            resolution = await resolve_outcome(self._backend, info, clock=self._clock)
         except ChipiSessionError:
             return None
-        if used:
-            return True
-        # "never will" is decided by the chain's time where the backend can read it: a local
-        # clock running ahead must not declare a still-open window closed
-        chain_time = getattr(self._backend, "chain_time", None)
-        try:
-            now = float(await chain_time()) if chain_time is not None else self._clock.now()
-        except ChipiSessionError:
-            return None
-        if now >= info.execute_before:
-            return False
-        return None
+        return resolution.applied
 
     def _hold_in_doubt(
         self,
@@ -658,7 +703,8 @@ class ChipiSession:
         if count:
             self._in_doubt.append(info)
         generation = self._generation if mine else -1
-        assert self._scheduler is not None
+        if self._scheduler is None or self._closed:
+            return  # closing: the journal entry stays and the next open resolves it
         self._scheduler.timers.schedule(
             float(info.execute_before),
             lambda: self._spawn(self._settle_doubt(info, generation, token)),
@@ -754,6 +800,15 @@ class ChipiSession:
         allowed_entrypoints: Iterable[int | str] | None,
         valid_until: int | None,
     ) -> str:
+        async with self._owner_guard():
+            return await self._register_locked(max_calls, allowed_entrypoints, valid_until)
+
+    async def _register_locked(
+        self,
+        max_calls: int | None,
+        allowed_entrypoints: Iterable[int | str] | None,
+        valid_until: int | None,
+    ) -> str:
         calls_budget = self._default_max_calls if max_calls is None else max_calls
         _check_count(calls_budget, "max_calls")
         allowed = _parse_entrypoints(allowed_entrypoints)
@@ -777,26 +832,32 @@ class ChipiSession:
             raise ChipiSessionError(ErrorCode.SESSION_EXPIRED, "the session has expired")
         generation = self._generation
         lost: _AppliedHashLost | None = None
-        try:
-            tx = await self._register_key(session.public_key, until, calls_budget, allowed)
-            await self._confirm(tx)
-        except _AppliedHashLost as exc:
-            tx, lost = "", exc
-        if generation != self._generation:
-            return tx  # the session was replaced meanwhile; its state is not ours to change
+        with self._in_flight(session.public_key):
+            try:
+                tx = await self._register_key(session.public_key, until, calls_budget, allowed)
+                await self._confirm(tx)
+            except _AppliedHashLost as exc:
+                tx, lost = "", exc
+            if generation != self._generation:
+                return tx  # the session was replaced meanwhile; its state is not ours
+            self._apply_register(tx, lost is not None, until, calls_budget, allowed)
+        if lost is not None:
+            raise _hash_lost_error("register")
+        return tx
+
+    def _apply_register(
+        self, tx: str, lost: bool, until: int, calls_budget: int, allowed: tuple[int, ...]
+    ) -> None:
+        """The chain registered this session: calls_used is 0 again. Executes still in
+        flight or in doubt stay counted (they may land after the register)."""
         self._seen_registered = True
         self._status = SessionStatus(until, calls_budget, 0, allowed)
-        self._reserved = 0
-        self._in_doubt.clear()
-        if lost is None:
+        if not lost:
             self._publish(TransactionSubmitted, action="register", tx_hash=tx)
         self._transition("register", now=int(self._clock.now()), valid_until=until)
         self._publish(StatusRefreshed, status=self._status)
         self._check_exhausted()
         self._persist()
-        if lost is not None:
-            raise _hash_lost_error("register")
-        return tx
 
     async def _owner_write(
         self,
@@ -878,6 +939,7 @@ class ChipiSession:
                 raise violation.to_error() from None
         generation = self._generation
         self._reserved += 1
+        self._begin_write(session.public_key)
         lost: _AppliedHashLost | None = None
         try:
             key = await self._session_key_for(session)
@@ -901,6 +963,7 @@ class ChipiSession:
                 self._spawn(self._quiet_refetch())
             raise
         finally:
+            self._end_write(session.public_key)  # its effect is applied below, no await
             if generation == self._generation:
                 self._reserved -= 1
             elif self._retiring is not None:
@@ -929,17 +992,22 @@ class ChipiSession:
         return tx
 
     async def _do_revoke(self) -> str:
+        async with self._owner_guard():
+            return await self._revoke_locked()
+
+    async def _revoke_locked(self) -> str:
         self._require_supported()
         session = self._require_session()
         if self._model.current is S.REVOKED:
             raise ChipiSessionError(ErrorCode.SESSION_REVOKED, "the session is already revoked")
         generation = self._generation
         lost = False
-        try:
-            tx = await self._revoke_key(session.public_key)
-            await self._confirm(tx)
-        except _AppliedHashLost:
-            tx, lost = "", True
+        with self._in_flight(session.public_key):
+            try:
+                tx = await self._revoke_key(session.public_key)
+                await self._confirm(tx)
+            except _AppliedHashLost:
+                tx, lost = "", True
         if generation != self._generation:
             return tx
         self._seen_registered = True
@@ -973,13 +1041,22 @@ class ChipiSession:
         if session is None:
             return None
         self._require_supported()
-        generation = self._generation
-        status = await self._backend.get_session_status(self._wallet.address, session.public_key)
-        if generation == self._generation:
-            self._apply_status(status)
+        status: SessionStatus | None = None
+        for _ in range(_STALE_REREADS):
+            version = self._version
+            if self._session is not session:
+                break  # replaced meanwhile: what the old key reads is not ours to apply
+            status = await self._backend.get_session_status(
+                self._wallet.address, session.public_key
+            )
+            if self._fresh(version, session.public_key):
+                self._apply_status(status)
+                break
+            # a local write or state change overlapped the read: it may predate it
         return status
 
     def _apply_status(self, status: SessionStatus) -> None:
+        self._version += 1
         self._status = status
         self._publish(StatusRefreshed, status=status)
         self._reconcile(status)
@@ -1005,14 +1082,17 @@ class ChipiSession:
         token_addr = _parse_token(token)
         _check_policy(max_per_call, max_per_window, window_seconds)
         self._require_supported()
-        session = self._require_session()
-        generation = self._generation
-        try:
-            tx = await self._set_policy_for(
-                session.public_key, token_addr, max_per_call, max_per_window, window_seconds
-            )
-        except _AppliedHashLost:
-            tx = ""
+        async with self._owner_guard():
+            session = self._require_session()
+            generation = self._generation
+            with self._in_flight(session.public_key):
+                try:
+                    tx = await self._set_policy_for(
+                        session.public_key, token_addr, max_per_call, max_per_window,
+                        window_seconds,
+                    )
+                except _AppliedHashLost:
+                    tx = ""
         if generation == self._generation:
             if self._policies is None:
                 self._policies = {}
@@ -1053,11 +1133,12 @@ class ChipiSession:
         token_addr = _parse_token(token)
         self._require_supported()
         session = self._require_session()
-        generation = self._generation
+        version = self._version
         found = await self._backend.get_spending_policy(
             self._wallet.address, session.public_key, token_addr
         )
-        if generation == self._generation:
+        if self._fresh(version, session.public_key):
+            self._version += 1
             if found.exists:
                 if self._policies is None:
                     self._policies = {}
@@ -1069,23 +1150,25 @@ class ChipiSession:
     async def _do_remove_policy(self, token: int | str) -> str:
         token_addr = _parse_token(token)
         self._require_supported()
-        session = self._require_session()
-        generation = self._generation
-        try:
-            tx = await self._owner_write(
-                "remove_spending_policy",
-                session.public_key,
-                lambda owner, bearer, on_submit: self._backend.remove_spending_policy(
-                    self._wallet,
-                    owner,
-                    session_public_key=session.public_key,
-                    token=token_addr,
-                    bearer_token=bearer,
-                    on_submit=on_submit,
-                ),
-            )
-        except _AppliedHashLost:
-            tx = ""
+        async with self._owner_guard():
+            session = self._require_session()
+            generation = self._generation
+            with self._in_flight(session.public_key):
+                try:
+                    tx = await self._owner_write(
+                        "remove_spending_policy",
+                        session.public_key,
+                        lambda owner, bearer, on_submit: self._backend.remove_spending_policy(
+                            self._wallet,
+                            owner,
+                            session_public_key=session.public_key,
+                            token=token_addr,
+                            bearer_token=bearer,
+                            on_submit=on_submit,
+                        ),
+                    )
+                except _AppliedHashLost:
+                    tx = ""
         if generation == self._generation:
             if self._policies is not None:
                 self._policies.pop(token_addr, None)
@@ -1354,7 +1437,41 @@ class ChipiSession:
             self._session_key.zero()
             self._session_key = None
 
+    def _begin_write(self, public_key: int) -> None:
+        """A write of ``public_key`` is about to be sent: reads overlapping it are stale."""
+        self._writing[public_key] = self._writing.get(public_key, 0) + 1
+        self._version += 1
+
+    def _end_write(self, public_key: int) -> None:
+        left = self._writing.get(public_key, 0) - 1
+        if left > 0:
+            self._writing[public_key] = left
+        else:
+            self._writing.pop(public_key, None)
+        self._version += 1
+
+    @contextlib.contextmanager
+    def _in_flight(self, public_key: int) -> Iterator[None]:
+        """Mark a write in flight until its local effect is applied (see ``_fresh``)."""
+        self._begin_write(public_key)
+        try:
+            yield
+        finally:
+            self._end_write(public_key)
+
+    def _fresh(self, version: int, public_key: int) -> bool:
+        """May a read of ``public_key`` started at ``version`` be applied? Only if nothing
+        changed locally since and no write of that key is in flight: the read may or may not
+        include such a write, so applying it could undo or double-count it."""
+        return self._version == version and public_key not in self._writing
+
+    def _owner_guard(self) -> anyio.Lock:
+        if self._owner_lock is None:
+            self._owner_lock = anyio.Lock()
+        return self._owner_lock
+
     def _new_generation(self) -> None:
+        self._version += 1
         self._generation += 1
         self._reserved = 0
         self._in_doubt.clear()
@@ -1364,6 +1481,7 @@ class ChipiSession:
 
     def _transition(self, trigger: str, *, reason: str | None = None, **kwargs: Any) -> None:
         previous, current = lifecycle.fire(self._model, trigger, reason=reason, **kwargs)
+        self._version += 1
         if previous is not current or trigger in ("create", "register"):
             log.debug("session %s: %s -> %s (%s)", self._pub_hex(), previous, current, trigger)
             self._publish(
@@ -1453,10 +1571,17 @@ class ChipiSession:
     def poll_target(self) -> tuple[int, int] | None:
         if self._closed or self._session is None or self._pending[_STATUS]:
             return None
+        self._poll_version = self._version  # a result older than a local write is dropped
         return (self._wallet.address, self._session.public_key)
 
     def poll_result(self, status: Any) -> None:
-        if not self._closed and self._session is not None and isinstance(status, SessionStatus):
+        session = self._session
+        if (
+            not self._closed
+            and session is not None
+            and isinstance(status, SessionStatus)
+            and self._fresh(self._poll_version, session.public_key)
+        ):
             self._apply_status(status)
 
     def poll_failed(self, error: Exception) -> None:
@@ -1501,6 +1626,9 @@ class ChipiSession:
         else:
             self._reschedule()
 
+
+#: How many times an explicit status read is repeated when a local write made it stale.
+_STALE_REREADS = 3
 
 #: An execute refused for these waits for a renewal in progress instead of failing.
 _RENEWABLE_CODES = frozenset(

@@ -21,7 +21,6 @@ What this does that the official SDKs do not:
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 import time
@@ -56,6 +55,7 @@ from ..hashing import (
 )
 from ..http import Exchange, HttpClient, HttpResponse, Timeouts, safe_origin
 from ..keys import SIGNER_BACKEND, SecretKey, session_signature
+from ..outcome import OutcomeResolution, resolve_outcome
 from ..types import (
     Call,
     ExecutionResult,
@@ -223,14 +223,6 @@ class UnknownOutcomeError(ChipiSessionError):
 
     def __reduce__(self) -> tuple[object, tuple[Any, ...]]:
         return (type(self), (self.code, self.message, self.retryable, self.pending))
-
-
-class OutcomeResolution(enum.StrEnum):
-    """What the chain says about a :class:`SubmitInfo`."""
-
-    EXECUTED = "executed"  # the nonce is used: it happened (exactly once)
-    NOT_EXECUTED = "not_executed"  # nonce unused and the window has closed: it never will
-    PENDING = "pending"  # nonce unused but the window is open: it may still land
 
 
 # -- checking what the server prepared -------------------------------------------------------
@@ -949,21 +941,9 @@ class ChipiApiBackend:
         pending = outcome.pending if isinstance(outcome, UnknownOutcomeError) else outcome
         if pending is None:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "this error carries no outcome")
-        unused = await self.rpc.is_valid_outside_execution_nonce(
-            pending.wallet_address, pending.outside_nonce, block_id="latest"
-        )
-        if not unused:
-            result = OutcomeResolution.EXECUTED
-        else:
-            now = await self.rpc.block_timestamp()
-            if now < pending.execute_before:
-                return OutcomeResolution.PENDING
-            # The nonce was read before the timestamp: re-read, a block may have landed.
-            still_unused = await self.rpc.is_valid_outside_execution_nonce(
-                pending.wallet_address, pending.outside_nonce, block_id="latest"
-            )
-            result = OutcomeResolution.NOT_EXECUTED if still_unused else OutcomeResolution.EXECUTED
-        self._unresolved.pop((pending.wallet_address, pending.outside_nonce), None)
+        result = await resolve_outcome(self, pending)  # the engine's own resolution
+        if result is not OutcomeResolution.PENDING:
+            self._unresolved.pop((pending.wallet_address, pending.outside_nonce), None)
         return result
 
     async def wait_for_outcome(

@@ -92,4 +92,5 @@ def _check_on_curve(msg_hash: int, public_key: int, r: int, s: int) -> bool:
         return False
     zg = GENERATOR * msg_hash
     rq = q * r
-    return sr_x in (_x(zg + rq), _x(zg + (-rq)))
+    minus_rq = rq if rq == INFINITY else -rq
+    return sr_x in (_x(zg + rq), _x(zg + minus_rq))
