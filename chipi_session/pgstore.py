@@ -158,6 +158,11 @@ class PostgresStore:
             self._pool.close()
             raise
 
+    @property
+    def max_connections(self) -> int:
+        """The pool's size: how many calls can run at once (the hub's thread limit)."""
+        return self._pool.max_size
+
     def __repr__(self) -> str:
         return f"PostgresStore(<{self._pool.name}>)"  # the conninfo may hold a password
 
