@@ -22,12 +22,17 @@ _EXPORTS: dict[str, str] = {
     "ExpiryReason": "types",
     "SessionStatus": "types",
     "SpendingPolicy": "types",
+    "ExecutionResult": "types",
+    "ExecutionStatus": "types",
+    "CallOutcome": "types",
     "Event": "events",
     "StateChanged": "events",
     "TransactionSubmitted": "events",
     "StatusRefreshed": "events",
     "ActionFailed": "events",
     "SessionRenewed": "events",
+    "TransactionConfirmed": "events",
+    "TransactionFailed": "events",
     "RenewalPolicy": "renewal",
     "SessionHub": "hub",
     "Clock": "clock",
@@ -57,6 +62,8 @@ if TYPE_CHECKING:  # pragma: no cover
         SessionRenewed,
         StateChanged,
         StatusRefreshed,
+        TransactionConfirmed,
+        TransactionFailed,
         TransactionSubmitted,
     )
     from .hub import SessionHub
@@ -65,6 +72,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .renewal import RenewalPolicy
     from .types import (
         Call,
+        CallOutcome,
+        ExecutionResult,
+        ExecutionStatus,
         ExpiryReason,
         SessionKeyData,
         SessionState,

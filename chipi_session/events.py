@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from .errors import ChipiSessionError
-from .types import SessionState, SessionStatus
+from .types import ExecutionResult, SessionState, SessionStatus
 
 __all__ = [
     "Event",
@@ -19,6 +19,8 @@ __all__ = [
     "StatusRefreshed",
     "ActionFailed",
     "SessionRenewed",
+    "TransactionConfirmed",
+    "TransactionFailed",
 ]
 
 
@@ -60,3 +62,27 @@ class SessionRenewed(Event):
 
     previous_public_key: str
     new_public_key: str
+
+
+@attrs.frozen(kw_only=True)
+class TransactionConfirmed(Event):
+    """An execute was read back from the chain and no call of it is known to have failed:
+    ``result.status`` is ``SUCCEEDED``, or ``UNKNOWN`` when the backend cannot tell per-call
+    outcomes (docs/execution-results.md)."""
+
+    action: str
+    tx_hash: str
+    result: ExecutionResult
+
+
+@attrs.frozen(kw_only=True)
+class TransactionFailed(Event):
+    """An execute failed on chain: an inner call failed or it reverted (``error`` is
+    ``CALL_FAILED``, ``result`` says which call and why), or it was rejected and never ran
+    (``TRANSACTION_REJECTED``, ``applied=False``, ``result`` None). The error is also kept in
+    ``session.error``."""
+
+    action: str
+    tx_hash: str
+    result: ExecutionResult | None
+    error: ChipiSessionError
