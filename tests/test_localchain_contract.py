@@ -1,4 +1,4 @@
-"""The v33 Cairo test suites (contract.md §13.1–§13.4) replayed against LocalChain.
+"""The v33 Cairo test suites (docs/contract.md §15) replayed against LocalChain.
 
 One test per Cairo test, same name. Where the Cairo test only *describes* the expected
 ``__validate__`` result (it uses dummy signatures), we sign for real with a session key pair and

@@ -25,9 +25,9 @@ from chipi_session.keys import SecretKey, public_key_of, verify
 from chipi_session.localchain import ChainEvent, ContractPanic, LocalChain
 from chipi_session.localchain.account import VALID
 from chipi_session.localchain.ecdsa import (
-    GENERATOR,
     _check_on_curve,
     check_ecdsa_signature,
+    generator,
     point_from_x,
 )
 from chipi_session.localchain.model import TxInfo
@@ -115,7 +115,7 @@ def forge_key(msg_hash: int, r: int, s: int) -> int:
     ``Q = r⁻¹·(s·R − z·G)``, so ``z·G + r·Q = s·R``. No private key needed, any r/s allowed."""
     big_r = point_from_x(r)
     assert big_r is not None
-    q = (big_r * s + (-(GENERATOR * msg_hash))) * pow(r, -1, ORDER)
+    q = (big_r * s + (-(generator() * msg_hash))) * pow(r, -1, ORDER)
     return _x(q)
 
 
@@ -127,12 +127,12 @@ def first_curve_x_from(start: int) -> int:
 
 
 R_HIGH = first_curve_x_from(BOUND)  # an r >= 2**251 that is the x of a curve point
-R_LOW = _x(GENERATOR * 0xC0FFEE)  # an ordinary r
+R_LOW = _x(generator() * 0xC0FFEE)  # an ordinary r
 
 
 def sign_any_hash(msg_hash: int, private_key: int, nonce: int) -> tuple[int, int]:
     """Textbook ECDSA with no range limit on the hash (the client's signer refuses >= 2**251)."""
-    r = _x(GENERATOR * nonce)
+    r = _x(generator() * nonce)
     s = pow(nonce, -1, ORDER) * (msg_hash + r * private_key) % ORDER
     return r, s
 
@@ -322,7 +322,7 @@ def test_corelib_check_agrees_with_the_standard_verifier_inside_its_ranges() -> 
     (python-ecdsa) must decide them the same, and its points must be starknet's."""
     rng = random.Random(13)
     for k in (1, 2, 0xC0FFEE, ORDER - 1):
-        assert _x(GENERATOR * k) == public_key_of(k)
+        assert _x(generator() * k) == public_key_of(k)
     for _ in range(8):
         private_key = rng.randrange(1, ORDER)
         key = public_key_of(private_key)

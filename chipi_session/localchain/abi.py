@@ -40,7 +40,7 @@ class _Short(Exception):
 
 @attrs.frozen
 class OutsideExecution:
-    """SNIP-9 v2 ``OutsideExecution`` (contract.md §7.1)."""
+    """SNIP-9 v2 ``OutsideExecution`` (docs/contract.md §6)."""
 
     caller: int
     nonce: int

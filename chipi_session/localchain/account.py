@@ -1,4 +1,4 @@
-"""The Chipi v33 account contract (contract.md §3–§10), entrypoint by entrypoint.
+"""The Chipi v33 account contract (docs/contract.md), entrypoint by entrypoint.
 
 Each handler follows the Cairo code's order of checks, because which check fails first decides
 the panic message (or the 0 that ``__validate__`` returns). The session policy itself
@@ -40,7 +40,7 @@ __all__ = [
     "constructor",
 ]
 
-#: Mainnet class hash of v33 (contract.md §12.1); recorded for deployed accounts.
+#: Mainnet class hash of v33 (docs/contract.md §2); recorded for deployed accounts.
 V33_CLASS_HASH = 0x0484BBD2404B3C7264BEA271F7267D6D4004821AC7787A9EED7F472E79EF40D1
 VALID = encode_short_string("VALID")
 CONTRACT_INFO = encode_short_string("v33")
@@ -54,7 +54,7 @@ ISRC5_ID = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87748628532A055
 ISRC6_ID = 0x2CECCEF7F994940B3962A6C67E0BA4FCD37DF7D131417C604F91E03CAECC1CD
 ISRC9_V2_ID = 0x1D1144BB2138366FF28D8E9AB57456B1D332AC42196230C3A602003C89872
 
-# events (contract.md §9): keys[0] is sn_keccak of the variant name
+# events (docs/contract.md §11.1): keys[0] is sn_keccak of the variant name
 _EV_SESSION_ADDED = selector("SessionKeyAdded")
 _EV_SESSION_REVOKED = selector("SessionKeyRevoked")
 _EV_POLICY_SET = selector("SpendingPolicySet")
@@ -63,7 +63,7 @@ _EV_OWNER_ADDED = selector("OwnerAdded")
 _EV_OWNER_REMOVED = selector("OwnerRemoved")
 _EV_UPGRADED = selector("Upgraded")
 
-# panic messages (contract.md §11.1 and the OZ / corelib texts)
+# panic messages (docs/contract.md §12 and the OZ / corelib texts)
 _UNAUTHORIZED = "Account: unauthorized"
 _UNAUTHORIZED_CALLER = "Account: unauthorized caller"
 _INVALID_SIGNATURE = "Account: invalid signature"
@@ -103,7 +103,7 @@ def _assert_only_self(f: Frame) -> None:
 
 
 def _is_valid_signature(f: Frame, msg_hash: int, signature: Sequence[int]) -> bool:
-    """The internal ``is_valid_signature`` (contract.md §6.4): read-only, never panics."""
+    """The internal ``is_valid_signature`` (docs/contract.md §7.2): read-only, never panics."""
     if len(signature) == 2:
         owner = f.state.owner_keys.get(f.address)
         return check_ecdsa_signature(msg_hash, owner, signature[0], signature[1])
@@ -130,7 +130,7 @@ def _assert_owner_signed(f: Frame) -> None:
 
 
 def _validate_session(f: Frame, signature: Sequence[int], calls: Sequence[Call]) -> bool:
-    """The 4-felt path of ``__validate__`` (contract.md §6.2): False instead of panicking."""
+    """The 4-felt path of ``__validate__`` (docs/contract.md §4.1): False instead of panicking."""
     key, r, s, valid_until = signature
     if valid_until > U64_MAX or f.now > valid_until:
         return False
@@ -154,11 +154,11 @@ _ACCEPT_OWNERSHIP = encode_short_string("accept_ownership")
 
 
 def accept_ownership_hash(account: int, current_owner: int) -> int:
-    """What a new owner key signs for ``set_public_key`` (OZ, contract.md §12.4)."""
+    """What a new owner key signs for ``set_public_key`` (OZ, docs/contract.md §7.3)."""
     return poseidon_many([_STARKNET_MESSAGE, _ACCEPT_OWNERSHIP, account, current_owner])
 
 
-# -- spending (contract.md §8.2) -------------------------------------------------------------
+# -- spending (docs/contract.md §8) ----------------------------------------------------------
 
 
 def _check_and_update_spending(f: Frame, key: int, calls: Sequence[Call]) -> None:
@@ -185,7 +185,7 @@ def _check_and_update_spending(f: Frame, key: int, calls: Sequence[Call]) -> Non
 
 
 def _execute_calls(f: Frame, calls: Sequence[Call]) -> list[int]:
-    """Non-atomic per call (contract.md §6.5): a failing call gives an empty span."""
+    """Non-atomic per call (docs/contract.md §5): a failing call gives an empty span."""
     spans: list[Sequence[int]] = []
     for index, call in enumerate(calls):
         result = f.try_call_contract(call.to, call.selector, call.calldata)
@@ -364,7 +364,7 @@ def _remove_spending_policy(f: Frame, cd: Calldata) -> list[int]:
 
 
 def _execute_from_outside_v2(f: Frame, cd: Calldata) -> list[int]:
-    """contract.md §7.2, in its exact order; any panic reverts the whole call."""
+    """docs/contract.md §6, in its exact order; any panic reverts the whole call."""
     oe = cd.outside_execution()
     signature = cd.felts()
     cd.end()

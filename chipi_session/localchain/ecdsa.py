@@ -2,7 +2,7 @@
 
 The client's :func:`chipi_session.keys.verify` is the standard Stark ECDSA verifier, which also
 demands ``r``, ``s``, ``s⁻¹`` and the hash below 2**251. The contract is looser, and the
-simulated contract must not be stricter than the chain (docs/contract.md §7): it refuses only
+simulated contract must not be stricter than the chain (docs/contract.md §7.1): it refuses only
 
 * ``s == 0``, ``s == ORDER`` or ``r == ORDER``;
 * a public key or an ``r`` that is not the x-coordinate of a curve point;
@@ -18,14 +18,12 @@ above. Only forged-range signatures take the slow path on python-ecdsa's point a
 from __future__ import annotations
 
 import functools
-
-from ecdsa.ellipticcurve import INFINITY, CurveFp, PointJacobi
-from ecdsa.numbertheory import square_root_mod_prime
+from typing import Any
 
 from ..felts import CURVE_ORDER, FIELD_PRIME
 from ..keys import verify as standard_verify
 
-__all__ = ["check_ecdsa_signature", "point_from_x", "GENERATOR", "STARK_CURVE"]
+__all__ = ["check_ecdsa_signature", "point_from_x", "generator"]
 
 _ALPHA = 1
 _BETA = 0x6F21413EFBE40DE150E596D72F7A8C5609AD26C15C915C1F4CDFCB99CEE9E89
@@ -33,24 +31,42 @@ _GEN_X = 0x1EF15C18599971B7BECED415A40F0C7DEACFD9B0D1819E03D723D8BC943CFCA
 _GEN_Y = 0x5668060AA49730B7BE4801DF46EC62DE53ECD11ABE43A32873000C36E8DC1F
 _STANDARD_BOUND = 2**251
 
-#: ``y² = x³ + α·x + β`` over the Stark field.
-STARK_CURVE = CurveFp(FIELD_PRIME, _ALPHA, _BETA)
-#: The Stark curve's generator (with a precomputed table: most multiplications are by it).
-GENERATOR = PointJacobi(STARK_CURVE, _GEN_X, _GEN_Y, 1, CURVE_ORDER, generator=True)
+
+@functools.cache
+def _curve() -> Any:
+    """``y² = x³ + α·x + β`` over the Stark field (python-ecdsa is imported on first use: only
+    forged-range signatures need it, and it costs ~65 ms to import)."""
+    from ecdsa.ellipticcurve import CurveFp
+
+    return CurveFp(FIELD_PRIME, _ALPHA, _BETA)
+
+
+@functools.cache
+def generator() -> Any:
+    """The Stark curve's generator, a python-ecdsa ``PointJacobi`` with a precomputed table."""
+    from ecdsa.ellipticcurve import PointJacobi
+
+    return PointJacobi(_curve(), _GEN_X, _GEN_Y, 1, CURVE_ORDER, generator=True)
 
 
 @functools.lru_cache(maxsize=256)
-def point_from_x(x: int) -> PointJacobi | None:
+def point_from_x(x: int) -> Any:
     """A curve point with this x (either sign), or None: corelib ``EcPointTrait::new_from_x``."""
     if not 0 <= x < FIELD_PRIME:
         return None
     rhs = (x * x * x + _ALPHA * x + _BETA) % FIELD_PRIME
     if pow(rhs, (FIELD_PRIME - 1) // 2, FIELD_PRIME) != 1:  # the curve has no point with y = 0
         return None
-    return PointJacobi(STARK_CURVE, x, square_root_mod_prime(rhs, FIELD_PRIME), 1, CURVE_ORDER)
+    from ecdsa.ellipticcurve import PointJacobi
+    from ecdsa.numbertheory import square_root_mod_prime
+
+    y = square_root_mod_prime(rhs, FIELD_PRIME)
+    return PointJacobi(_curve(), x, y, 1, CURVE_ORDER)
 
 
-def _x(point: PointJacobi) -> int | None:
+def _x(point: Any) -> int | None:
+    from ecdsa.ellipticcurve import INFINITY
+
     return None if point == INFINITY else int(point.x())
 
 
@@ -90,7 +106,7 @@ def _check_on_curve(msg_hash: int, public_key: int, r: int, s: int) -> bool:
     sr_x = _x(big_r * s)
     if sr_x is None:
         return False
-    zg = GENERATOR * msg_hash
+    zg = generator() * msg_hash
     rq = q * r
-    minus_rq = rq if rq == INFINITY else -rq
+    minus_rq = rq if _x(rq) is None else -rq
     return sr_x in (_x(zg + rq), _x(zg + minus_rq))

@@ -72,7 +72,7 @@ class Frame:
         self, to: int, selector: int, calldata: Sequence[int]
     ) -> list[int] | ContractPanic:
         """A call whose failure is caught: its own writes (and events) are undone and the
-        panic is returned instead of raised (the v33 multicall, contract.md §6.5)."""
+        panic is returned instead of raised (the v33 multicall, docs/contract.md §5)."""
         journal = self.state.journal
         checkpoint = journal.checkpoint()
         try:

@@ -2,7 +2,7 @@
 
 Starknet reverts at two granularities the simulator must reproduce: a whole transaction (a
 panicking ``__execute__``, an outside execution) and a single inner call of a multicall (the
-account catches the failure and carries on, contract.md §6.5). An undo journal gives both in
+account catches the failure and carries on, docs/contract.md §5). An undo journal gives both in
 O(writes): a checkpoint is a journal length, reverting replays the undo entries above it. Nothing
 is copied per transaction, so a chain with thousands of sessions stays cheap; :meth:`snapshot`
 copies the dicts when a caller wants a whole-chain checkpoint.
@@ -158,7 +158,7 @@ class JournaledLog(Generic[T]):
 
 
 class SessionRecord(NamedTuple):
-    """``SessionData`` as stored (contract.md §3.1); all zero means unknown or revoked."""
+    """``SessionData`` as stored (docs/contract.md §3); all zero means unknown or revoked."""
 
     valid_until: int = 0
     max_calls: int = 0
