@@ -95,7 +95,7 @@ class ThreadedStore:
         self._store = store
         self._threads = max_threads or _default_threads(store)
         self._limiter: anyio.CapacityLimiter | None = None
-        self._inline = isinstance(store, MemoryStore) if inline is None else bool(inline)
+        self._inline = type(store) is MemoryStore if inline is None else bool(inline)
 
     @property
     def store(self) -> SessionStore:

@@ -32,6 +32,7 @@ from .scheduling import Scheduler, backend_status_reader
 from .types import SessionKeyData, WalletData
 
 if TYPE_CHECKING:
+    from .asyncstore import AsyncSessionStore
     from .backends.base import SessionBackend
     from .store import JournalEntry, SessionStore
     from .vault import HighEntropyKey, Vault
@@ -84,7 +85,7 @@ class SessionHub:
         backend: SessionBackend | None = None,
         clock: Clock | None = None,
         vault: Vault | None = None,
-        store: SessionStore | None = None,
+        store: SessionStore | AsyncSessionStore | None = None,
         get_bearer_token: BearerTokenSource | None = None,
         status_interval: float = 30.0,
         poll_batch_size: int = 100,
@@ -93,6 +94,7 @@ class SessionHub:
         event_buffer_size: int = 256,
         lease_owner: str | None = None,
         lease_ttl: float = 30.0,
+        lease_renewal: bool = True,
     ) -> None:
         if lease_owner is not None and (not isinstance(lease_owner, str) or not lease_owner):
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "lease_owner must be a string")
@@ -124,13 +126,19 @@ class SessionHub:
         self._backend = backend
         self._clock: Clock = clock
         self._vault = vault
-        self._store = store
+        self._store: AsyncSessionStore | None = None
+        if store is not None:  # every store call is awaited: none blocks the loop
+            from .asyncstore import as_async_store
+
+            self._store = as_async_store(store)
         self._get_bearer_token = get_bearer_token
         self._status_interval = float(status_interval)
         self._renewal = renewal
         self._event_buffer_size = event_buffer_size
         self._lease_owner = lease_owner
         self._lease_ttl = float(lease_ttl)
+        #: False: the caller renews the leases (chipi_session.fleet: one batch per tick)
+        self._lease_renewal = bool(lease_renewal)
         self._scheduler = Scheduler(
             clock,
             backend_status_reader(backend),
@@ -255,7 +263,7 @@ class SessionHub:
             raise
         finally:
             self._opening.discard(slot)
-        if fencing_token is not None and key is not None:
+        if fencing_token is not None and key is not None and self._lease_renewal:
             self._arm_lease_renewal(session, key)
         return session
 
@@ -272,7 +280,7 @@ class SessionHub:
         seen_registered = False
         pending: list[JournalEntry] = []
         if self._store is not None and key is not None:
-            record = await anyio.to_thread.run_sync(self._store.load, key)
+            record = await self._store.load(key)
             if record is not None:
                 if record.wallet.address != wallet.address:
                     raise ChipiSessionError(
@@ -282,7 +290,7 @@ class SessionHub:
                 if stored_session is None:
                     stored_session = record.session
                 seen_registered = record.seen_registered
-            pending = await anyio.to_thread.run_sync(self._store.journal_pending, key)
+            pending = await self._store.journal_pending(key)
         session = ChipiSession(
             wallet=wallet,
             encrypt_key=options.encrypt_key,
@@ -340,9 +348,7 @@ class SessionHub:
     async def _acquire_lease(self, key: str) -> int:
         store, owner = self._store, self._lease_owner
         assert store is not None and owner is not None
-        token = await anyio.to_thread.run_sync(
-            lambda: store.acquire_lease(key, owner, self._lease_ttl, self._clock.now())
-        )
+        token = await store.acquire_lease(key, owner, self._lease_ttl, self._clock.now())
         if token is None:
             raise ChipiSessionError(
                 ErrorCode.ACTION_IN_PROGRESS,
@@ -356,7 +362,7 @@ class SessionHub:
         if store is None or owner is None:
             return
         try:
-            await anyio.to_thread.run_sync(lambda: store.release_lease(key, owner))
+            await store.release_lease(key, owner)
         except ChipiSessionError as exc:
             log.warning("releasing the lease of %r failed: %s", key, exc.code.value)
 
@@ -379,9 +385,7 @@ class SessionHub:
         assert store is not None and owner is not None
         started = self._clock.now()
         try:
-            kept = await anyio.to_thread.run_sync(
-                lambda: store.renew_lease(key, owner, self._lease_ttl, started)
-            )
+            kept = await store.renew_lease(key, owner, self._lease_ttl, started)
         except ChipiSessionError as exc:
             if exc.retryable:  # the store hiccuped: try again soon, the TTL leaves room
                 self._arm_lease_renewal(session, key)
@@ -390,6 +394,18 @@ class SessionHub:
         if kept:
             self._arm_lease_renewal(session, key, since=started)
             return
+        self._drop_lost(session, key)
+
+    def lease_lost(self, key: str) -> bool:
+        """The caller's lease renewal (``lease_renewal=False``) found ``key``'s lease lost:
+        close its session without saving (another process may own it now). True if open."""
+        session = self._sessions.get(key)
+        if session is None:
+            return False
+        self._drop_lost(session, key)
+        return True
+
+    def _drop_lost(self, session: ChipiSession, key: str) -> None:
         from .store import LeaseLostError
 
         lost = LeaseLostError(
@@ -470,13 +486,13 @@ async def _flush_journal(session: ChipiSession) -> None:
 
 
 class _StoreJournal:
-    """ActionJournal over a SessionStore (store calls run in worker threads)."""
+    """ActionJournal over a store (awaited: see chipi_session.asyncstore)."""
 
     __slots__ = ("_store", "_key", "_session", "_clock", "_dirty", "_saving", "_token")
 
     def __init__(
         self,
-        store: SessionStore,
+        store: AsyncSessionStore,
         key: str,
         session: ChipiSession,
         clock: Clock,
@@ -499,9 +515,7 @@ class _StoreJournal:
         entry = JournalEntry.new(
             self._key, action, session_public_key, created_at=self._clock.now()
         )
-        await anyio.to_thread.run_sync(
-            lambda: self._store.journal_append(entry, fencing_token=self._token)
-        )
+        await self._store.journal_append(entry, fencing_token=self._token)
         return entry
 
     async def submitted(self, token: object, info: SubmitInfo) -> None:
@@ -509,15 +523,20 @@ class _StoreJournal:
 
         assert isinstance(token, JournalEntry)
         updated = token.with_submit(info)
-        await anyio.to_thread.run_sync(
-            lambda: self._store.journal_update(updated, fencing_token=self._token)
-        )
+        await self._store.journal_update(updated, fencing_token=self._token)
 
     async def finish(self, token: object) -> None:
         entry_id: str = token.entry_id  # type: ignore[attr-defined]
-        await anyio.to_thread.run_sync(
-            lambda: self._store.journal_remove(entry_id, fencing_token=self._token)
-        )
+        for attempt in range(3):  # the outcome is known: a store hiccup must not hide it
+            try:
+                await self._store.journal_remove(entry_id, fencing_token=self._token)
+                return
+            except ChipiSessionError as exc:
+                if not exc.retryable or attempt == 2:
+                    # the entry stays: the next open resolves it from the chain (harmless)
+                    log.warning("journal entry left for the next open: %s", exc.code.value)
+                    return
+                await anyio.sleep(0.05 * (attempt + 1))
 
     def mark_dirty(self) -> None:
         self._dirty = True
@@ -532,13 +551,10 @@ class _StoreJournal:
         try:
             while self._dirty:
                 self._dirty = False
-                await anyio.to_thread.run_sync(self._save, self._record())
+                await self._store.save(self._record(), fencing_token=self._token)
         finally:
             saving, self._saving = self._saving, None
             saving.set()
-
-    def _save(self, record: Any) -> None:
-        self._store.save(record, fencing_token=self._token)
 
     def _record(self) -> Any:
         from .store import SessionRecord
