@@ -329,3 +329,52 @@ def test_store_model(pg_server: PgServer, tmp_path: Path) -> None:
     finally:
         for url in urls:
             pg_server.drop_database(url)
+
+
+# -- the hub on PostgreSQL, on asyncio and trio --------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_hub_sessions_move_between_hubs_on_postgres(pg_url: str) -> None:
+    from chipi_session import SessionHub, SessionState
+
+    from .helpers import PIN, eventually, make_world, settle
+
+    world = make_world()
+    store = PostgresStore(pg_url)
+
+    def hub(owner: str) -> SessionHub:
+        return SessionHub(
+            backend=world.chain,
+            clock=world.clock,
+            vault=world.vault,
+            store=store,
+            lease_owner=owner,
+            lease_ttl=30,
+        )
+
+    try:
+        async with hub("proc-a") as a, hub("proc-b") as b:
+            s = await a.open(key="alice", wallet=world.wallet, encrypt_key=PIN)
+            await s.create_session()
+            await s.register_session(max_calls=5)
+            await s.execute_with_session(world.transfer(3))
+            with pytest.raises(ChipiSessionError) as info:
+                await b.open(key="alice", wallet=world.wallet, encrypt_key=PIN)
+            assert info.value.code is ErrorCode.ACTION_IN_PROGRESS and info.value.retryable
+            world.clock.advance(10)  # the hub renews the lease on PostgreSQL
+            await settle()
+            await eventually(
+                lambda: (
+                    store.get_lease("alice").expires_at  # type: ignore[union-attr]
+                    >= world.clock.now() + 29
+                )
+            )
+            await a.close("alice")  # saves the record and releases the lease
+            moved = await b.open(key="alice", wallet=world.wallet, encrypt_key=PIN)
+            assert moved.session_state is SessionState.ACTIVE and moved.remaining_calls == 4
+            await moved.execute_with_session(world.transfer(2))
+        assert world.balance(0xBEEF) == 5
+        assert store.journal_pending() == [] and store.get_lease("alice").owner is None  # type: ignore[union-attr]
+    finally:
+        store.close()
