@@ -3,23 +3,22 @@
 One test per rule, named after it: block info inside ``__validate__`` is rounded; signatures are
 accepted by the Cairo corelib's rules, not the client's stricter ones; OZ v3's ``ISRC5_ID``;
 OZ v3's ERC-20 events; and the direct-INVOKE effects that already agreed. Each rule is checked on
-LocalChain and, where it shows over HTTP, through ``localnet``.
+LocalChain here; what HTTP shows is checked through ``localnet`` in test_localnet_fidelity.py.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
-import httpx
 import pytest
 
 from chipi_session import ChipiSession
 from chipi_session.clock import ManualClock
 from chipi_session.errors import ChipiSessionError, ErrorCode
-from chipi_session.felts import CURVE_ORDER, FIELD_PRIME, selector
+from chipi_session.felts import FIELD_PRIME, selector
 from chipi_session.hashing import outside_execution_hash, session_validate_hash
 from chipi_session.keys import SecretKey, public_key_of, verify
 from chipi_session.localchain import ChainEvent, ContractPanic, LocalChain
@@ -42,13 +41,22 @@ from chipi_session.localchain.testing import (
 from chipi_session.types import Call
 from chipi_session.vault import KdfCost, Vault
 
+from .forged_signatures import (
+    BOUND,
+    FORGED_RANGES,
+    ORDER,
+    R_HIGH,
+    R_LOW,
+    forge_key,
+    point_x,
+    sign_any_hash,
+)
+
 HOUR = 3600
 START = 1_800_001_000  # 1000 s into an hour
 OWNER = SecretKey(0x0123456789ABCDEF0123456789ABCDEF)
 SESSION = SecretKey(0x5E5510_4B3C2A19)
 RECIPIENT = 0xBEEF
-ORDER = CURVE_ORDER
-BOUND = 2**251
 ISRC5_OZ_V3 = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87748628532A055
 ISRC5_WRONG = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87F6E7F2E4C01A
 
@@ -101,53 +109,6 @@ def env() -> Env:
     token = chain.deploy_token("USDC", 6)
     chain.mint(token, account, 1_000_000)
     return Env(clock, chain, account, token)
-
-
-# -- forging signatures the corelib accepts -------------------------------------------------
-
-
-def _x(point: Any) -> int:
-    return int(point.x())
-
-
-def forge_key(msg_hash: int, r: int, s: int) -> int:
-    """A public key for which ``(r, s)`` satisfies the corelib equation over ``msg_hash``:
-    ``Q = r⁻¹·(s·R − z·G)``, so ``z·G + r·Q = s·R``. No private key needed, any r/s allowed."""
-    big_r = point_from_x(r)
-    assert big_r is not None
-    q = (big_r * s + (-(generator() * msg_hash))) * pow(r, -1, ORDER)
-    return _x(q)
-
-
-def first_curve_x_from(start: int) -> int:
-    x = start
-    while point_from_x(x) is None:
-        x += 1
-    return x
-
-
-R_HIGH = first_curve_x_from(BOUND)  # an r >= 2**251 that is the x of a curve point
-R_LOW = _x(generator() * 0xC0FFEE)  # an ordinary r
-
-
-def sign_any_hash(msg_hash: int, private_key: int, nonce: int) -> tuple[int, int]:
-    """Textbook ECDSA with no range limit on the hash (the client's signer refuses >= 2**251)."""
-    r = _x(generator() * nonce)
-    s = pow(nonce, -1, ORDER) * (msg_hash + r * private_key) % ORDER
-    return r, s
-
-
-def s_with_large_inverse() -> int:
-    w = BOUND + 12345  # s⁻¹ >= 2**251
-    return pow(w, -1, ORDER)
-
-
-FORGED_RANGES = {
-    "r_at_or_above_2_251": (R_HIGH, 7),
-    "s_in_2_251_to_order": (R_LOW, BOUND + 99),
-    "s_above_order": (R_LOW, ORDER + 5),
-    "s_inverse_at_or_above_2_251": (R_LOW, s_with_large_inverse()),
-}
 
 
 # -- 1. __validate__ sees block info rounded down --------------------------------------------
@@ -322,7 +283,7 @@ def test_corelib_check_agrees_with_the_standard_verifier_inside_its_ranges() -> 
     (python-ecdsa) must decide them the same, and its points must be starknet's."""
     rng = random.Random(13)
     for k in (1, 2, 0xC0FFEE, ORDER - 1):
-        assert _x(generator() * k) == public_key_of(k)
+        assert point_x(generator() * k) == public_key_of(k)
     for _ in range(8):
         private_key = rng.randrange(1, ORDER)
         key = public_key_of(private_key)
@@ -533,110 +494,3 @@ async def test_engine_budget_unchanged_by_a_refused_outside_execution(env: Env) 
         assert info.value.code is ErrorCode.SESSION_SPENDING_LIMIT_EXCEEDED
         assert session.remaining_calls == 5
         assert env.chain.session_status(wallet, SESSION.public_key).calls_used == 0
-
-
-# -- over HTTP (localnet) -------------------------------------------------------------------
-
-try:
-    from chipi_session.localnet import LocalnetServer
-except ImportError:  # pragma: no cover - the localnet extra is not installed
-    LocalnetServer = None  # type: ignore[assignment,misc]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalnetServer]:
-    if LocalnetServer is None:  # pragma: no cover
-        pytest.skip("localnet needs the 'localnet' extra")
-    with LocalnetServer(clock=ManualClock(START), kdf_cost=KdfCost.FAST_FOR_TESTS) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def http(server: LocalnetServer) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"x-api-key": server.api_key, "authorization": "Bearer user-jwt"}
-    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=10) as client:
-        yield client
-
-
-async def rpc(http: httpx.AsyncClient, method: str, params: Any) -> Any:
-    r = await http.post(
-        "/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    )
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert "result" in body, body
-    return body["result"]
-
-
-async def starknet_call(
-    http: httpx.AsyncClient, contract: int, entrypoint: str, calldata: Sequence[int]
-) -> list[int]:
-    request = {
-        "contract_address": hex(contract),
-        "entry_point_selector": hex(selector(entrypoint)),
-        "calldata": [hex(v) for v in calldata],
-    }
-    return [int(v, 16) for v in await rpc(http, "starknet_call", [request, "latest"])]
-
-
-@pytest.mark.anyio
-async def test_over_http_is_valid_signature_follows_the_corelib(
-    http: httpx.AsyncClient, server: LocalnetServer
-) -> None:
-    r, s = FORGED_RANGES["r_at_or_above_2_251"]
-    key = forge_key(0xABC123, r, s)
-    with server.locked() as chain:
-        account = chain.deploy_account(key)
-    assert await starknet_call(http, account, "is_valid_signature", [0xABC123, 2, r, s]) == [VALID]
-    assert await starknet_call(http, account, "is_valid_signature", [0xABC124, 2, r, s]) == [0]
-
-
-@pytest.mark.anyio
-async def test_over_http_supports_interface_knows_oz_v3_isrc5_id(
-    http: httpx.AsyncClient, server: LocalnetServer
-) -> None:
-    with server.locked() as chain:
-        account = chain.deploy_account(public_key_of(0x5151))
-    assert await starknet_call(http, account, "supports_interface", [ISRC5_OZ_V3]) == [1]
-    assert await starknet_call(http, account, "supports_interface", [ISRC5_WRONG]) == [0]
-
-
-@pytest.mark.anyio
-async def test_over_http_transfer_from_receipt_has_approval_then_transfer(
-    http: httpx.AsyncClient, server: LocalnetServer
-) -> None:
-    holder, spender = SecretKey(0xA1), SecretKey(0xB2)
-    with server.locked() as chain:
-        a = chain.deploy_account(holder.public_key)
-        b = chain.deploy_account(spender.public_key)
-        token = chain.deploy_token("TKN", 6)
-        chain.mint(token, a, 1000)
-        approve = Call(to=token, selector="approve", calldata=[b, 300, 0])
-        assert owner_invoke(chain, a, holder, [approve]).succeeded
-        pull = Call(to=token, selector="transfer_from", calldata=[a, 0xCAFE, 100, 0])
-        tx_hash = owner_invoke(chain, b, spender, [pull]).tx_hash
-    receipt = await rpc(http, "starknet_getTransactionReceipt", [tx_hash])
-    assert [(e["keys"], e["data"]) for e in receipt["events"]] == [
-        ([hex(APPROVAL_EV), hex(a), hex(b)], ["0xc8", "0x0"]),
-        ([hex(TRANSFER_EV), hex(a), hex(0xCAFE)], ["0x64", "0x0"]),
-    ]
-
-
-@pytest.mark.anyio
-async def test_over_http_is_valid_signature_accepts_a_signed_valid_until_above_the_stored_one(
-    http: httpx.AsyncClient, server: LocalnetServer
-) -> None:
-    owner = SecretKey(0xC3)
-    with server.locked() as chain:
-        account = chain.deploy_account(owner.public_key)
-        stored = chain.now() + HOUR
-        add = Call(
-            to=account,
-            selector="add_or_update_session_key",
-            calldata=[SESSION.public_key, stored, 3, 0],
-        )
-        assert owner_invoke(chain, account, owner, [add]).succeeded
-    r, s = SESSION.sign(0xFEED)
-    signature = [SESSION.public_key, r, s, stored + 10**6]
-    result = await starknet_call(http, account, "is_valid_signature", [0xFEED, 4, *signature])
-    assert result == [VALID]
