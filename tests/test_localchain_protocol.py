@@ -1,4 +1,4 @@
-"""SNIP-9, INVOKE and multicall semantics of LocalChain (contract.md §6–§8, §13.6, §15)."""
+"""SNIP-9, INVOKE and multicall semantics of LocalChain (docs/contract.md §4–§8)."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def env() -> Env:
     return Env(clock, chain, account, token)
 
 
-# -- hashes (contract.md §15) --------------------------------------------------------------
+# -- hashes (docs/contract.md §4.2, §6) -----------------------------------------------------
 
 VECTOR_CALL = Call(
     to=0x49D36570D4E46F48E99674BD3FCC84644DDD6B96F7C741B1562B82F9E004DC7,
