@@ -20,7 +20,14 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from .engine import ChipiSession
 from .errors import ChipiSessionError, ErrorCode
 from .events import Event
-from .types import Call, SessionKeyData, SessionState, SessionStatus, SpendingPolicy
+from .types import (
+    Call,
+    ExecutionResult,
+    SessionKeyData,
+    SessionState,
+    SessionStatus,
+    SpendingPolicy,
+)
 
 __all__ = ["BlockingChipiSession"]
 
@@ -142,6 +149,18 @@ class BlockingChipiSession:
         self, calls: Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
     ) -> str:
         return self._call("execute_with_session", calls)  # type: ignore[no-any-return]
+
+    def execute_and_wait(
+        self, calls: Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
+    ) -> ExecutionResult:
+        """``execute_with_session(calls, wait=True)``: the result read from the chain, or
+        ``CALL_FAILED`` (docs/execution-results.md)."""
+        session = self.async_session
+
+        async def run() -> ExecutionResult:
+            return await session.execute_with_session(calls, wait=True)
+
+        return self.portal.call(run)
 
     def revoke_session(self) -> str:
         return self._call("revoke_session")  # type: ignore[no-any-return]

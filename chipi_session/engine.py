@@ -1032,7 +1032,23 @@ class ChipiSession:
             if isinstance(self._backend, ExecutionResultReader):
                 self._spawn_scoped(self._confirm_execute, tx, parsed, generation)
             return tx
-        result, error = await self._confirm_execute(tx, parsed, generation)
+        # confirmed by a task of the session, so a caller that stops waiting (a timeout, a
+        # cancellation) does not stop the confirmation: its events and state still follow
+        outcome: list[tuple[ExecutionResult, ChipiSessionError | None]] = []
+        done = anyio.Event()
+
+        async def confirm() -> None:
+            try:
+                outcome.append(await self._confirm_execute(tx, parsed, generation))
+            finally:
+                done.set()
+
+        if not self._spawn_scoped(confirm):
+            await confirm()
+        await done.wait()
+        if not outcome:  # the session closed under it
+            return ExecutionResult.unknown(tx, len(parsed))
+        result, error = outcome[0]
         if error is not None:
             raise error
         return result
@@ -1080,12 +1096,13 @@ class ChipiSession:
                 except ChipiSessionError:
                     pass
 
-    def _spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def _spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         """Run ``fn(*args)`` in the background under a cancel scope of this session, so
-        closing the session cancels it (a hub's task group outlives its sessions)."""
+        closing the session cancels it (a hub's task group outlives its sessions); False if
+        the session can no longer start tasks."""
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running or self._closed:
-            return
+            return False
         if self._scopes is None:
             self._scopes = set()
         scopes = self._scopes
@@ -1103,6 +1120,7 @@ class ChipiSession:
                     scopes.discard(scope)
 
         scheduler.task_group.start_soon(run)
+        return True
 
     async def _do_revoke(self) -> str:
         async with self._owner_guard():

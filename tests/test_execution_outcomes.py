@@ -560,3 +560,66 @@ async def test_localnet_reverted_receipt(server: Any, net_clock: ManualClock) ->
         async with StarknetRpcBackend(server.rpc_url) as rpc:
             direct = await rpc.get_execution_result(result.tx_hash)
         assert direct.status is ExecutionStatus.REVERTED and not direct.succeeded
+
+
+class GatedResults:
+    """LocalChain whose result reads wait for a gate (to cancel a waiting caller first)."""
+
+    def __init__(self, world: World) -> None:
+        self._chain = world.chain
+        self.gate = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chain, name)
+
+    async def get_execution_result(self, tx_hash: str) -> ExecutionResult:
+        await self.gate.wait()
+        return await self._chain.get_execution_result(tx_hash)
+
+
+async def test_a_caller_that_stops_waiting_does_not_stop_the_confirmation() -> None:
+    world = make_world()
+    backend = GatedResults(world)
+    async with active(world, backend=backend) as session:
+        events = record(session)
+        failing = FAILING_CALLS[0][1](world.token)
+
+        async def caller() -> None:
+            await session.execute_with_session([failing], wait=True)
+
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(caller)
+                await settle()
+                scope.cancel()  # the caller gives up while the result is being read
+        assert not any(isinstance(ev, TransactionFailed) for ev in events)
+        backend.gate.set()
+        await settle()
+        failed = [ev for ev in events if isinstance(ev, TransactionFailed)]
+        assert len(failed) == 1 and failed[0].error.code is ErrorCode.CALL_FAILED
+        assert session.remaining_calls == 4 and calls_used(world, session) == 1
+
+
+@pytest.mark.parametrize("backend_name", ["asyncio", "trio"])
+def test_blocking_execute_and_wait(backend_name: str) -> None:
+    from chipi_session.blocking import BlockingChipiSession
+
+    world = make_world()
+    with BlockingChipiSession(
+        backend_name=backend_name,
+        wallet=world.wallet,
+        encrypt_key=PIN,
+        backend=world.chain,
+        clock=world.clock,
+        vault=world.vault,
+        auto_check_status=False,
+    ) as session:
+        session.create_session(3600)
+        session.register_session(max_calls=5)
+        ok = session.execute_and_wait([transfer(world.token, 4)])
+        assert ok.status is ExecutionStatus.SUCCEEDED
+        with pytest.raises(ChipiSessionError) as e:
+            session.execute_and_wait([transfer(world.token, 4), transfer(world.token, 10**15)])
+        assert e.value.code is ErrorCode.CALL_FAILED and e.value.result is not None
+        assert e.value.result.failed_call_index == 1
+        assert world.balance(RECIPIENT) == 8 and session.remaining_calls == 3
