@@ -2,7 +2,7 @@
 
 One implementation, used twice: LocalChain runs it as the contract, and the engine runs it as a
 pre-flight check before signing, so a call the chain would refuse is refused locally with the
-same reason and no round trip. Order of checks is the contract's (contract.md §6.2, §8.2),
+same reason and no round trip. Order of checks is the contract's (docs/contract.md §4.1, §8),
 because which check fails first decides the error.
 """
 
@@ -63,7 +63,12 @@ class Denial(enum.StrEnum):
 def check_session_allowed(
     status: SessionStatus, account: int, calls: Sequence[Call], now: int
 ) -> Denial | None:
-    """``is_session_allowed_for_calls``: None if allowed, else the first failing rule."""
+    """``is_session_allowed_for_calls``: None if allowed, else the first failing rule.
+
+    ``now`` is the block time the caller's phase sees: the real time for SNIP-9 and the
+    engine's pre-flight, the time rounded down to the hour inside a direct INVOKE's
+    ``__validate__`` (docs/contract.md §9.1).
+    """
     if status.valid_until == 0:
         return Denial.NOT_REGISTERED
     if now > status.valid_until:
@@ -121,7 +126,7 @@ class SpendingViolation(Exception):
 def apply_spending(
     policies: Mapping[int, SpendingPolicy], calls: Sequence[Call], now: int
 ) -> dict[int, SpendingPolicy]:
-    """``check_and_update_spending`` for one batch (contract.md §8.2).
+    """``check_and_update_spending`` for one batch (docs/contract.md §8).
 
     ``policies`` maps token address -> policy for the signing session. Returns the policies that
     changed (token -> new policy); raises :class:`SpendingViolation` with the contract's panic
