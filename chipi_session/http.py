@@ -19,10 +19,12 @@ not see it either.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -129,11 +131,55 @@ class Exchange:
 def safe_origin(url: str | httpx.URL) -> str:
     """``scheme://host[:port]`` only: paths and queries may hold provider keys."""
     try:
-        u = httpx.URL(str(url))
+        u = url if isinstance(url, httpx.URL) else httpx.URL(str(url))
         port = f":{u.port}" if u.port else ""
         return f"{u.scheme}://{u.host}{port}"
     except Exception:  # pragma: no cover - garbage in, no secrets out
         return "<invalid url>"
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(url: str) -> tuple[httpx.URL, str, str]:
+    """``url`` parsed once (a backend posts to the same few URLs): URL, origin, path."""
+    u = httpx.URL(url)
+    return u, safe_origin(u), u.path
+
+
+@functools.cache
+def _verified_tls_context() -> ssl.SSLContext:
+    """The verifying TLS context (certifi's roots), built once per process on the first https
+    request: loading the roots costs ~15 ms, which a plain-http localnet never needs."""
+    return httpx.create_ssl_context(verify=True, trust_env=False)
+
+
+@functools.cache
+def _no_tls_context() -> ssl.SSLContext:
+    """For the plain-http pool, which never starts TLS: a client context with no trusted roots,
+    so that if anything ever did start TLS with it, verification would fail closed."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+class _SchemeTransport(httpx.AsyncBaseTransport):
+    """httpx's own transport, one pool per scheme, each created on its first request (so a
+    client of ``http://127.0.0.1`` never builds a verifying TLS context)."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._limits = limits
+        self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        scheme = request.url.scheme
+        pool = self._pools.get(scheme)
+        if pool is None:
+            tls = _verified_tls_context() if scheme != "http" else _no_tls_context()
+            pool = httpx.AsyncHTTPTransport(verify=tls, limits=self._limits, trust_env=False)
+            self._pools[scheme] = pool
+        return await pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
 
 
 def _server_timing(headers: httpx.Headers) -> float | None:
@@ -208,14 +254,15 @@ class HttpClient:
         self._traceable = transport is None or isinstance(transport, httpx.AsyncHTTPTransport)
         base_headers = {"user-agent": _USER_AGENT, "accept": "application/json"}
         base_headers.update(headers or {})
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=keepalive_expiry,
+        )
         self._client = httpx.AsyncClient(
             timeout=self.timeouts.to_httpx(),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections,
-                keepalive_expiry=keepalive_expiry,
-            ),
-            transport=transport,
+            limits=limits,
+            transport=transport if transport is not None else _SchemeTransport(limits),
             headers=base_headers,
             follow_redirects=False,  # a redirect of a POST is never followed silently
             trust_env=False,  # no surprise proxies from the environment for signed payloads
@@ -268,16 +315,17 @@ class HttpClient:
         while True:
             attempt += 1
             tracker = _SendTracker(self._traceable)
+            parsed_url, origin, path = _parsed(url)
             request = self._client.build_request(
                 "POST",
-                url,
+                parsed_url,
                 content=body,
                 headers=req_headers,
                 params=params,
                 extensions={"trace": tracker},
             )
-            origin = safe_origin(request.url)
-            path = REDACTED_PATH if redact_path else request.url.path
+            if redact_path:
+                path = REDACTED_PATH
             started = time.monotonic()
             remaining = deadline - started
             failure: BaseException | None = None
