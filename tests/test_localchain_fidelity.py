@@ -14,6 +14,8 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chipi_session import ChipiSession
 from chipi_session.clock import ManualClock
@@ -276,6 +278,18 @@ def test_corelib_rejects_only_its_listed_cases(env: Env) -> None:
     assert env.is_valid_signature(msg_hash, [r, ORDER]) == 0
     # -s is the same signature to the corelib (the x of ±s·R is the same)
     assert env.is_valid_signature(msg_hash, [r, ORDER - s]) == VALID
+
+
+_felts = st.integers(0, FIELD_PRIME - 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(z=_felts, key=_felts, r=_felts, s=_felts)
+def test_corelib_check_is_total_over_felts(z: int, key: int, r: int, s: int) -> None:
+    """Any four felts get an answer (random ones: not valid), never an exception."""
+    assert check_ecdsa_signature(z, key, r, s) is False
+    assert check_ecdsa_signature(z, key, r, s + FIELD_PRIME) is False  # not a felt
+    assert check_ecdsa_signature(-z - 1, key, r, s) is False
 
 
 def test_corelib_check_agrees_with_the_standard_verifier_inside_its_ranges() -> None:
