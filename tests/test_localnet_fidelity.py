@@ -18,7 +18,7 @@ from chipi_session.felts import selector  # noqa: E402
 from chipi_session.hashing import typed_data_message_hash  # noqa: E402
 from chipi_session.keys import SecretKey, public_key_of  # noqa: E402
 from chipi_session.localchain.account import VALID  # noqa: E402
-from chipi_session.localchain.testing import owner_invoke  # noqa: E402
+from chipi_session.localchain.testing import owner_invoke, session_invoke  # noqa: E402
 from chipi_session.localnet import LocalnetServer  # noqa: E402
 from chipi_session.types import Call  # noqa: E402
 from chipi_session.vault import KdfCost  # noqa: E402
@@ -174,3 +174,39 @@ async def test_over_http_sponsored_execution_sees_the_real_block_timestamp(
     assert "Session: unauthorized selector" in resp.json()["message"]
     with server.locked() as chain:
         assert chain.balance_of(token, 0x77) == 0
+
+
+async def test_over_http_spending_revert_shows_the_consumed_call_and_the_nonce_bump(
+    http: httpx.AsyncClient, server: LocalnetServer
+) -> None:
+    """Rule 5 on the wire: a direct session INVOKE reverted by the spending check is a REVERTED
+    receipt, and the node reports the nonce bump and the used call."""
+    owner, session = SecretKey(0xF6), SecretKey(0xF7)
+    with server.locked() as chain:
+        wallet = chain.deploy_account(owner.public_key)
+        token = chain.deploy_token("TKN", 6)
+        chain.mint(token, wallet, 1000)
+        valid_until = chain.now() + HOUR
+        setup = [
+            Call(
+                to=wallet,
+                selector="add_or_update_session_key",
+                calldata=[session.public_key, valid_until, 5, 0],
+            ),
+            Call(
+                to=wallet,
+                selector="set_spending_policy",
+                calldata=[session.public_key, token, 100, 0, 1000, 0, 86400],
+            ),
+        ]
+        assert owner_invoke(chain, wallet, owner, setup).succeeded
+        over = [Call(to=token, selector="transfer", calldata=[0x99, 500, 0])]
+        tx_hash = session_invoke(chain, wallet, session, over, valid_until=valid_until).tx_hash
+    receipt = await rpc(http, "starknet_getTransactionReceipt", [tx_hash])
+    assert receipt["execution_status"] == "REVERTED"
+    assert receipt["revert_reason"] == "Spending: exceeds per-call"
+    assert await rpc(http, "starknet_getNonce", ["latest", hex(wallet)]) == "0x2"
+    data = await starknet_call(http, wallet, "get_session_data", [session.public_key])
+    assert data == [valid_until, 5, 1, 0]
+    policy = await starknet_call(http, wallet, "get_spending_policy", [session.public_key, token])
+    assert policy[5:7] == [0, 0]  # nothing spent
