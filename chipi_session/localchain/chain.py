@@ -5,7 +5,8 @@ executions through a relayer), nonces, blocks, receipts and transaction hashes. 
 themselves are in :mod:`.account` and :mod:`.erc20`, the sponsoring relayer in
 :mod:`.paymaster`, the async ``SessionBackend`` methods in :mod:`.backend`.
 
-Block time is ``int(clock.now())``; every included transaction gets its own block. Transaction
+Block time is ``int(clock.now())``; every included transaction gets its own block (an INVOKE's
+``__validate__`` sees time and number rounded down, docs/contract.md §9.1). Transaction
 hashes are Poseidon hashes (see :meth:`LocalChain.invoke_hash`), deterministic for a given
 chain history and unique.
 """
@@ -123,7 +124,8 @@ class LocalChain(PaymasterSessionBackend):
     # -- time, blocks, events ----------------------------------------------------------------
 
     def now(self) -> int:
-        """The block timestamp a transaction sent now would see."""
+        """The block timestamp a transaction sent now would see (in its execute phase; a direct
+        INVOKE's ``__validate__`` sees it rounded down to a multiple of 3600)."""
         return int(self.clock.now())
 
     @property
