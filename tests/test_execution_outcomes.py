@@ -623,3 +623,23 @@ def test_blocking_execute_and_wait(backend_name: str) -> None:
         assert e.value.code is ErrorCode.CALL_FAILED and e.value.result is not None
         assert e.value.result.failed_call_index == 1
         assert world.balance(RECIPIENT) == 8 and session.remaining_calls == 3
+
+
+async def test_hub_close_cancels_the_confirmation_the_hub_keeps_running() -> None:
+    from chipi_session.hub import SessionHub
+
+    world = make_world()
+    backend = SlowResults(world)
+    async with SessionHub(backend=backend, clock=world.clock, vault=world.vault) as hub:
+        session = await hub.open(wallet=world.wallet, encrypt_key=PIN, auto_check_status=False)
+        await session.create_session(3600)
+        await session.register_session(max_calls=5)
+        await session.execute_with_session([transfer(world.token, 2)])
+        await settle()
+        assert backend.started == 1 and backend.cancelled == 0
+        await hub.close(session)
+        await settle()
+        assert backend.cancelled == 1  # the session's task, not the hub's, was cancelled
+        other = await hub.open(wallet=world.wallet, encrypt_key=PIN, auto_check_status=False)
+        await other.create_session(3600)
+        assert other.session is not None
