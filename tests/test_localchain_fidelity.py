@@ -26,7 +26,7 @@ from chipi_session.keys import SecretKey, public_key_of, verify
 from chipi_session.localchain import ChainEvent, ContractPanic, LocalChain
 from chipi_session.localchain.account import VALID
 from chipi_session.localchain.ecdsa import (
-    _check_on_curve,
+    check_by_curve_arithmetic,
     check_ecdsa_signature,
     generator,
     point_from_x,
@@ -272,7 +272,7 @@ def test_corelib_rejects_only_its_listed_cases(env: Env) -> None:
     }
     for what, (z, key, rr, ss) in rejected.items():
         assert not check_ecdsa_signature(z, key, rr, ss), what
-        assert not _check_on_curve(z, key, rr, ss), what
+        assert not check_by_curve_arithmetic(z, key, rr, ss), what
     assert env.is_valid_signature(msg_hash, [r, 0]) == 0
     assert env.is_valid_signature(msg_hash, [ORDER, s]) == 0
     assert env.is_valid_signature(msg_hash, [r, ORDER]) == 0
@@ -306,7 +306,7 @@ def test_corelib_check_agrees_with_the_standard_verifier_inside_its_ranges() -> 
         for z in (msg_hash, msg_hash ^ 1):
             expected = verify(key, z, r, s)
             assert check_ecdsa_signature(z, key, r, s) is expected
-            assert _check_on_curve(z, key, r, s) is expected
+            assert check_by_curve_arithmetic(z, key, r, s) is expected
         assert check_ecdsa_signature(msg_hash, key, r, s)
 
 

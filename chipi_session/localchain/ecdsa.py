@@ -23,7 +23,7 @@ from typing import Any
 from ..felts import CURVE_ORDER, FIELD_PRIME
 from ..keys import verify as standard_verify
 
-__all__ = ["check_ecdsa_signature", "point_from_x", "generator"]
+__all__ = ["check_ecdsa_signature", "check_by_curve_arithmetic", "point_from_x", "generator"]
 
 _ALPHA = 1
 _BETA = 0x6F21413EFBE40DE150E596D72F7A8C5609AD26C15C915C1F4CDFCB99CEE9E89
@@ -94,11 +94,12 @@ def check_ecdsa_signature(msg_hash: int, public_key: int, r: int, s: int) -> boo
         return False
     if _is_standard(msg_hash, r, s):
         return standard_verify(public_key, msg_hash, r, s)
-    return _check_on_curve(msg_hash, public_key, r, s)
+    return check_by_curve_arithmetic(msg_hash, public_key, r, s)
 
 
-def _check_on_curve(msg_hash: int, public_key: int, r: int, s: int) -> bool:
-    """The corelib's computation itself, step by step (the slow path)."""
+def check_by_curve_arithmetic(msg_hash: int, public_key: int, r: int, s: int) -> bool:
+    """The corelib's computation itself, step by step, without the ``s``/``r`` == 0 / ORDER
+    rules (the slow path of :func:`check_ecdsa_signature`; tests hold it against the fast one)."""
     q = point_from_x(public_key)
     big_r = point_from_x(r)
     if q is None or big_r is None:
