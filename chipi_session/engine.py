@@ -1030,7 +1030,9 @@ class ChipiSession:
             raise _hash_lost_error("execute")
         if not wait:
             if isinstance(self._backend, ExecutionResultReader):
-                self._spawn_scoped(self._confirm_execute, tx, parsed, generation)
+                self._spawn_scoped(
+                    self._confirm_execute, tx, parsed, generation, session.public_key
+                )
             return tx
         # confirmed by a task of the session, so a caller that stops waiting (a timeout, a
         # cancellation) does not stop the confirmation: its events and state still follow
@@ -1039,7 +1041,9 @@ class ChipiSession:
 
         async def confirm() -> None:
             try:
-                outcome.append(await self._confirm_execute(tx, parsed, generation))
+                outcome.append(
+                    await self._confirm_execute(tx, parsed, generation, session.public_key)
+                )
             finally:
                 done.set()
 
@@ -1054,7 +1058,7 @@ class ChipiSession:
         return result
 
     async def _confirm_execute(
-        self, tx: str, calls: tuple[Call, ...], generation: int
+        self, tx: str, calls: tuple[Call, ...], generation: int, public_key: int
     ) -> tuple[ExecutionResult, ChipiSessionError | None]:
         """Read what the chain did with an execute, publish it, and follow it: a failed call
         already consumed its call of the budget (counted when it was accepted); a revert is
@@ -1070,16 +1074,36 @@ class ChipiSession:
                 return ExecutionResult.unknown(tx, len(calls)), None
             error = ChipiSessionError(exc.code, exc.message, retryable=False, applied=False)
             self._error = error
-            self._publish(TransactionFailed, action="execute", tx_hash=tx, result=None, error=error)
+            self._publish(
+                TransactionFailed,
+                action="execute",
+                tx_hash=tx,
+                result=None,
+                error=error,
+                session_public_key=to_hex(public_key),
+            )
             if generation == self._generation:
                 await self._quiet_refetch()  # never executed: the chain's count did not move
             return ExecutionResult.unknown(tx, len(calls)), error
         if not result.failed:
-            self._publish(TransactionConfirmed, action="execute", tx_hash=tx, result=result)
+            self._publish(
+                TransactionConfirmed,
+                action="execute",
+                tx_hash=tx,
+                result=result,
+                session_public_key=to_hex(public_key),  # the key that signed it
+            )
             return result, None
         error = _call_failed_error(result)
         self._error = error
-        self._publish(TransactionFailed, action="execute", tx_hash=tx, result=result, error=error)
+        self._publish(
+            TransactionFailed,
+            action="execute",
+            tx_hash=tx,
+            result=result,
+            error=error,
+            session_public_key=to_hex(public_key),
+        )
         if result.status is ExecutionStatus.REVERTED and generation == self._generation:
             await self._follow_revert(calls)
         return result, error
@@ -1689,7 +1713,8 @@ class ChipiSession:
     def _publish(self, cls: type[Event], **fields: Any) -> None:
         if self._events is None and self._hub_events is None:
             return
-        event = cls(timestamp=self._clock.now(), session_public_key=self._pub_hex(), **fields)
+        fields.setdefault("session_public_key", self._pub_hex())
+        event = cls(timestamp=self._clock.now(), **fields)
         if self._events is not None:
             self._events.publish(event)
         if self._hub_events is not None:

@@ -152,6 +152,8 @@ async def test_failed_inner_call_confirmed_in_background(kind: FailingCall) -> N
         assert kinds.index(TransactionSubmitted) < kinds.index(TransactionFailed)
         failed = next(ev for ev in events if isinstance(ev, TransactionFailed))
         assert failed.tx_hash == tx and failed.result is not None
+        assert session.session is not None
+        assert failed.session_public_key == hex(session.session.public_key)
         assert failed.result.calls[0].reason == reason
         assert session.error is failed.error and failed.error.code is ErrorCode.CALL_FAILED
         assert session.remaining_calls == 4 and calls_used(world, session) == 1
