@@ -12,7 +12,9 @@ simulated contract must not be stricter than the chain (docs/contract.md §7.1):
 Signatures inside the standard ranges (all real ones) go to the native verifier, which decides
 them identically: ``(w·(z·G ± r·Q)).x == r`` with ``w = s⁻¹`` says the same as the equation
 above. Only forged-range signatures take the slow path on python-ecdsa's point arithmetic (the
-``ecdsa`` package, a starknet-py dependency), about 10 ms each.
+``ecdsa`` package, a starknet-py dependency): about 5x the native verifier's time, measured
+side by side (8.3 ms against 1.7 ms on a loaded 2-core machine), plus ~40 ms once for the
+generator's table.
 """
 
 from __future__ import annotations
