@@ -18,14 +18,20 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
 import anyio
 import anyio.abc
 import attrs
 
 from . import lifecycle, policy, validate
-from .backends.base import NonceReader, OnSubmit, SubmitInfo, TransactionConfirmer
+from .backends.base import (
+    ExecutionResultReader,
+    NonceReader,
+    OnSubmit,
+    SubmitInfo,
+    TransactionConfirmer,
+)
 from .clock import Clock, SystemClock
 from .errors import ChipiSessionError, ErrorCode
 from .events import (
@@ -34,8 +40,11 @@ from .events import (
     SessionRenewed,
     StateChanged,
     StatusRefreshed,
+    TransactionConfirmed,
+    TransactionFailed,
     TransactionSubmitted,
 )
+from .execution import fit_to_calls
 from .felts import U32_MAX, U64_MAX, parse_felt, parse_selector, to_hex
 from .keys import KeySource, SecretKey
 from .outcome import resolve_outcome
@@ -44,6 +53,8 @@ from .renewal import RenewalPolicy
 from .scheduling import Scheduler, TimerHandle, backend_status_reader
 from .types import (
     Call,
+    ExecutionResult,
+    ExecutionStatus,
     ExpiryReason,
     SessionKeyData,
     SessionState,
@@ -65,6 +76,7 @@ T = TypeVar("T")
 
 S = SessionState
 BearerTokenSource = Callable[[], Awaitable[str | None]]
+CallsInput = Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
 SessionCreatedCallback = Callable[[SessionKeyData], Any]
 
 _CREATE, _REGISTER, _REVOKE, _EXECUTE, _STATUS, _POLICY = range(6)
@@ -457,17 +469,46 @@ class ChipiSession:
             "register", _REGISTER, self._do_register, max_calls, allowed_entrypoints, valid_until
         )
 
+    @overload
     async def execute_with_session(
-        self, calls: Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
-    ) -> str:
-        """Sign ``calls`` with the session key and submit them; returns the tx hash.
+        self, calls: CallsInput, *, wait: Literal[False] = False
+    ) -> str: ...
 
-        Checked locally first against everything the contract checks.
+    @overload
+    async def execute_with_session(
+        self, calls: CallsInput, *, wait: Literal[True]
+    ) -> ExecutionResult: ...
+
+    @overload
+    async def execute_with_session(
+        self, calls: CallsInput, *, wait: bool
+    ) -> str | ExecutionResult: ...
+
+    async def execute_with_session(
+        self, calls: CallsInput, *, wait: bool = False
+    ) -> str | ExecutionResult:
+        """Sign ``calls`` with the session key and submit them (checked locally first against
+        everything the contract checks).
+
+        ``wait=False``: returns the tx hash once the backend accepted it; where the backend
+        can read results the engine confirms it in the background (``TransactionConfirmed``
+        / ``TransactionFailed``, a failure also in :attr:`error`). ``wait=True``: returns the
+        :class:`~chipi_session.types.ExecutionResult` read from the chain, and raises
+        ``CALL_FAILED`` (``applied=True``, ``error.result``) if a call failed or the
+        transaction reverted. See docs/execution-results.md.
         """
-        return await self._action("execute", _EXECUTE, self._do_execute, calls)
+        if not isinstance(wait, bool):
+            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "wait must be a bool")
+        return await self._action("execute", _EXECUTE, self._do_execute, calls, wait)
 
     async def revoke_session(self) -> str:
-        """Revoke the session on chain (owner-signed); the local session is kept, revoked."""
+        """Revoke the session on chain (owner-signed); the local session is kept, revoked.
+
+        Revoke rather than rely on expiry when a key must stop working: this engine's executes
+        (SNIP-9) see the exact time, but a direct INVOKE signed with the session key passes the
+        contract's expiry check until the end of the hour containing ``valid_until``
+        (docs/contract.md §9.1).
+        """
         return await self._action("revoke", _REVOKE, self._do_revoke)
 
     def clear_session(self) -> None:
@@ -896,9 +937,7 @@ class ChipiSession:
             ),
         )
 
-    async def _do_execute(
-        self, calls: Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
-    ) -> str:
+    async def _do_execute(self, calls: CallsInput, wait: bool = False) -> str | ExecutionResult:
         parsed = coerce_calls(calls)
         self._require_supported()
         while True:
@@ -991,7 +1030,123 @@ class ChipiSession:
                 self._maybe_renew_by_calls()
         if lost is not None:
             raise _hash_lost_error("execute")
-        return tx
+        if not wait:
+            if isinstance(self._backend, ExecutionResultReader):
+                self._spawn_scoped(
+                    self._confirm_execute, tx, parsed, generation, session.public_key
+                )
+            return tx
+        # confirmed by a task of the session, so a caller that stops waiting (a timeout, a
+        # cancellation) does not stop the confirmation: its events and state still follow
+        outcome: list[tuple[ExecutionResult, ChipiSessionError | None]] = []
+        done = anyio.Event()
+
+        async def confirm() -> None:
+            try:
+                outcome.append(
+                    await self._confirm_execute(tx, parsed, generation, session.public_key)
+                )
+            finally:
+                done.set()
+
+        if not self._spawn_scoped(confirm):
+            await confirm()
+        await done.wait()
+        if not outcome:  # the session closed under it
+            return ExecutionResult.unknown(tx, len(parsed))
+        result, error = outcome[0]
+        if error is not None:
+            raise error
+        return result
+
+    async def _confirm_execute(
+        self, tx: str, calls: tuple[Call, ...], generation: int, public_key: int
+    ) -> tuple[ExecutionResult, ChipiSessionError | None]:
+        """Read what the chain did with an execute, publish it, and follow it: a failed call
+        already consumed its call of the budget (counted when it was accepted); a revert is
+        re-read from the chain (the SNIP-9 path consumes nothing, a direct INVOKE one call)."""
+        backend = self._backend
+        if not isinstance(backend, ExecutionResultReader):
+            return ExecutionResult.unknown(tx, len(calls)), None
+        try:
+            result = fit_to_calls(await backend.get_execution_result(tx), len(calls))
+        except ChipiSessionError as exc:
+            if exc.code is not ErrorCode.TRANSACTION_REJECTED:
+                log.warning("execute %s: its result could not be read (%s)", tx, exc.code.value)
+                return ExecutionResult.unknown(tx, len(calls)), None
+            error = ChipiSessionError(exc.code, exc.message, retryable=False, applied=False)
+            self._error = error
+            self._publish(
+                TransactionFailed,
+                action="execute",
+                tx_hash=tx,
+                result=None,
+                error=error,
+                session_public_key=to_hex(public_key),
+            )
+            if generation == self._generation:
+                await self._quiet_refetch()  # never executed: the chain's count did not move
+            return ExecutionResult.unknown(tx, len(calls)), error
+        if not result.failed:
+            self._publish(
+                TransactionConfirmed,
+                action="execute",
+                tx_hash=tx,
+                result=result,
+                session_public_key=to_hex(public_key),  # the key that signed it
+            )
+            return result, None
+        error = _call_failed_error(result)
+        self._error = error
+        self._publish(
+            TransactionFailed,
+            action="execute",
+            tx_hash=tx,
+            result=result,
+            error=error,
+            session_public_key=to_hex(public_key),
+        )
+        if result.status is ExecutionStatus.REVERTED and generation == self._generation:
+            await self._follow_revert(calls)
+        return result, error
+
+    async def _follow_revert(self, calls: tuple[Call, ...]) -> None:
+        """A reverted execute undid its spending: re-read the session and the policies it
+        touched, so the budget and the caps are the chain's again."""
+        await self._quiet_refetch()
+        tracked = self._policies or {}
+        for token in {c.to for c in calls if c.selector in policy.SPENDING_SELECTORS}:
+            if token in tracked:
+                try:
+                    await self.get_spending_policy(token)
+                except ChipiSessionError:
+                    pass
+
+    def _spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run ``fn(*args)`` in the background under a cancel scope of this session, so
+        closing the session cancels it (a hub's task group outlives its sessions); False if
+        the session can no longer start tasks."""
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running or self._closed:
+            return False
+        if self._scopes is None:
+            self._scopes = set()
+        scopes = self._scopes
+
+        async def run() -> None:
+            with anyio.CancelScope() as scope:
+                scopes.add(scope)
+                try:
+                    await fn(*args)
+                except ChipiSessionError:
+                    pass
+                except Exception:
+                    log.exception("background task failed")
+                finally:
+                    scopes.discard(scope)
+
+        scheduler.task_group.start_soon(run)
+        return True
 
     async def _do_revoke(self) -> str:
         async with self._owner_guard():
@@ -1562,7 +1717,8 @@ class ChipiSession:
     def _publish(self, cls: type[Event], **fields: Any) -> None:
         if self._events is None and self._hub_events is None:
             return
-        event = cls(timestamp=self._clock.now(), session_public_key=self._pub_hex(), **fields)
+        fields.setdefault("session_public_key", self._pub_hex())
+        event = cls(timestamp=self._clock.now(), **fields)
         if self._events is not None:
             self._events.publish(event)
         if self._hub_events is not None:
@@ -1635,6 +1791,23 @@ class ChipiSession:
 _RENEWABLE_CODES = frozenset(
     {ErrorCode.SESSION_MAX_CALLS_EXCEEDED, ErrorCode.SESSION_EXPIRED}
 )
+
+
+def _call_failed_error(result: ExecutionResult) -> ChipiSessionError:
+    """``CALL_FAILED``: included and counted (``applied=True``), not retryable."""
+    if result.status is ExecutionStatus.REVERTED:
+        detail = f"the transaction reverted: {result.revert_reason or 'no reason given'}"
+    else:
+        index = result.failed_call_index
+        reason = result.calls[index].reason if index is not None else None
+        detail = f"call {index} failed: {reason or 'no reason given'}"
+    return ChipiSessionError(
+        ErrorCode.CALL_FAILED,
+        f"execute {result.tx_hash}: {detail[:300]}",
+        retryable=False,
+        applied=True,
+        result=result,
+    )
 
 
 def _hash_lost_error(action: str) -> ChipiSessionError:
