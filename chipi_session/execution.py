@@ -28,6 +28,7 @@ __all__ = [
     "panic_data",
     "panic_text",
     "multicall_from_rpc_trace",
+    "result_from_rpc",
 ]
 
 #: Cairo's marker that panic data holds a serialized ByteArray (corelib ``BYTE_ARRAY_MAGIC``).
@@ -158,21 +159,64 @@ def _felt_text(value: int) -> str:
 # -- RPC traces ------------------------------------------------------------------------------
 
 
-def multicall_from_rpc_trace(trace: Any) -> list[InnerCall] | None:
-    """The account multicall's inner calls in a ``starknet_traceTransaction`` answer, or None
-    if the trace does not show them. The multicall is the first outside execution in the
-    tree (a sponsored execute runs inside a relayer's transaction), else the root
-    ``__execute__`` of the account's own INVOKE."""
+def result_from_rpc(
+    tx_hash: str,
+    *,
+    reverted: bool,
+    revert_reason: str | None,
+    events: Iterable[ExecutedEvent],
+    block_number: int | None,
+    trace: Any,
+) -> ExecutionResult:
+    """The result from a node's receipt facts and its trace (None: no trace).
+
+    An outside execution that itself reverted inside a transaction that succeeded (a relayer
+    that caught its failure, possible since Starknet 0.13.4) applied none of its calls: that
+    is ``REVERTED`` for this execute, whatever the relayer's transaction did."""
+    inner = None
+    if not reverted:
+        node = _multicall_node(trace)
+        if node is not None and node.get("is_reverted") is True:
+            reverted = True
+            revert_reason = _panic_reason(node.get("result")) or "the outside execution reverted"
+        inner = multicall_from_rpc_trace(trace)
+    return build_execution_result(
+        tx_hash,
+        reverted=reverted,
+        revert_reason=revert_reason,
+        events=events,
+        inner=inner,
+        block_number=block_number,
+    )
+
+
+def _panic_reason(raw: Any) -> str:
+    try:
+        return panic_text(parse_felts(raw if isinstance(raw, list) else (), "result"))
+    except ChipiSessionError:
+        return ""
+
+
+def _multicall_node(trace: Any) -> Mapping[str, Any] | None:
+    """The multicall is the first outside execution in the tree (a sponsored execute runs
+    inside a relayer's transaction), else the root ``__execute__`` of the account's INVOKE."""
     if not isinstance(trace, Mapping):
         return None
     root = trace.get("execute_invocation")
     if not isinstance(root, Mapping) or "calls" not in root:
         return None
     node = _find_outside_execution(root)
+    if node is None and _selector_of(root) == EXECUTE_SELECTOR:
+        return root
+    return node
+
+
+def multicall_from_rpc_trace(trace: Any) -> list[InnerCall] | None:
+    """The account multicall's inner calls in a ``starknet_traceTransaction`` answer, or None
+    if the trace does not show them (see :func:`_multicall_node`)."""
+    node = _multicall_node(trace)
     if node is None:
-        if _selector_of(root) != EXECUTE_SELECTOR:
-            return None
-        node = root
+        return None
     children = node.get("calls")
     if not isinstance(children, list):
         return None
@@ -186,7 +230,7 @@ def multicall_from_rpc_trace(trace: Any) -> list[InnerCall] | None:
             result = parse_felts(child.get("result", ()), "result")
         except ChipiSessionError:
             result = ()
-        reason = (panic_text(result) or "reverted") if reverted else None
+        reason = (_panic_reason(child.get("result")) or "reverted") if reverted else None
         out.append(InnerCall(reverted, () if reverted else result, reason))
     return out
 

@@ -37,7 +37,14 @@ from chipi_session.execution import (
 from chipi_session.felts import selector
 from chipi_session.hashing import session_validate_hash
 from chipi_session.keys import SecretKey, generate_private_key
-from chipi_session.types import Call, CallOutcome, ExecutionResult, ExecutionStatus, WalletData
+from chipi_session.types import (
+    Call,
+    CallOutcome,
+    ExecutedEvent,
+    ExecutionResult,
+    ExecutionStatus,
+    WalletData,
+)
 from chipi_session.vault import KdfCost, Vault
 
 from .helpers import PIN, RECIPIENT, World, make_world, settle
@@ -645,3 +652,115 @@ async def test_hub_close_cancels_the_confirmation_the_hub_keeps_running() -> Non
         other = await hub.open(wallet=world.wallet, encrypt_key=PIN, auto_check_status=False)
         await other.create_session(3600)
         assert other.session is not None
+
+
+# -- StarknetRpcBackend against a scripted node ------------------------------------------------
+
+
+def fake_node(
+    receipt: dict[str, Any], trace: Any, statuses: list[str] | None = None
+) -> tuple[Any, list[str]]:
+    """An httpx transport answering like a node; ``trace`` None = no trace API (-32601)."""
+    import json
+
+    import httpx
+
+    seen: list[str] = []
+    pending = list(statuses or [])
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        method = body["method"]
+        seen.append(method)
+        out: dict[str, Any] = {"jsonrpc": "2.0", "id": body["id"]}
+        if method == "starknet_getTransactionStatus":
+            finality = pending.pop(0) if pending else "ACCEPTED_ON_L2"
+            out["result"] = {
+                "finality_status": finality,
+                "execution_status": receipt["execution_status"],
+            }
+        elif method == "starknet_getTransactionReceipt":
+            out["result"] = receipt
+        elif method == "starknet_traceTransaction" and trace is not None:
+            out["result"] = trace
+        else:
+            out["error"] = {"code": -32601, "message": "Method not found"}
+        return httpx.Response(200, json=out)
+
+    return httpx.MockTransport(handle), seen
+
+
+def node_receipt(status: str = "SUCCEEDED", **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "INVOKE",
+        "transaction_hash": "0xabc",
+        "execution_status": status,
+        "finality_status": "ACCEPTED_ON_L2",
+        "block_number": 7,
+        "events": [{"from_address": "0x5", "keys": ["0x1"], "data": ["0x2"]}],
+        **extra,
+    }
+
+
+def node_trace(children: list[dict[str, Any]], *, outside_reverted: bool = False) -> Any:
+    outside: dict[str, Any] = {
+        "entry_point_selector": hex(selector("execute_from_outside_v2")),
+        "result": [hex(x) for x in panic_data("SRC9: caught")] if outside_reverted else [],
+        "calls": children,
+        "is_reverted": outside_reverted,
+    }
+    return {
+        "type": "INVOKE",
+        "execute_invocation": {
+            "entry_point_selector": hex(selector("__execute__")),
+            "calls": [outside],
+            "is_reverted": False,
+        },
+    }
+
+
+def call_node(reverted: bool | None, result: Sequence[int] = (1,)) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "entry_point_selector": hex(selector("transfer")),
+        "result": [hex(x) for x in result],
+        "calls": [],
+    }
+    if reverted is not None:
+        node["is_reverted"] = reverted
+    return node
+
+
+async def read_from(node: tuple[Any, list[str]]) -> ExecutionResult:
+    from chipi_session.backends.starknet_rpc import StarknetRpcBackend
+
+    async with StarknetRpcBackend("http://node.test/rpc", transport=node[0]) as rpc:
+        return await rpc.get_execution_result("0xabc", poll_interval=0.0)
+
+
+async def test_rpc_reverted_receipt_is_reverted() -> None:
+    node = fake_node(node_receipt("REVERTED", revert_reason="Spending: exceeds"), trace=None)
+    result = await read_from(node)
+    assert result.status is ExecutionStatus.REVERTED and not result.succeeded
+    assert result.revert_reason == "Spending: exceeds" and result.block_number == 7
+    assert "starknet_traceTransaction" not in node[1]
+    assert result.events == (ExecutedEvent(5, (1,), (2,)),)
+
+
+async def test_rpc_without_trace_api_is_unknown() -> None:
+    node = fake_node(node_receipt(), trace=None, statuses=["RECEIVED", "ACCEPTED_ON_L2"])
+    result = await read_from(node)
+    assert result.status is ExecutionStatus.UNKNOWN and not result.succeeded
+    assert node[1].count("starknet_getTransactionStatus") == 2  # waited for acceptance
+
+
+async def test_rpc_trace_outcomes() -> None:
+    failing = call_node(True, panic_data("ERC20: insufficient balance"))
+    result = await read_from(fake_node(node_receipt(), node_trace([call_node(False), failing])))
+    assert result.status is ExecutionStatus.CALL_FAILED and result.failed_call_index == 1
+    assert result.calls[1].reason == "ERC20: insufficient balance"
+    old_node = await read_from(fake_node(node_receipt(), node_trace([call_node(None)])))
+    assert old_node.status is ExecutionStatus.UNKNOWN  # a trace without is_reverted
+    caught = node_trace([call_node(False)], outside_reverted=True)
+    relayed = await read_from(fake_node(node_receipt(), caught))
+    assert relayed.status is ExecutionStatus.REVERTED  # the relayer caught our revert
+    assert relayed.revert_reason == "SRC9: caught" and [c.ok for c in relayed.calls] == [False]

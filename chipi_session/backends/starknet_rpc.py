@@ -24,7 +24,7 @@ import attrs
 import httpx
 
 from ..errors import ChipiSessionError, ErrorCode
-from ..execution import build_execution_result, multicall_from_rpc_trace
+from ..execution import result_from_rpc
 from ..felts import parse_felt, parse_felts, parse_selector, selector, to_hex
 from ..http import HttpClient, HttpResponse, Timeouts, safe_origin
 from ..keys import SecretKey
@@ -669,7 +669,7 @@ class StarknetRpcBackend:
                 ErrorCode.UNKNOWN_OUTCOME, f"transaction {tx_hash}: the node lost its receipt"
             )
         reverted = receipt.execution_status == "REVERTED"
-        inner = None
+        trace = None
         if not reverted:
             try:
                 trace = await self.request(
@@ -678,15 +678,13 @@ class StarknetRpcBackend:
                 )
             except ChipiSessionError as exc:
                 logger.debug("no trace for %s: %s", tx_hash, exc.code.value)
-            else:
-                inner = multicall_from_rpc_trace(trace)
-        return build_execution_result(
+        return result_from_rpc(
             to_hex(receipt.transaction_hash),
             reverted=reverted,
             revert_reason=receipt.revert_reason,
             events=(ExecutedEvent(e.from_address, e.keys, e.data) for e in receipt.events),
-            inner=inner,
             block_number=receipt.block_number,
+            trace=trace,
         )
 
     async def _settled(
