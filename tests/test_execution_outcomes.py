@@ -764,3 +764,42 @@ async def test_rpc_trace_outcomes() -> None:
     relayed = await read_from(fake_node(node_receipt(), caught))
     assert relayed.status is ExecutionStatus.REVERTED  # the relayer caught our revert
     assert relayed.revert_reason == "SRC9: caught" and [c.ok for c in relayed.calls] == [False]
+
+
+class ScriptedResults:
+    """LocalChain whose result reads raise a given error."""
+
+    def __init__(self, world: World, error: ChipiSessionError) -> None:
+        self._chain = world.chain
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chain, name)
+
+    async def get_execution_result(self, tx_hash: str) -> ExecutionResult:
+        raise self.error
+
+
+async def test_rejected_transaction_is_not_applied() -> None:
+    world = make_world()
+    rejected = ChipiSessionError(ErrorCode.TRANSACTION_REJECTED, "REJECTED: out of gas")
+    async with active(world, backend=ScriptedResults(world, rejected)) as session:
+        events = record(session)
+        with pytest.raises(ChipiSessionError) as e:
+            await session.execute_with_session([transfer(world.token, 1)], wait=True)
+        assert e.value.code is ErrorCode.TRANSACTION_REJECTED and e.value.applied is False
+        failed = [ev for ev in events if isinstance(ev, TransactionFailed)]
+        assert len(failed) == 1 and failed[0].result is None and session.error is e.value
+        # the budget is re-read from the chain (here the transfer did run: the chain counts it)
+        assert session.remaining_calls == 5 - calls_used(world, session)
+
+
+async def test_unreadable_result_is_unknown_not_an_error() -> None:
+    world = make_world()
+    timeout = ChipiSessionError(ErrorCode.UNKNOWN_OUTCOME, "not confirmed within 180s")
+    async with active(world, backend=ScriptedResults(world, timeout)) as session:
+        events = record(session)
+        result = await session.execute_with_session([transfer(world.token, 1)], wait=True)
+        assert result.status is ExecutionStatus.UNKNOWN and not result.succeeded
+        assert session.error is None and session.remaining_calls == 4
+        assert not any(isinstance(ev, (TransactionConfirmed, TransactionFailed)) for ev in events)
