@@ -102,6 +102,13 @@ class ManualClock:
             if event is not None:
                 event.set()
 
+    def next_deadline(self) -> float | None:
+        """The earliest deadline a sleeper waits for (None if none): lets a test step time
+        from one timer to the next instead of jumping past several at once."""
+        while self._sleepers and self._sleepers[0][2] is None:
+            heapq.heappop(self._sleepers)
+        return float(self._sleepers[0][0]) if self._sleepers else None
+
     @property
     def pending_sleepers(self) -> int:
         return sum(1 for entry in self._sleepers if entry[2] is not None)
