@@ -10,11 +10,13 @@ that cannot read outcomes are covered, and so are cancellation and close.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chipi_session.backends.base import ExecutionResultReader
 from chipi_session.errors import ChipiSessionError, ErrorCode
@@ -45,6 +47,7 @@ from .helpers import PIN, RECIPIENT, World, make_world, settle
 from .outcome_helpers import (
     FAILING_CALLS,
     KINDS,
+    NOWHERE,
     FailingCall,
     active,
     calls_used,
@@ -425,3 +428,71 @@ async def test_unreadable_result_is_unknown_not_an_error() -> None:
         assert result.status is ExecutionStatus.UNKNOWN and not result.succeeded
         assert session.error is None and session.remaining_calls == 4
         assert not any(isinstance(ev, (TransactionConfirmed, TransactionFailed)) for ev in events)
+
+
+# -- property: every reported outcome is what the balances show ----------------------------------
+
+_KIND_CALLS: dict[str, Callable[[int, int, int], Call]] = {
+    "ok": lambda t, to, n: Call(to=t, selector="transfer", calldata=[to, n, 0]),
+    "unaffordable": lambda t, to, n: Call(to=t, selector="transfer", calldata=[to, 10**15, 0]),
+    "to_zero": lambda t, to, n: Call(to=t, selector="transfer", calldata=[0, n, 0]),
+    "no_contract": lambda t, to, n: Call(to=NOWHERE, selector="transfer", calldata=[to, n, 0]),
+    "missing_ep": lambda t, to, n: Call(to=t, selector="no_such_entrypoint", calldata=[to]),
+}
+_batches = st.lists(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(_KIND_CALLS)), st.integers(1, 500)), min_size=1, max_size=4
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@pytest.mark.parametrize("backend_name", ["asyncio", "trio"])
+@settings(max_examples=15, deadline=None)
+@given(batches=_batches, wait=st.booleans())
+def test_reported_outcomes_match_the_balances(
+    backend_name: str, batches: list[list[tuple[str, int]]], wait: bool
+) -> None:
+    """Each call reported applied moved exactly its amount to its own recipient; each call
+    reported failed moved nothing; the budget is the chain's."""
+
+    async def scenario() -> None:
+        world = make_world()
+        moved: dict[int, int] = {}
+        reported: list[ExecutionResult] = []
+        async with active(world, max_calls=10) as session:
+            session.add_listener(
+                lambda ev: (
+                    reported.append(ev.result)
+                    if isinstance(ev, (TransactionConfirmed, TransactionFailed)) and ev.result
+                    else None
+                )
+            )
+            recipient = 0x1000
+            for batch in batches:
+                calls, plan = [], []
+                for kind, amount in batch:
+                    recipient += 1
+                    calls.append(_KIND_CALLS[kind](world.token, recipient, amount))
+                    plan.append((kind, recipient, amount))
+                try:
+                    await session.execute_with_session(calls, wait=wait)
+                except ChipiSessionError as exc:
+                    assert exc.code is ErrorCode.CALL_FAILED
+                await settle()
+                result = reported[-1]
+                assert len(result.calls) == len(plan)
+                assert (result.status is ExecutionStatus.SUCCEEDED) == all(
+                    k == "ok" for k, _, _ in plan
+                )
+                for outcome, (kind, to, amount) in zip(result.calls, plan, strict=True):
+                    assert outcome.ok is (kind == "ok")
+                    if outcome.ok:
+                        moved[to] = amount
+            assert len(reported) == len(batches)
+            for to in range(0x1001, recipient + 1):
+                assert world.balance(to) == moved.get(to, 0)
+            assert session.remaining_calls == 10 - len(batches) == 10 - calls_used(world, session)
+
+    anyio.run(scenario, backend=backend_name)
