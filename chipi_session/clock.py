@@ -49,7 +49,7 @@ class SystemClock:
                 continue
             # The loop sleeps on the monotonic clock, which can run slower than wall time
             # (seen here: ~1 ms per second of sleep): wake a little early and re-check.
-            await anyio.sleep(remaining * (1 - _DRIFT) - _SPIN)
+            await anyio.sleep(max(0.0, remaining * (1 - _DRIFT) - _SPIN))  # >= 0 just above _SPIN
 
     def __repr__(self) -> str:
         return "SystemClock()"

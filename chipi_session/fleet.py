@@ -331,7 +331,9 @@ class Fleet:
 
     async def _acquire(self, key: str) -> None:
         try:
-            await self._clock.sleep_until(self._clock.now() + self._rng.uniform(0, self._jitter))
+            delay = self._rng.uniform(0, self._jitter)
+            if delay > 0:  # spreads a fleet restart in real time (the clock may be manual)
+                await anyio.sleep(delay)
             async with self._open_limiter:
                 if self._draining or key in self._held:
                     return
