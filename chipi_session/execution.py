@@ -137,7 +137,7 @@ def panic_text(felts: Sequence[int]) -> str:
             if n <= len(felts) and end <= len(felts):
                 words = felts[i + 2 : i + 2 + n]
                 pending, pending_len = felts[i + 2 + n], felts[i + 3 + n]
-                if pending_len < _WORD and all(w < 1 << 248 for w in words):
+                if pending_len < _WORD and all(w < 1 << 248 for w in (*words, pending)):
                     data = b"".join(w.to_bytes(_WORD, "big") for w in words)
                     data += pending.to_bytes(_WORD, "big")[_WORD - pending_len :]
                     parts.append(data.decode("utf-8", "replace"))

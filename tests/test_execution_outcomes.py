@@ -496,3 +496,17 @@ def test_reported_outcomes_match_the_balances(
             assert session.remaining_calls == 10 - len(batches) == 10 - calls_used(world, session)
 
     anyio.run(scenario, backend=backend_name)
+
+
+def test_panic_text_never_raises_on_hostile_data() -> None:
+    from chipi_session.execution import BYTE_ARRAY_MAGIC
+
+    for felts in (
+        [BYTE_ARRAY_MAGIC],
+        [BYTE_ARRAY_MAGIC, 5, 1],
+        [BYTE_ARRAY_MAGIC, 0, 1 << 250, 3],
+        [BYTE_ARRAY_MAGIC, 1, 1 << 250, 0, 0],
+        [BYTE_ARRAY_MAGIC, 0, 0, 10**9],
+        [(1 << 251) + 17],
+    ):
+        assert isinstance(panic_text(felts), str)
