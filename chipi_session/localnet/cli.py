@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="cheapest Argon2id for wallets the chain creates (tests only)",
     )
+    p.add_argument(
+        "--state-file",
+        metavar="PATH",
+        help="load the chain (and the demo wallet) from PATH if it exists; save it there on exit",
+    )
     p.add_argument("--json", action="store_true", help="print the banner as one JSON line")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return p
@@ -121,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..errors import ChipiSessionError
         from ..hashing import SN_MAIN, SN_SEPOLIA
         from ..vault import KdfCost
+        from .devnet import dump_state, read_state_file, state_from_json
         from .server import LocalnetServer
     except ImportError as exc:  # the optional server dependencies are missing
         _say(
@@ -136,18 +142,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         logging.getLogger("chipi_session").setLevel(logging.DEBUG)
     try:
+        saved = read_state_file(args.state_file) if args.state_file else None
+        extra = saved.get("extra", {}) if saved else {}
         server = LocalnetServer(
             host=args.host,
             port=args.port,
             chain_id=SN_SEPOLIA if args.chain == "sepolia" else SN_MAIN,
             kdf_cost=KdfCost.FAST_FOR_TESTS if args.fast_kdf else KdfCost.DEFAULT,
-            api_keys=args.api_key,
+            api_keys=args.api_key or extra.get("apiKeys"),
             accept_any_api_key=args.any_api_key,
             bearer_tokens=args.bearer_token,
             legacy_session_layout=args.legacy_session_layout,
             cors_origins=tuple(args.cors_origin),
         )
-        demo = server.create_demo_wallet(args.pin, fund=args.fund)
+        if saved is not None:
+            state_from_json(server.chain, saved)
+        if extra.get("demoWallet"):
+            demo = dict(extra["demoWallet"])  # the banner's wallet, with today's balance
+            token, owner = int(demo["token"], 16), int(demo["publicKey"], 16)
+            demo["balance"] = str(server.chain.balance_of(token, owner))
+        else:
+            demo = server.create_demo_wallet(args.pin, fund=args.fund).to_json()
         server.bind()
     except ChipiSessionError as exc:
         _say(f"localnet: {exc.message}", error=True)
@@ -161,11 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         "chainId": to_hex(server.chain.chain_id),
         "apiKey": server.api_key,
         "bearerToken": "any non-empty token" if not args.bearer_token else args.bearer_token[0],
-        "demoWallet": demo.to_json(),
+        "demoWallet": demo,
     }
     _say(json.dumps(info) if args.json else _banner(info))
     try:
         server.run()
     except KeyboardInterrupt:  # pragma: no cover - uvicorn normally handles the signal
         pass
+    finally:
+        if args.state_file:
+            keys = sorted(args.api_key or extra.get("apiKeys") or [server.api_key])
+            dump_state(server.chain, args.state_file, extra={"demoWallet": demo, "apiKeys": keys})
     return 0

@@ -15,6 +15,7 @@ LocalChain keeps no history: every existing block id reads the current state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from ..localchain import ContractPanic, LocalChain
 from ..types import SessionStatus
 from .trace import render_trace
 
-__all__ = ["RpcDispatcher", "SPEC_VERSION", "block_hash"]
+__all__ = ["RpcDispatcher", "RpcFault", "SPEC_VERSION", "block_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,12 @@ class _Fault(Exception):
         if self.data is not None:
             out["data"] = self.data
         return out
+
+
+#: A JSON-RPC error answer, for method sets defined elsewhere (:mod:`.devnet`).
+RpcFault = _Fault
+#: Method "names" meaning: hand the raw params to the method (it binds them itself).
+_RAW_PARAMS: tuple[str, ...] = ("*",)
 
 
 def block_hash(number: int) -> int:
@@ -91,6 +98,12 @@ class RpcDispatcher:
             "starknet_getTransactionStatus": (self._get_status, ("transaction_hash",)),
             "starknet_traceTransaction": (self._trace, ("transaction_hash",)),
         }
+        from .devnet import DevnetMethods  # imports this module
+
+        #: starknet-devnet's time / mint / dump / load / restart methods (see :mod:`.devnet`)
+        self.devnet = DevnetMethods(chain)
+        for name in self.devnet.methods:
+            self._methods[name] = (functools.partial(self.devnet.call, name), _RAW_PARAMS)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -98,6 +111,7 @@ class RpcDispatcher:
 
     def handle(self, payload: Any) -> Any:
         """The response body for a parsed request body (None for a batch of notifications)."""
+        self.devnet.ensure_genesis()
         if isinstance(payload, list):
             if not payload:
                 return _error_response(None, _Fault(-32600, "Invalid Request"))
@@ -117,7 +131,8 @@ class RpcDispatcher:
             if not isinstance(method, str) or method not in self._methods:
                 raise _Fault(-32601, "Method not found")
             fn, names = self._methods[method]
-            args = _bind(request.get("params", []), names)
+            params = request.get("params", [])
+            args = [params] if names is _RAW_PARAMS else _bind(params, names)
             result = fn(*args)
         except _Fault as fault:
             return None if is_notification else _error_response(rid, fault)
