@@ -8,7 +8,6 @@ Chipi API reports, so ChipiApiBackend tests and the localnet server see Chipi-sh
 
 from __future__ import annotations
 
-import collections
 import copy
 import logging
 import secrets
@@ -22,6 +21,7 @@ from ..felts import parse_felt, parse_felts
 from ..hashing import ANY_CALLER, outside_execution_typed_data
 from ..policy import check_session_allowed, denial_error
 from ..types import Call, SessionStatus, coerce_calls
+from ..validate import check_int
 from .model import ContractPanic, Receipt
 
 __all__ = ["Paymaster", "IssuedRequest", "map_outside_execution_panic"]
@@ -34,6 +34,15 @@ WINDOW_AFTER = 3600
 #: How long a request is remembered after its window closed, so a late submission still gets
 #: the contract's own ``'SRC9: now >= execute_before'`` rather than "not issued".
 RETENTION = 3600
+#: Caps on what the paymaster remembers, so a client preparing without ever executing cannot
+#: grow it without bound: at most this many requests, and about this much memory (estimated
+#: per felt of calldata); the oldest request is forgotten first.
+MAX_ISSUED_REQUESTS = 10_000
+MAX_ISSUED_BYTES = 64 * 1024 * 1024
+#: Estimated memory of one remembered request, and of each felt its calls carry (the int in
+#: the call plus its hex string in the typed data, as measured on CPython 3.11).
+_REQUEST_BYTES = 4096
+_FELT_BYTES = 256
 
 
 class _Chain(Protocol):
@@ -73,6 +82,12 @@ class IssuedRequest:
     execute_before: int
     typed_data: dict[str, Any] = attrs.field(repr=False)
 
+    @property
+    def size(self) -> int:
+        """Estimated memory held for this request (what the byte cap counts)."""
+        felts = sum(2 + len(call.calldata) for call in self.calls)
+        return _REQUEST_BYTES + _FELT_BYTES * felts
+
 
 def map_outside_execution_panic(
     panic: ContractPanic,
@@ -106,11 +121,29 @@ def map_outside_execution_panic(
 class Paymaster:
     """Issues and executes sponsored outside executions for one :class:`LocalChain`."""
 
-    def __init__(self, chain: _Chain) -> None:
+    def __init__(
+        self,
+        chain: _Chain,
+        *,
+        max_requests: int = MAX_ISSUED_REQUESTS,
+        max_bytes: int = MAX_ISSUED_BYTES,
+    ) -> None:
         self._chain = chain
+        self._max_requests = check_int(max_requests, "max_requests", low=1)
+        self._max_bytes = check_int(max_bytes, "max_bytes", low=1)
+        # insertion order == issue order == deadline order (the clock never goes back), so
+        # the oldest request, first to expire and first to evict, is always at the front
         self._issued: dict[tuple[int, int], IssuedRequest] = {}
-        # issue order == deadline order (the clock never goes back): cheap pruning
-        self._deadlines: collections.deque[tuple[int, tuple[int, int]]] = collections.deque()
+        self._issued_bytes = 0
+
+    @property
+    def issued_count(self) -> int:
+        return len(self._issued)
+
+    @property
+    def issued_bytes(self) -> int:
+        """Estimated memory of the remembered requests (bounded by ``max_bytes``)."""
+        return self._issued_bytes
 
     def prepare_typed_data(self, wallet_address: int, calls: Sequence[Call]) -> dict[str, Any]:
         chain = self._chain
@@ -134,8 +167,7 @@ class Paymaster:
             time_type="u128",
         )
         request = IssuedRequest(wallet, nonce, call_list, after, before, typed_data)
-        self._issued[(wallet, nonce)] = request
-        self._deadlines.append((before, (wallet, nonce)))
+        self._remember(request)
         return copy.deepcopy(typed_data)
 
     def execute_sponsored(
@@ -175,7 +207,7 @@ class Paymaster:
             )
             log.debug("sponsored execution for %#x refused: %s", wallet, error)
             raise error from None
-        del self._issued[(wallet, nonce)]
+        self._forget((wallet, nonce))
         return receipt.tx_hash
 
     # -- internals -------------------------------------------------------------------------
@@ -188,18 +220,37 @@ class Paymaster:
             ):
                 return nonce
 
+    def _remember(self, request: IssuedRequest) -> None:
+        self._issued[(request.wallet, request.nonce)] = request
+        self._issued_bytes += request.size
+        evicted = 0
+        while len(self._issued) > 1 and (
+            len(self._issued) > self._max_requests or self._issued_bytes > self._max_bytes
+        ):
+            self._forget(next(iter(self._issued)))
+            evicted += 1
+        if evicted:
+            log.info("paymaster at its cap: forgot the %d oldest prepared request(s)", evicted)
+
+    def _forget(self, key: tuple[int, int]) -> None:
+        request = self._issued.pop(key, None)
+        if request is not None:
+            self._issued_bytes -= request.size
+
     def _prune(self, now: int) -> None:
         """Forget requests whose window closed more than RETENTION ago (they can never run)."""
-        while self._deadlines and self._deadlines[0][0] + RETENTION <= now:
-            _, key = self._deadlines.popleft()
-            self._issued.pop(key, None)
+        while self._issued:
+            key, oldest = next(iter(self._issued.items()))
+            if oldest.execute_before + RETENTION > now:
+                break
+            self._forget(key)
 
-    def snapshot(self) -> tuple[dict[tuple[int, int], IssuedRequest], list[Any]]:
-        return dict(self._issued), list(self._deadlines)
+    def snapshot(self) -> tuple[dict[tuple[int, int], IssuedRequest], int]:
+        return dict(self._issued), self._issued_bytes
 
-    def restore(self, snapshot: tuple[dict[tuple[int, int], IssuedRequest], list[Any]]) -> None:
+    def restore(self, snapshot: tuple[dict[tuple[int, int], IssuedRequest], int]) -> None:
         self._issued = dict(snapshot[0])
-        self._deadlines = collections.deque(snapshot[1])
+        self._issued_bytes = snapshot[1]
 
 
 def _typed_data_nonce(typed_data: Mapping[str, Any]) -> int:

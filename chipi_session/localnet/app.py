@@ -27,7 +27,7 @@ import attrs
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -108,15 +108,31 @@ async def _read_json(request: Request) -> Any:
         raise WireError(413, "PAYLOAD_TOO_LARGE", "request body too large")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in request.stream():  # ClientDisconnect if the client goes away
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise WireError(413, "PAYLOAD_TOO_LARGE", "request body too large")
         chunks.append(chunk)
     try:
         return json.loads(b"".join(chunks))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
         raise WireError.bad("request body is not JSON") from None
+
+
+def _gone(request: Request) -> Response:
+    """A client that hung up mid-request: one quiet line, no traceback (nobody reads the
+    answer)."""
+    client = request.client
+    logger.info(
+        "client %s disconnected before sending all of %s",
+        f"{client.host}:{client.port}" if client else "?",
+        request.url.path,
+    )
+    return Response(status_code=400)
+
+
+def _rpc_error(code: int, message: str) -> JSONResponse:
+    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
 
 
 def _authorize(request: Request, auth: AuthConfig) -> None:
@@ -166,6 +182,8 @@ def create_app(
                 if not isinstance(body, Mapping):
                     raise WireError.bad("request body must be a JSON object")
                 return await handler(request, body)
+            except ClientDisconnect:
+                return _gone(request)
             except WireError as exc:
                 return _error(exc.status, exc.code, exc.message)
             except ChipiSessionError as exc:
@@ -230,15 +248,19 @@ def create_app(
             return Response("injected fault", status_code=fault.rpc_status)
         try:
             payload = await _read_json(request)
+        except ClientDisconnect:
+            return _gone(request)
         except WireError as exc:
             if exc.status == 413:
                 return _error(exc.status, exc.code, exc.message)
-            return JSONResponse(
-                {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}
-            )
+            return _rpc_error(-32700, "Parse error")
         started = time.perf_counter()
-        with guard:
-            answer = dispatcher.handle(payload)
+        try:
+            with guard:
+                answer = dispatcher.handle(payload)
+        except Exception:  # a bug: answer like a node does (-32603), never plain-text 500
+            logger.exception("localnet /rpc failed")
+            return _rpc_error(-32603, "Internal error")
         elapsed = time.perf_counter() - started
         if answer is None:
             return Response(status_code=204)

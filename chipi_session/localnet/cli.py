@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from ..felts import to_hex
+from ..validate import describe
 
 __all__ = ["main", "build_parser"]
 
@@ -22,6 +23,28 @@ DEFAULT_PORT = 5959
 def _say(text: str, *, error: bool = False) -> None:
     """The CLI's only output channel (banner on stdout, problems on stderr)."""
     print(text, file=sys.stderr if error else sys.stdout, flush=True)  # noqa: T201
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port (a bad one is a usage error, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {describe(text)}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {describe(value)}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    """argparse type: seconds, a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {describe(text)}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=DEFAULT_PORT,
         help="port, 0 = any free one (default %(default)s)",
     )
@@ -90,6 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-file",
         metavar="PATH",
         help="load the chain (and the demo wallet) from PATH if it exists; save it there on exit",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=_timeout,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a connection whose request has not fully arrived in time "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=_timeout,
+        default=30.0,
+        metavar="SECONDS",
+        help="close an idle keep-alive connection after this long (default %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the banner as one JSON line")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
@@ -154,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             bearer_tokens=args.bearer_token,
             legacy_session_layout=args.legacy_session_layout,
             cors_origins=tuple(args.cors_origin),
+            keep_alive=args.keep_alive,
+            request_timeout=args.request_timeout,
         )
         if saved is not None:
             state_from_json(server.chain, saved)

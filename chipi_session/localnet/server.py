@@ -25,10 +25,11 @@ import uvicorn
 
 from ..clock import Clock, SystemClock
 from ..errors import ChipiSessionError, ErrorCode
-from ..felts import to_hex
+from ..felts import parse_felt, to_hex
 from ..hashing import SN_MAIN
 from ..localchain import LocalChain
 from ..types import WalletData
+from ..validate import check_clock, check_instance, check_int, check_number, describe, invalid
 from ..vault import KdfCost, Vault
 from .app import AuthConfig, Faults, create_app
 from .wire import API_KEY_PATTERN
@@ -50,6 +51,8 @@ def _ignore_signal(signum: int, frame: object) -> None:
 
 
 def _check_loopback(host: str) -> None:
+    if not isinstance(host, str):
+        raise invalid(f"host must be a loopback address, got {describe(host)}")
     if host == "localhost":
         return
     try:
@@ -61,6 +64,75 @@ def _check_loopback(host: str) -> None:
         ErrorCode.INVALID_INPUT,
         f"localnet binds loopback addresses only (127.0.0.1, ::1), not {host!r}",
     )
+
+
+def _check_strings(values: object, what: str) -> list[str] | None:
+    """None, or a collection of non-empty strings (a lone str is a mistake, not a list)."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, set, frozenset)):
+        raise invalid(f"{what} must be a list of strings, got {describe(values)}")
+    for value in values:
+        if not isinstance(value, str) or not value:
+            raise invalid(f"{what} must hold non-empty strings, got {describe(value)}")
+    return list(values)
+
+
+def _timed_h11_protocol(request_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol plus a request deadline.
+
+    uvicorn closes idle keep-alive connections but never one whose request is unfinished: a
+    client that opens a connection and sends nothing, or half a request, holds it forever
+    (slowloris). Here a request must arrive whole (head and body) within ``request_timeout``
+    of its first byte (or of the connection being made); otherwise the connection is closed.
+    Time the app spends answering does not count.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and self.conn.their_state is h11.IDLE:
+                self._arm()  # the first bytes of the next request on this connection
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            self._disarm()
+            super().on_response_complete()
+            if self.conn.their_state is h11.SEND_BODY:  # a pipelined request, half there
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(request_timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            waiting = self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
+            if waiting and not self.transport.is_closing():
+                logger.info(
+                    "closing a connection from %s: request not received within %.3g s",
+                    self.client,
+                    request_timeout,
+                )
+                self.transport.close()
+
+    return TimedH11Protocol
 
 
 @attrs.frozen
@@ -112,8 +184,26 @@ class LocalnetServer:
         legacy_session_layout: bool = False,
         cors_origins: tuple[str, ...] = (),
         keep_alive: float = 30.0,
+        request_timeout: float = 30.0,
     ) -> None:
         _check_loopback(host)
+        check_int(port, "port", low=0, high=65535)
+        self._keep_alive = check_number(keep_alive, "keep_alive", positive=True)
+        self._request_timeout = check_number(request_timeout, "request_timeout", positive=True)
+        if chain is not None:
+            check_instance(chain, "chain", LocalChain, "a LocalChain")
+        if clock is not None:
+            check_clock(clock)
+        parse_felt(chain_id, "chain_id")
+        check_instance(kdf_cost, "kdf_cost", KdfCost, "a KdfCost")
+        api_keys = _check_strings(api_keys, "api_keys")
+        bearer_tokens = _check_strings(bearer_tokens, "bearer_tokens")
+        cors_origins = tuple(_check_strings(cors_origins, "cors_origins") or ())
+        for name, flag in (
+            ("accept_any_api_key", accept_any_api_key),
+            ("legacy_session_layout", legacy_session_layout),
+        ):
+            check_instance(flag, name, bool, "a bool")
         if chain is None:
             chain = LocalChain(
                 clock=clock or SystemClock(), chain_id=chain_id, vault=Vault(kdf_cost)
@@ -142,7 +232,6 @@ class LocalnetServer:
         )
         self._host = host
         self._port = port
-        self._keep_alive = keep_alive
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -223,7 +312,8 @@ class LocalnetServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
-            timeout_keep_alive=int(self._keep_alive),
+            http=_timed_h11_protocol(self._request_timeout),
+            timeout_keep_alive=self._keep_alive,  # type: ignore[arg-type]  # a float works
             timeout_graceful_shutdown=1,
             server_header=False,
         )
