@@ -26,11 +26,13 @@ import attrs
 
 from . import lifecycle, policy, validate
 from .backends.base import (
+    ClockProvider,
     ExecutionResultReader,
     NonceReader,
     OnSubmit,
-    SubmitInfo,
+    SessionWriter,
     TransactionConfirmer,
+    require_writer,
 )
 from .clock import Clock, SystemClock
 from .errors import ChipiSessionError, ErrorCode
@@ -60,12 +62,13 @@ from .types import (
     SessionState,
     SessionStatus,
     SpendingPolicy,
+    SubmitInfo,
     WalletData,
     coerce_calls,
 )
 
 if TYPE_CHECKING:
-    from .backends.base import SessionBackend
+    from .backends.base import SessionReader
     from .journal import ActionJournal
     from .vault import HighEntropyKey, Vault
 
@@ -179,7 +182,7 @@ class ChipiSession:
         *,
         wallet: WalletData,
         encrypt_key: str | HighEntropyKey,
-        backend: SessionBackend | None = None,
+        backend: SessionReader | None = None,
         get_bearer_token: BearerTokenSource | None = None,
         stored_session: SessionKeyData | None = None,
         on_session_created: SessionCreatedCallback | None = None,
@@ -220,14 +223,15 @@ class ChipiSession:
 
             backend = default_chain()
         if clock is None:
-            clock = getattr(backend, "clock", None) or SystemClock()
+            found = backend.clock if isinstance(backend, ClockProvider) else None
+            clock = found or SystemClock()
         if vault is None:
             from .vault import Vault
 
             vault = Vault()
         self._wallet = wallet
         self._encrypt_key = encrypt_key
-        self._backend: SessionBackend = backend
+        self._backend: SessionReader = backend
         self._get_bearer_token = get_bearer_token
         self._stored_session = stored_session
         self._on_session_created = on_session_created
@@ -925,7 +929,9 @@ class ChipiSession:
         return await self._owner_write(
             "register",
             public_key,
-            lambda owner, token, on_submit: self._backend.add_or_update_session_key(
+            lambda owner, token, on_submit: require_writer(
+                self._backend, "register a session key"
+            ).add_or_update_session_key(
                 self._wallet,
                 owner,
                 session_public_key=public_key,
@@ -988,7 +994,9 @@ class ChipiSession:
             tx = await self._write(
                 "execute",
                 session.public_key,
-                lambda on_submit: self._backend.execute_with_session(
+                lambda on_submit: require_writer(
+                    self._backend, "execute transactions"
+                ).execute_with_session(
                     self._wallet,
                     key,
                     valid_until=session.valid_until,
@@ -1184,7 +1192,9 @@ class ChipiSession:
         return await self._owner_write(
             "revoke",
             public_key,
-            lambda owner, token, on_submit: self._backend.revoke_session_key(
+            lambda owner, token, on_submit: require_writer(
+                self._backend, "revoke a session key"
+            ).revoke_session_key(
                 self._wallet,
                 owner,
                 session_public_key=public_key,
@@ -1275,7 +1285,9 @@ class ChipiSession:
         return await self._owner_write(
             "set_spending_policy",
             public_key,
-            lambda owner, bearer, on_submit: self._backend.set_spending_policy(
+            lambda owner, bearer, on_submit: require_writer(
+                self._backend, "set a spending policy"
+            ).set_spending_policy(
                 self._wallet,
                 owner,
                 session_public_key=public_key,
@@ -1317,7 +1329,9 @@ class ChipiSession:
                     tx = await self._owner_write(
                         "remove_spending_policy",
                         session.public_key,
-                        lambda owner, bearer, on_submit: self._backend.remove_spending_policy(
+                        lambda owner, bearer, on_submit: require_writer(
+                            self._backend, "remove a spending policy"
+                        ).remove_spending_policy(
                             self._wallet,
                             owner,
                             session_public_key=session.public_key,
@@ -1540,7 +1554,8 @@ class ChipiSession:
         )
 
     async def _bearer_token(self) -> str | None:
-        needs = bool(getattr(self._backend, "requires_bearer_token", False))
+        backend = self._backend
+        needs = isinstance(backend, SessionWriter) and backend.requires_bearer_token
         if self._get_bearer_token is None:
             if needs:
                 raise ChipiSessionError(

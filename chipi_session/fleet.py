@@ -368,13 +368,26 @@ class Fleet:
             return
         self._leaving.add(key)
         try:
-            if self._inflight.get(key):
-                idle = self._idle.setdefault(key, anyio.Event())
-                with anyio.move_on_after(self._handover_timeout):
-                    await idle.wait()
+            with anyio.move_on_after(self._handover_timeout):
+                if self._inflight.get(key):
+                    await self._idle.setdefault(key, anyio.Event()).wait()
+                # the session's own writes (an auto-renewal) settle too, so their journal
+                # entries are finished under our lease instead of left to the next owner
+                while (session := self._hub.get(key)) is not None and _busy(session):
+                    await anyio.sleep(0.05)
             if key in self._held:
                 await self._hub.close(key)  # flushes the record (fenced) and releases
                 self._held.discard(key)
                 self.stats.handed_over += 1
         finally:
             self._leaving.discard(key)
+
+
+def _busy(session: ChipiSession) -> bool:
+    return (
+        session.is_executing
+        or session.is_registering
+        or session.is_revoking
+        or session.is_creating
+        or session.is_renewing
+    )

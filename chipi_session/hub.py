@@ -20,7 +20,7 @@ import anyio
 import attrs
 
 from . import validate
-from .backends.base import SubmitInfo
+from .backends.base import ClockProvider
 from .clock import Clock, SystemClock
 from .engine import BearerTokenSource, ChipiSession, SessionCreatedCallback
 from .errors import ChipiSessionError, ErrorCode
@@ -29,11 +29,11 @@ from .keys import KeySource
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
 from .scheduling import Scheduler, backend_status_reader
-from .types import SessionKeyData, WalletData
+from .types import SessionKeyData, SubmitInfo, WalletData
 
 if TYPE_CHECKING:
     from .asyncstore import AsyncSessionStore
-    from .backends.base import SessionBackend
+    from .backends.base import SessionReader
     from .store import JournalEntry, SessionStore
     from .vault import HighEntropyKey, Vault
 
@@ -82,7 +82,7 @@ class SessionHub:
     def __init__(
         self,
         *,
-        backend: SessionBackend | None = None,
+        backend: SessionReader | None = None,
         clock: Clock | None = None,
         vault: Vault | None = None,
         store: SessionStore | AsyncSessionStore | None = None,
@@ -118,7 +118,8 @@ class SessionHub:
 
             backend = default_chain()
         if clock is None:
-            clock = getattr(backend, "clock", None) or SystemClock()
+            found = backend.clock if isinstance(backend, ClockProvider) else None
+            clock = found or SystemClock()
         if vault is None:
             from .vault import Vault
 

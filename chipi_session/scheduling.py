@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
+from .backends.base import BatchStatusReader, SessionReader
 from .clock import Clock
 from .validate import check_int, check_number
 
@@ -200,12 +201,12 @@ class StatusPoller:
                 session.poll_result(result)
 
 
-def backend_status_reader(backend: Any, concurrency: int = 16) -> StatusReader:
-    """A batch status reader over a backend: its ``get_session_statuses`` if it has one (one
-    request per batch), else ``get_session_status`` per session, ``concurrency`` at a time."""
-    batch = getattr(backend, "get_session_statuses", None)
-    if batch is not None:
-        return batch  # type: ignore[no-any-return]
+def backend_status_reader(backend: SessionReader, concurrency: int = 16) -> StatusReader:
+    """A batch status reader over a backend: its ``get_session_statuses`` if it is a
+    :class:`BatchStatusReader` (one request per batch), else ``get_session_status`` per
+    session, ``concurrency`` at a time."""
+    if isinstance(backend, BatchStatusReader):
+        return backend.get_session_statuses
 
     async def read(targets: list[tuple[int, int]]) -> list[Any]:
         results: list[Any] = [None] * len(targets)

@@ -53,7 +53,7 @@ if sys.platform != "win32":
     import fcntl
 
 if TYPE_CHECKING:
-    from .backends.base import SubmitInfo
+    from .types import SubmitInfo
 
 __all__ = [
     "STORE_FORMAT",
