@@ -1,6 +1,8 @@
 """Chipi's official TypeScript SDK (``@chipi-stack/backend`` 14.4.0, from npm, unmodified)
 against ``chipi-session localnet`` in a subprocess: create, register, execute with and revoke a
-session, then a refused execute (interop/ts-sdk/lifecycle.mjs does the SDK side).
+session, then a refused execute, then a second session the chain expires after
+``devnet_increaseTime`` sent by the npm ``starknet-devnet`` package's ``DevnetProvider``
+(interop/ts-sdk/lifecycle.mjs does the SDK side).
 
 Needs ``node`` and ``npm``; skipped only when they are not installed. ``npm ci`` runs when
 interop/ts-sdk/node_modules lacks the pinned SDK, and a failing install fails the test. Every
@@ -32,6 +34,7 @@ from chipi_session.felts import selector  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SDK_DIR = ROOT / "interop" / "ts-sdk"
 SDK_VERSION = "14.4.0"
+DEVNET_CLIENT_VERSION = "0.7.1"  # npm starknet-devnet (DevnetProvider)
 NPM_TIMEOUT = 180.0
 START_TIMEOUT = 30.0
 NODE_TIMEOUT = 90.0
@@ -58,11 +61,17 @@ def _clean_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def sdk_installed() -> Path:
     """interop/ts-sdk with the pinned SDK in node_modules (``npm ci`` from the lockfile if not)."""
-    manifest = SDK_DIR / "node_modules" / "@chipi-stack" / "backend" / "package.json"
+    pinned = {"@chipi-stack/backend": SDK_VERSION, "starknet-devnet": DEVNET_CLIENT_VERSION}
 
     def installed() -> bool:
         try:
-            return bool(json.loads(manifest.read_text())["version"] == SDK_VERSION)
+            return all(
+                json.loads((SDK_DIR / "node_modules" / name / "package.json").read_text())[
+                    "version"
+                ]
+                == version
+                for name, version in pinned.items()
+            )
         except (OSError, ValueError, KeyError):
             return False
 
@@ -179,11 +188,18 @@ def test_official_ts_sdk_session_lifecycle(sdk_installed: Path, localnet: dict[s
     amount = int(result["amount"])
     recipient = result["recipient"]
 
-    # three distinct 0x-hex transaction hashes: register, execute, revoke
+    # four distinct 0x-hex transaction hashes: register, execute, revoke, the short session's
     hashes = result["txHashes"]
-    assert set(hashes) == {"register", "execute", "revoke"}
+    assert set(hashes) == {"register", "execute", "revoke", "registerShort"}
     assert all(HEX.fullmatch(h) for h in hashes.values()), hashes
-    assert len(set(hashes.values())) == 3
+    assert len(set(hashes.values())) == 4
+
+    # after devnet_increaseTime(120) the chain refused the 60 s session as expired
+    assert result["expiry"]["chainTimeAfter"] > result["expiry"]["validUntil"]
+    expired = result["expiredExecute"]
+    assert expired["refused"] is True and expired["errorClass"] == "ChipiApiError"
+    assert expired["code"] == "SESSION_EXPIRED" and expired["status"] == 400
+    assert result["balances"]["afterExpiredExecute"] == result["balances"]["afterExecute"]
 
     # the revoked session's execute was refused by localnet with Chipi's code, via the SDK's
     # ChipiApiError (the contract's panic text is its message)
@@ -197,7 +213,7 @@ def test_official_ts_sdk_session_lifecycle(sdk_installed: Path, localnet: dict[s
     traffic = result["traffic"]
     assert not any(t.get("blocked") for t in traffic)
     rest = [t["path"].rsplit("/", 1)[-1] for t in traffic if t["path"].startswith("/v1/")]
-    assert rest == ["prepare-typed-data", "execute-sponsored-transaction"] * 4
+    assert rest == ["prepare-typed-data", "execute-sponsored-transaction"] * 6
     assert [t["status"] for t in traffic if t["path"].startswith("/v1/")][-1] == 400
     assert {t.get("rpc") for t in traffic if t["path"] == "/rpc"} == {"starknet_call"}
 
@@ -247,3 +263,39 @@ def test_official_ts_sdk_session_lifecycle(sdk_installed: Path, localnet: dict[s
         assert read["matchesChain"] is True
         assert read["sdk"]["allowedEntrypoints"] == [hex(selector("transfer"))]
     assert result["sdkGetSessionData"]["afterRevoke"]["matchesChain"] is True
+
+
+def test_devnet_provider_drives_localnet(
+    sdk_installed: Path, chipi_localnet: Any, tmp_path: Path
+) -> None:
+    """The npm starknet-devnet DevnetProvider: time, mint, dump / load and restart
+    (interop/ts-sdk/devnet.mjs does the JS side)."""
+    assert NODE is not None
+    dump = tmp_path / "dump.json"
+    done = subprocess.run(
+        [NODE, "devnet.mjs", chipi_localnet.rpc_url, str(dump)],
+        cwd=sdk_installed,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"no output (exit {done.returncode}); stderr:\n{done.stderr[-4000:]}"
+    result = json.loads(lines[-1])
+    assert done.returncode == 0 and result["ok"], result
+    t = result["time"]
+    assert t["increased"]["time"] >= t["before"] + 3600
+    assert t["increased"]["time"] <= t["afterIncrease"] <= t["increased"]["time"] + 5
+    assert t["set"]["time"] == 2_000_000_000 and HEX.fullmatch(t["set"]["block_hash"])
+    assert 2_000_000_000 <= t["afterSet"] <= 2_000_000_005
+    minted = result["mint"]
+    assert minted["newBalance"] == minted["read"] == str(10**21) and minted["unit"] == "FRI"
+    assert HEX.fullmatch(minted["txHash"])
+    assert result["dump"]["afterMoreMint"] == str(10**21 + 5)
+    assert dump.stat().st_mode & 0o777 == 0o600
+    assert result["load"]["balance"] == str(10**21)  # the mint after the dump is gone
+    assert result["load"]["time"] >= 2_000_000_000  # and the time came back with the state
+    # restart: back to the state localnet first served, before the STRK token existed
+    assert "Contract not found" in result["restart"]["balance"]

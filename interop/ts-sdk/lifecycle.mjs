@@ -2,7 +2,10 @@
 // unmodified, public API only) against `chipi-session localnet`:
 //
 //   createSessionKey -> addSessionKeyToContract -> executeTransactionWithSession (token transfer)
-//   -> revokeSessionKey -> executeTransactionWithSession again, which must be refused.
+//   -> revokeSessionKey -> executeTransactionWithSession again, which must be refused;
+//   then a second, short session: createSessionKey (60 s) -> addSessionKeyToContract ->
+//   devnet_increaseTime (through the npm starknet-devnet package's DevnetProvider) past its
+//   validUntil -> executeTransactionWithSession, which the chain must refuse as expired.
 //
 // Usage:
 //   chipi-session localnet --port 0 --json > localnet.json &   # first line = the banner as JSON
@@ -307,6 +310,36 @@ try {
   }
   balancesSeen.afterRevokedExecute = await balances(recipient);
 
+  result.step = "expiry";
+  const { DevnetProvider } = await import("starknet-devnet");
+  const devnet = new DevnetProvider({ url: cfg.rpcUrl, timeout: REQUEST_TIMEOUT_MS });
+  const short = sdk.sessions.createSessionKey({ encryptKey: cfg.pin, durationSeconds: 60 });
+  result.txHashes.registerShort = await sdk.sessions.addSessionKeyToContract(
+    {
+      encryptKey: cfg.pin,
+      wallet,
+      sessionConfig: {
+        sessionPublicKey: short.publicKey,
+        validUntil: short.validUntil,
+        maxCalls: 5,
+        allowedEntrypoints: [SELECTOR.transfer],
+      },
+    },
+    cfg.bearerToken,
+  );
+  const moved = await devnet.increaseTime(120);
+  result.expiry = { validUntil: short.validUntil, chainTimeAfter: moved.time };
+  try {
+    const hash = await sdk.executeTransactionWithSession({
+      params: { encryptKey: cfg.pin, wallet, session: short, calls: [transfer] },
+      bearerToken: cfg.bearerToken,
+    });
+    result.expiredExecute = { refused: false, transactionHash: hash };
+  } catch (err) {
+    result.expiredExecute = { refused: true, ...describeError(err) };
+  }
+  balancesSeen.afterExpiredExecute = await balances(recipient);
+
   result.step = "check";
   const problems = [];
   const hex = /^0x[0-9a-f]+$/i;
@@ -329,6 +362,14 @@ try {
     !["SESSION_NOT_REGISTERED", "SESSION_REVOKED"].includes(revoked.code)
   ) {
     problems.push(`execute after revoke: ${JSON.stringify(revoked)}`);
+  }
+  const expired = result.expiredExecute;
+  if (!expired.refused || expired.code !== "SESSION_EXPIRED") {
+    problems.push(`execute after devnet_increaseTime: ${JSON.stringify(expired)}`);
+  }
+  if (result.expiry.chainTimeAfter <= short.validUntil) problems.push("time did not move");
+  if (balancesSeen.afterExpiredExecute.recipient !== mid.recipient) {
+    problems.push("balances moved after expiry");
   }
   if (traffic.some((t) => t.blocked)) problems.push("the SDK tried to leave loopback");
   result.traffic = traffic;
