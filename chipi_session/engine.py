@@ -171,6 +171,8 @@ class ChipiSession:
         "_renewing",
         "_renewal_done",
         "_retiring",
+        "_successor",
+        "_retire_pending",
         "_scopes",
         "_entered",
         "_closed",
@@ -206,6 +208,11 @@ class ChipiSession:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "renewal must be a RenewalPolicy")
         _check_positive_int(default_duration_seconds, "default_duration_seconds", U64_MAX)
         _check_count(default_max_calls, "default_max_calls")
+        if renewal is not None:  # a successor the defaults make due at once would loop
+            renewal.check_successor(
+                renewal.duration_seconds or default_duration_seconds,
+                renewal.max_calls or default_max_calls,
+            )
         validate.check_shared_options(
             backend=backend,
             clock=clock,
@@ -280,6 +287,10 @@ class ChipiSession:
         #: keys being retired after a renewal:
         #: [generation, executes still in flight with that key, drained event]
         self._retiring: list[list[Any]] | None = None
+        #: a renewal's successor, persisted before it is registered, until it is switched to
+        self._successor: SessionKeyData | None = None
+        #: public keys of replaced sessions not yet revoked (persisted: resumed on open)
+        self._retire_pending: list[int] = []
         self._scopes: set[anyio.CancelScope] | None = None
         self._entered = False
         self._closed = False
@@ -409,6 +420,18 @@ class ChipiSession:
     def is_renewing(self) -> bool:
         """A successor is being prepared, or a replaced key is still being revoked."""
         return self._renewing or self._retiring is not None
+
+    @property
+    def renewal_successor(self) -> SessionKeyData | None:
+        """A renewal's successor that is on record but not switched to yet (a store keeps
+        it, encrypted, so a crash mid-renewal cannot lose a registered key)."""
+        return self._successor
+
+    @property
+    def retiring_keys(self) -> tuple[int, ...]:
+        """Public keys of replaced sessions still to be revoked on chain (a store keeps
+        them, so a close or crash mid-retirement is finished on the next open)."""
+        return tuple(self._retire_pending)
 
     @property
     def in_doubt(self) -> tuple[SubmitInfo, ...]:
@@ -1391,83 +1414,70 @@ class ChipiSession:
             self._renewal_timer = None
 
     async def _renew(self) -> None:
-        """Create and register a successor, switch to it, then revoke the old key.
+        """Create a successor, persist it, register it (and its spending policies), then
+        switch to it in one step and revoke the old key in the background.
 
-        There is no moment without a usable session: executes keep using the old key until
-        the successor is registered; the old key is revoked only after executes signed with
-        it have finished, so nothing is ever signed by a revoked key.
+        Nothing is committed before the successor is registered, confirmed and on record:
+        any failure leaves the old session in charge (an unused successor that may have been
+        registered is revoked). The successor's encrypted key is persisted *before* it is
+        registered, so a crash cannot lose a registered key (the next open finishes the
+        renewal, see ``_resume_renewal``). Executes keep using the old key until the switch;
+        it is revoked only after the executes it signed have finished.
         """
         assert self._renewal is not None
         renewal = self._renewal
-        old = self._session
-        old_status = self._status
-        generation = self._generation
+        old, old_status, generation = self._session, self._status, self._generation
         new_key: SecretKey | None = None
+        data: SessionKeyData | None = None
+        sent = committed = False
         try:
             if old is None or old_status is None:
                 return
             duration = renewal.duration_seconds or self._default_duration
             max_calls = renewal.max_calls or old_status.max_calls or self._default_max_calls
-            data, new_key = await self._new_session_key(duration)
-            if generation != self._generation:
-                return
             try:
-                tx = await self._register_key(
-                    data.public_key, data.valid_until, max_calls, old_status.allowed_entrypoints
-                )
-                await self._confirm(tx)
-            except _AppliedHashLost:
-                pass  # registered: the nonce is used
-            for token_addr, pol in (self._policies or {}).items():
-                if generation != self._generation:
-                    return
+                renewal.check_successor(duration, max_calls)
+            except ChipiSessionError:
+                self._renewal_attempts = renewal.max_attempts  # no retry can fix this
+                raise
+            data, new_key = await self._new_session_key(duration)
+            async with self._owner_guard():
+                if generation != self._generation or not lifecycle.can_fire(
+                    self._model, "register"
+                ):
+                    return  # replaced or revoked meanwhile (spent is fine: that is why)
+                self._successor = data
+                await self._save_record()  # on record (encrypted) before it is sent
+                sent = True
+                allowed = old_status.allowed_entrypoints
                 try:
-                    await self._set_policy_for(
-                        data.public_key,
-                        token_addr,
-                        pol.max_per_call,
-                        pol.max_per_window,
-                        pol.window_seconds,
+                    tx = await self._register_key(
+                        data.public_key, data.valid_until, max_calls, allowed
                     )
+                    await self._confirm(tx)
                 except _AppliedHashLost:
-                    pass
-            if generation != self._generation:
-                return
-            # switch: nothing below awaits until the old key is retired
-            old_key = self._session_key
-            drained = anyio.Event()
-            record: list[Any] = [self._generation, self._reserved, drained]
-            if self._retiring is None:
-                self._retiring = []
-            self._retiring.append(record)
-            if self._reserved == 0:
-                drained.set()
-            self._generation += 1
-            self._session, self._session_key, new_key = data, new_key, None
-            self._status = SessionStatus(
-                data.valid_until, max_calls, 0, old_status.allowed_entrypoints
-            )
-            self._reserved = 0
-            self._in_doubt.clear()
-            self._seen_registered = True
-            if self._policies is not None:
-                now = int(self._clock.now())
-                self._policies = {
-                    t: attrs.evolve(p, spent_in_window=0, window_start=now)
-                    for t, p in self._policies.items()
-                }
-            self._renewal_attempts = 0
-            self._renewal_retry_at = 0.0
-            self._publish(
-                SessionRenewed,
-                previous_public_key=to_hex(old.public_key),
-                new_public_key=to_hex(data.public_key),
-            )
-            self._transition("register", reason="renewed", now=int(self._clock.now()),
-                             valid_until=data.valid_until)
-            self._persist()
-            # the successor is usable now; retire the old key in the background
-            self._spawn(self._retire_key(old.public_key, old_key, record))
+                    pass  # registered: the nonce is used
+                for token_addr, pol in list((self._policies or {}).items()):
+                    try:
+                        await self._set_policy_for(
+                            data.public_key,
+                            token_addr,
+                            pol.max_per_call,
+                            pol.max_per_window,
+                            pol.window_seconds,
+                        )
+                    except _AppliedHashLost:
+                        pass
+                if generation != self._generation or not lifecycle.can_fire(
+                    self._model, "register"
+                ):
+                    return
+                if int(self._clock.now()) > data.valid_until:
+                    raise ChipiSessionError(
+                        ErrorCode.SESSION_EXPIRED, "the successor expired before the switch"
+                    )
+                self._commit_renewal(old, data, new_key, max_calls, allowed)
+                new_key, committed = None, True
         except ChipiSessionError as exc:
             self._renewal_attempts += 1
             self._record_failure("renew", exc)
@@ -1483,10 +1493,80 @@ class ChipiSession:
         finally:
             if new_key is not None:
                 new_key.zero()
+            if not committed and data is not None and self._successor is data:
+                self._successor = None
+                if sent:  # it may be registered: an unused key must not stay valid
+                    self._retire_later(data.public_key, None)
+                self._persist()
             self._renewing = False
             if self._renewal_done is not None:
                 self._renewal_done.set()
                 self._renewal_done = None
+
+    async def _save_record(self) -> None:
+        """Save the session's record now (a store failure fails the caller)."""
+        journal = self._journal
+        if journal is not None:
+            journal.mark_dirty()
+            await journal.flush()
+
+    def _commit_renewal(
+        self,
+        old: SessionKeyData,
+        data: SessionKeyData,
+        key: SecretKey | None,
+        max_calls: int,
+        allowed: tuple[int, ...],
+    ) -> None:
+        """Switch to a registered successor: synchronous, so it happens all at once."""
+        old_key = self._session_key
+        old_generation, in_flight = self._generation, self._reserved
+        self._generation += 1
+        self._version += 1
+        self._session, self._session_key, self._successor = data, key, None
+        self._status = SessionStatus(data.valid_until, max_calls, 0, allowed)
+        self._reserved = 0
+        self._in_doubt.clear()
+        self._seen_registered = True
+        if self._policies is not None:
+            now = int(self._clock.now())
+            self._policies = {
+                t: attrs.evolve(p, spent_in_window=0, window_start=now)
+                for t, p in self._policies.items()
+            }
+        self._renewal_attempts = 0
+        self._renewal_retry_at = 0.0
+        self._publish(
+            SessionRenewed,
+            previous_public_key=to_hex(old.public_key),
+            new_public_key=to_hex(data.public_key),
+        )
+        self._transition(
+            "register", reason="renewed", now=int(self._clock.now()), valid_until=data.valid_until
+        )
+        # the successor is usable now; retire the old key once its executes have finished
+        self._retire_later(old.public_key, old_key, old_generation, in_flight)
+        self._persist()
+
+    def _retire_later(
+        self,
+        public_key: int,
+        key: SecretKey | None,
+        generation: int = -1,
+        in_flight: int = 0,
+    ) -> None:
+        """Revoke a replaced (or unused) key in the background, after the ``in_flight``
+        executes it signed (``generation``) have finished. On record until done."""
+        drained = anyio.Event()
+        record: list[Any] = [generation, in_flight, drained]
+        if in_flight <= 0:
+            drained.set()
+        if self._retiring is None:
+            self._retiring = []
+        self._retiring.append(record)
+        if public_key not in self._retire_pending:
+            self._retire_pending.append(public_key)
+        self._spawn(self._retire_key(public_key, key, record))
 
     async def _retire_key(
         self, public_key: int, key: SecretKey | None, record: list[Any]
@@ -1494,20 +1574,26 @@ class ChipiSession:
         """Revoke a replaced key once the executes it signed have finished: nothing is ever
         signed by a revoked key, and the old key is zeroed before it is revoked.
 
-        If the session closes first, the old key is not revoked: it stays valid on chain
-        until its own ``valid_until`` (it is zeroed in memory all the same).
+        If the session closes first, the key stays in :attr:`retiring_keys` (and so in the
+        store's record): the next ``hub.open`` revokes it.
         """
         try:
             await record[2].wait()
             if key is not None:
                 key.zero()
-            try:
-                tx = await self._revoke_key(public_key)
-                self._publish(TransactionSubmitted, action="revoke_previous", tx_hash=tx)
-            except _AppliedHashLost:
-                pass
-            except ChipiSessionError as exc:
-                self._record_failure("revoke_previous", exc)
+            done = False
+            async with self._owner_guard():
+                try:
+                    tx = await self._revoke_key(public_key)
+                    self._publish(TransactionSubmitted, action="revoke_previous", tx_hash=tx)
+                    done = True
+                except _AppliedHashLost:
+                    done = True
+                except ChipiSessionError as exc:
+                    self._record_failure("revoke_previous", exc)
+            if done and public_key in self._retire_pending:
+                self._retire_pending.remove(public_key)
+                self._persist()
         finally:
             if key is not None:
                 key.zero()
@@ -1515,6 +1601,53 @@ class ChipiSession:
                 self._retiring.remove(record)
                 if not self._retiring:
                     self._retiring = None
+
+    async def _resume_renewal(
+        self, successor: SessionKeyData | None, retiring: Iterable[int], in_doubt: bool
+    ) -> None:
+        """Finish what a previous run left of a renewal (``hub.open``): revoke replaced keys
+        whose retirement was interrupted; adopt a persisted successor if the chain has it
+        registered, else drop it (kept on record while its register is still in doubt)."""
+        for public_key in retiring:
+            self._retire_later(public_key, None)
+        current = self._session
+        if successor is None:
+            return
+        if current is not None and current.public_key == successor.public_key:
+            self._persist()  # the switch was saved; only the record's flag was not
+            return
+        self._successor = successor
+        if in_doubt:
+            return  # decided once its register is; the record keeps it meanwhile
+        try:
+            status = await self._backend.get_session_status(
+                self._wallet.address, successor.public_key
+            )
+        except ChipiSessionError as exc:
+            log.warning("renewal left by a previous run stays pending: %s", exc.code.value)
+            return  # still on record: the next open tries again
+        async with self._owner_guard():
+            if self._successor is not successor:
+                return
+            self._successor = None
+            if not status.exists:
+                self._persist()  # never registered: nothing to adopt
+                return
+            old = self._session
+            self._new_generation()
+            self._session = successor
+            self._status = None
+            self._seen_registered = True
+            self._apply_status(status)
+            self._reschedule()
+            if old is not None:
+                self._publish(
+                    SessionRenewed,
+                    previous_public_key=to_hex(old.public_key),
+                    new_public_key=to_hex(successor.public_key),
+                )
+                self._retire_later(old.public_key, None)
+            self._persist()
 
     # ---------------------------------------------------------------- helpers
     def _restore(self, data: SessionKeyData) -> None:

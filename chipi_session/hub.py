@@ -280,6 +280,8 @@ class SessionHub:
         stored_session = options.stored_session
         seen_registered = False
         pending: list[JournalEntry] = []
+        successor: SessionKeyData | None = None
+        retiring: tuple[int, ...] = ()
         if self._store is not None and key is not None:
             record = await self._store.load(key)
             if record is not None:
@@ -291,6 +293,7 @@ class SessionHub:
                 if stored_session is None:
                     stored_session = record.session
                 seen_registered = record.seen_registered
+                successor, retiring = record.successor, record.retiring
             pending = await self._store.journal_pending(key)
         session = ChipiSession(
             wallet=wallet,
@@ -338,6 +341,13 @@ class SessionHub:
                 )
             if learned:
                 session._persist()  # what the journal taught must survive the next restart
+            # a renewal the previous run left unfinished: adopt or drop its successor, revoke
+            # the keys it replaced
+            successor_in_doubt = successor is not None and any(
+                entry.action == "register" and entry.session_public_key == successor.public_key
+                for entry, _, _ in unresolved
+            )
+            await session._resume_renewal(successor, retiring, successor_in_doubt)
         except BaseException:
             self._sessions.pop(slot, None)
             self._slots.pop(id(session), None)
@@ -570,4 +580,6 @@ class _StoreJournal:
             registered_max_calls=None if status is None else status.max_calls,
             registered_allowed_entrypoints=() if status is None else status.allowed_entrypoints,
             updated_at=self._clock.now(),
+            successor=s.renewal_successor,
+            retiring=s.retiring_keys,
         )

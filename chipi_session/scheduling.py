@@ -67,6 +67,11 @@ class TimerHeap:
         return sum(1 for _, _, h in self._heap if h.active)
 
     def schedule(self, deadline: float, callback: Callable[[], object]) -> TimerHandle:
+        """Run ``callback`` once the clock reaches ``deadline``. A NaN deadline is refused
+        here (``ValueError``): in the heap it would break the order every session relies on
+        and crash the shared timer task."""
+        if math.isnan(deadline):
+            raise ValueError("timer deadline is NaN")
         handle = TimerHandle(deadline, callback)
         heapq.heappush(self._heap, (deadline, next(self._seq), handle))
         if deadline < self._sleeping_until and self._sleep_scope is not None:

@@ -170,6 +170,10 @@ def _to_entrypoints(value: Iterable[object]) -> tuple[int, ...]:
     return parse_felts(value, "registered_allowed_entrypoints")
 
 
+def _to_public_keys(value: Iterable[object]) -> tuple[int, ...]:
+    return parse_felts(value, "retiring")
+
+
 def _to_updated_at(value: object) -> float:
     return _check_number(value, "updated_at")
 
@@ -266,6 +270,8 @@ _RECORD_FIELDS: Final = frozenset(
         "registeredMaxCalls",
         "registeredAllowedEntrypoints",
         "updatedAt",
+        "successor",
+        "retiring",
     }
 )
 
@@ -289,10 +295,16 @@ class SessionRecord:
         default=(), converter=_to_entrypoints
     )
     updated_at: float = attrs.field(default=0.0, converter=_to_updated_at)
+    #: a renewal's successor, on record (encrypted) before it is registered: a crash cannot
+    #: lose a registered key; the next open adopts it if the chain has it, else drops it
+    successor: SessionKeyData | None = attrs.field(default=None, validator=_v_session)
+    #: public keys of replaced sessions still to be revoked (finished on the next open)
+    retiring: tuple[int, ...] = attrs.field(default=(), converter=_to_public_keys)
 
     def to_json(self) -> dict[str, Any]:
-        """camelCase, with the wallet and session in Chipi's own JSON shapes."""
-        return {
+        """camelCase, with the wallet and session in Chipi's own JSON shapes (``successor``
+        and ``retiring`` only while a renewal is unfinished)."""
+        data = {
             "key": self.key,
             "wallet": self.wallet.to_json(),
             "session": None if self.session is None else self.session.to_json(),
@@ -303,6 +315,11 @@ class SessionRecord:
             ],
             "updatedAt": self.updated_at,
         }
+        if self.successor is not None:
+            data["successor"] = self.successor.to_json()
+        if self.retiring:
+            data["retiring"] = [to_hex(x) for x in self.retiring]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SessionRecord:
@@ -312,6 +329,7 @@ class SessionRecord:
             key = _field(obj, "key", (str,))
             wallet_json = _field(obj, "wallet", (dict,))
             session_json = _field(obj, "session", (dict, type(None)))
+            successor_json = _field(obj, "successor", (dict, type(None)), default=None)
             return cls(
                 key=key,
                 wallet=WalletData.from_json(wallet_json),
@@ -324,6 +342,10 @@ class SessionRecord:
                     obj, "registeredAllowedEntrypoints", (list,), default=[]
                 ),
                 updated_at=_field(obj, "updatedAt", (int, float), default=0.0),
+                successor=(
+                    None if successor_json is None else SessionKeyData.from_json(successor_json)
+                ),
+                retiring=_field(obj, "retiring", (list,), default=[]),
             )
         except _Corrupt as exc:
             raise _stored_error("session record", str(exc)) from None
