@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .backends.base import SubmitInfo
+from .types import SubmitInfo
 
 __all__ = ["ActionJournal"]
 

@@ -10,11 +10,11 @@ landed between the first nonce read and the time read may have used it (docs/pro
 from __future__ import annotations
 
 import enum
-from typing import Protocol, runtime_checkable
 
-from .backends.base import NonceReader, SubmitInfo
+from .backends.base import ChainTimeReader, NonceReader
 from .clock import Clock
 from .errors import ChipiSessionError, ErrorCode
+from .types import SubmitInfo
 
 __all__ = ["OutcomeResolution", "ChainTimeReader", "resolve_outcome"]
 
@@ -32,13 +32,6 @@ class OutcomeResolution(enum.StrEnum):
         if self is OutcomeResolution.PENDING:
             return None
         return self is OutcomeResolution.EXECUTED
-
-
-@runtime_checkable
-class ChainTimeReader(Protocol):
-    """Optional backend capability: the chain's current (block) time."""
-
-    async def chain_time(self) -> int: ...
 
 
 async def resolve_outcome(

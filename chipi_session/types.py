@@ -39,6 +39,7 @@ __all__ = [
     "CallOutcome",
     "ExecutedEvent",
     "ExecutionResult",
+    "SubmitInfo",
 ]
 
 
@@ -418,3 +419,21 @@ class ExecutionResult:
             ExecutionStatus.UNKNOWN,
             tuple(CallOutcome(i, None) for i in range(call_count)),
         )
+
+
+@attrs.frozen
+class SubmitInfo:
+    """What a backend is about to send, reported through ``on_submit`` before it sends.
+
+    The SNIP-9 nonce is single-use on chain, so "is this nonce used?" answers exactly whether
+    the transaction executed: the engine journals it to resolve an unknown outcome (a timeout
+    after sending, a crash) without ever sending twice (docs/engine.md, "In-doubt writes").
+    """
+
+    action: str
+    wallet_address: int
+    outside_nonce: int
+    message_hash: int
+    #: End of the SNIP-9 window: after it an unused nonce can never be used, so "not executed"
+    #: is only certain once the chain's time has passed it.
+    execute_before: int

@@ -21,12 +21,12 @@ import anyio
 import pytest
 
 from chipi_session import ChipiSession, ChipiSessionError, ErrorCode, SessionHub, SessionState
-from chipi_session.backends.base import OnSubmit, SubmitInfo, notify_submit
+from chipi_session.backends.base import OnSubmit, notify_submit
 from chipi_session.felts import selector
 from chipi_session.lifecycle import derive_state
 from chipi_session.localchain import LocalChain
 from chipi_session.store import JsonFileStore, SessionStore, SqliteStore
-from chipi_session.types import WalletData
+from chipi_session.types import SubmitInfo, WalletData
 
 from .helpers import (
     PIN,

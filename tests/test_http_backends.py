@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from chipi_session.backends import SessionBackend  # noqa: E402
+from chipi_session.backends import SessionBackend, SessionReader, SessionWriter  # noqa: E402
 from chipi_session.backends.chipi_api import (  # noqa: E402
     ChipiApiBackend,
     ChipiApiError,
@@ -729,7 +729,7 @@ async def test_rpc_reads(
     server: LocalnetServer, backend: ChipiApiBackend, clock: ManualClock, funded: Funded
 ) -> None:
     async with StarknetRpcBackend(server.rpc_url) as rpc:
-        assert isinstance(rpc, SessionBackend) and not rpc.requires_bearer_token
+        assert isinstance(rpc, SessionReader) and not isinstance(rpc, SessionWriter)
         assert await rpc.chain_id() == SN_MAIN
         assert await rpc.spec_version() == "0.8.1"
         assert await rpc.block_timestamp() == int(clock.now())
@@ -751,16 +751,35 @@ async def test_rpc_reads(
         assert await rpc.is_valid_outside_execution_nonce(wallet, 12345)
 
 
-async def test_rpc_backend_is_read_only(server: LocalnetServer, funded: Funded) -> None:
+async def test_rpc_backend_is_read_only(
+    server: LocalnetServer, clock: ManualClock, funded: Funded
+) -> None:
+    """A session on a read-only backend reads the chain and refuses every write with
+    NOT_SUPPORTED (not retryable), changing nothing."""
+    from chipi_session.engine import ChipiSession
+    from chipi_session.types import SessionState
+    from chipi_session.vault import Vault
+
     async with StarknetRpcBackend(server.rpc_url) as rpc:
-        with pytest.raises(ChipiSessionError) as e:
-            await rpc.execute_with_session(
-                funded.wallet, SecretKey.generate(), valid_until=1, calls=[transfer(1, 1)]
-            )
-        assert e.value.code is ErrorCode.NOT_SUPPORTED and not e.value.retryable
-        with pytest.raises(ChipiSessionError) as e:
-            await rpc.revoke_session_key(funded.wallet, funded.owner, session_public_key=1)
-        assert e.value.code is ErrorCode.NOT_SUPPORTED
+        assert not isinstance(rpc, SessionBackend)
+        async with ChipiSession(
+            wallet=funded.wallet,
+            encrypt_key="1234",
+            backend=rpc,
+            clock=clock,
+            vault=Vault(KdfCost.FAST_FOR_TESTS),
+            auto_check_status=False,
+        ) as session:
+            data = await session.create_session(duration_seconds=3600)
+            with pytest.raises(ChipiSessionError) as e:
+                await session.register_session(max_calls=3)
+            assert e.value.code is ErrorCode.NOT_SUPPORTED and not e.value.retryable
+            assert session.session_state is SessionState.CREATED
+            with pytest.raises(ChipiSessionError) as e:
+                await session.revoke_session()
+            assert e.value.code is ErrorCode.NOT_SUPPORTED
+            status = await rpc.get_session_status(funded.wallet.address, data.public_key)
+            assert not status.exists and status.calls_used == 0
 
 
 # -- end to end through the engine ---------------------------------------------------------------

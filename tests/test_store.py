@@ -31,7 +31,6 @@ from hypothesis.stateful import (
     rule,
 )
 
-from chipi_session.backends.base import SubmitInfo
 from chipi_session.errors import ChipiSessionError, ErrorCode
 from chipi_session.keys import generate_private_key, public_key_of
 from chipi_session.localchain import LocalChain
@@ -46,7 +45,7 @@ from chipi_session.store import (
     SessionStore,
     SqliteStore,
 )
-from chipi_session.types import SessionKeyData, WalletData
+from chipi_session.types import SessionKeyData, SubmitInfo, WalletData
 from chipi_session.vault import KdfCost, Vault
 
 from .helpers import secret_text_forms

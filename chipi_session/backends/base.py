@@ -1,54 +1,72 @@
-"""The ``SessionBackend`` protocol (engine.md §6).
+"""Every interface a backend implements, in one place (docs/architecture.md, "Backends").
+
+A backend is what the engine reads session state from and sends transactions through. What
+*every* backend must do is :class:`SessionReader`; a backend that can also send is a
+:class:`SessionWriter`, and :class:`SessionBackend` is both (``LocalChain``,
+``ChipiApiBackend``). ``StarknetRpcBackend`` is only a reader: the engine refuses writes on it
+with ``NOT_SUPPORTED`` (:func:`require_writer`) instead of the backend carrying methods that
+only raise.
+
+Everything else is an optional *capability*, a ``runtime_checkable`` protocol the engine tests
+with ``isinstance`` (never ``getattr`` probing), so "what can this backend do" is answered by
+its type:
+
+* :class:`ClockProvider`: sessions share the backend's clock (else the system clock);
+* :class:`ChainTimeReader`: a SNIP-9 window is closed by chain time (else the local clock);
+* :class:`BatchStatusReader`: the hub's poller reads many statuses per request (else one read
+  per session);
+* :class:`NonceReader`: writes in doubt are resolved from the chain (else they stay in doubt
+  until the session is reconciled);
+* :class:`TransactionConfirmer`: ``active`` / ``revoked`` only once the chain accepted the
+  write (else on send);
+* :class:`ExecutionResultReader`: per-call outcomes of an execute (else ``UNKNOWN``, never
+  success).
 
 Owner-signed actions (register, revoke, spending policies) receive the decrypted owner key and
 session-signed executes receive the session key; the backend computes what must be signed (for
-the Chipi API that is the typed data the paymaster prepares) and signs with the key it is
-handed. Keys are :class:`~chipi_session.keys.SecretKey` objects: a backend must not store them.
+the Chipi API, the typed data the paymaster prepares) and signs with the key it is handed. Keys
+are :class:`~chipi_session.keys.SecretKey` objects: a backend must not store them.
 
 Every method raises :class:`~chipi_session.errors.ChipiSessionError`; ``BACKEND_UNAVAILABLE`` is
 retryable, ``UNKNOWN_OUTCOME`` means a write may or may not have happened (read the chain).
 Transaction hashes are ``0x`` hex strings. Write methods call ``on_submit`` (if given) with a
-:class:`SubmitInfo` after signing and right before sending.
+:class:`~chipi_session.types.SubmitInfo` after signing and right before sending.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import attrs
-
+from ..errors import ChipiSessionError, ErrorCode
 from ..keys import SecretKey
-from ..types import Call, ExecutionResult, SessionStatus, SpendingPolicy, WalletData
+from ..types import (
+    Call,
+    ExecutionResult,
+    SessionStatus,
+    SpendingPolicy,
+    SubmitInfo,
+    WalletData,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..clock import Clock
 
 __all__ = [
+    "SessionReader",
+    "SessionWriter",
     "SessionBackend",
-    "SubmitInfo",
-    "OnSubmit",
-    "notify_submit",
+    "ClockProvider",
+    "ChainTimeReader",
+    "BatchStatusReader",
     "NonceReader",
     "TransactionConfirmer",
     "ExecutionResultReader",
+    "OnSubmit",
+    "notify_submit",
+    "require_writer",
 ]
-
-
-@attrs.frozen
-class SubmitInfo:
-    """What a backend is about to send, reported through ``on_submit`` before it sends.
-
-    The SNIP-9 nonce is single-use on chain, so "is this nonce used?" answers exactly whether
-    the transaction executed: the engine journals it to resolve an unknown outcome (a timeout
-    after sending, a crash) without ever sending twice.
-    """
-
-    action: str
-    wallet_address: int
-    outside_nonce: int
-    message_hash: int
-    #: End of the SNIP-9 window: after it an unused nonce can never be used, so "not executed"
-    #: is only certain once the chain's time has passed it.
-    execute_before: int
 
 
 OnSubmit = Callable[[SubmitInfo], "Awaitable[None] | None"]
@@ -63,16 +81,27 @@ async def notify_submit(on_submit: OnSubmit | None, info: SubmitInfo) -> None:
         await result
 
 
-@runtime_checkable
-class NonceReader(Protocol):
-    """Optional backend capability: read whether a SNIP-9 nonce was used on chain."""
-
-    async def outside_nonce_used(self, wallet_address: int, nonce: int) -> bool: ...
+# -- what every backend does -------------------------------------------------------------------
 
 
 @runtime_checkable
-class SessionBackend(Protocol):
-    #: True if actions need a bearer token (remote backends); LocalChain needs none.
+class SessionReader(Protocol):
+    """Reads every backend answers: a session's on-chain status and its spending policies."""
+
+    async def get_session_status(
+        self, wallet_address: int, session_public_key: int
+    ) -> SessionStatus: ...
+
+    async def get_spending_policy(
+        self, wallet_address: int, session_public_key: int, token: int
+    ) -> SpendingPolicy: ...
+
+
+@runtime_checkable
+class SessionWriter(Protocol):
+    """Writes: owner-signed session-key administration and session-signed executes."""
+
+    #: True if writes need a bearer token (remote backends); LocalChain needs none.
     requires_bearer_token: bool
 
     async def add_or_update_session_key(
@@ -109,10 +138,6 @@ class SessionBackend(Protocol):
         on_submit: OnSubmit | None = None,
     ) -> str: ...
 
-    async def get_session_status(
-        self, wallet_address: int, session_public_key: int
-    ) -> SessionStatus: ...
-
     async def set_spending_policy(
         self,
         wallet: WalletData,
@@ -138,14 +163,66 @@ class SessionBackend(Protocol):
         on_submit: OnSubmit | None = None,
     ) -> str: ...
 
-    async def get_spending_policy(
-        self, wallet_address: int, session_public_key: int, token: int
-    ) -> SpendingPolicy: ...
+
+@runtime_checkable
+class SessionBackend(SessionReader, SessionWriter, Protocol):
+    """A backend that reads and writes: what a session needs for its whole lifecycle."""
+
+
+def require_writer(backend: SessionReader, what: str) -> SessionWriter:
+    """``backend`` as a writer, or ``NOT_SUPPORTED`` (not retryable) for a read-only one."""
+    if isinstance(backend, SessionWriter):
+        return backend
+    raise ChipiSessionError(
+        ErrorCode.NOT_SUPPORTED,
+        f"{type(backend).__name__} is read-only: it cannot {what} "
+        "(use ChipiApiBackend, LocalChain or another SessionWriter)",
+    )
+
+
+# -- optional capabilities -----------------------------------------------------------------------
+
+
+@runtime_checkable
+class ClockProvider(Protocol):
+    """The backend's time source (``LocalChain``'s clock): sessions on it share it, so a
+    ``ManualClock`` drives chain and engine alike. ``None`` means "use the system clock"."""
+
+    @property
+    def clock(self) -> Clock | None: ...
+
+
+@runtime_checkable
+class ChainTimeReader(Protocol):
+    """The chain's current (block) time: a write's SNIP-9 window is closed only once the
+    *chain* says so (a local clock running ahead must not decide it)."""
+
+    async def chain_time(self) -> int: ...
+
+
+@runtime_checkable
+class BatchStatusReader(Protocol):
+    """Many ``(wallet, session_public_key)`` statuses in few requests (the hub's poller).
+
+    Per-target failures come back as errors in the list, in order; a failed request raises.
+    """
+
+    async def get_session_statuses(
+        self, targets: Sequence[tuple[int, int]]
+    ) -> list[SessionStatus | ChipiSessionError]: ...
+
+
+@runtime_checkable
+class NonceReader(Protocol):
+    """Whether a SNIP-9 nonce was used on chain: the one exact answer to "did this write
+    execute?" (docs/engine.md, "In-doubt writes")."""
+
+    async def outside_nonce_used(self, wallet_address: int, nonce: int) -> bool: ...
 
 
 @runtime_checkable
 class TransactionConfirmer(Protocol):
-    """Optional backend capability: wait until a transaction is accepted on chain.
+    """Wait until a transaction is accepted on chain.
 
     The engine reports a registration ``active`` (and a revoke ``revoked``) only once the
     backend confirms it, so a status read racing the transaction cannot mislabel the session.
@@ -157,7 +234,7 @@ class TransactionConfirmer(Protocol):
 
 @runtime_checkable
 class ExecutionResultReader(Protocol):
-    """Optional backend capability: what an executed transaction did, call by call.
+    """What an executed transaction did, call by call.
 
     Waits, like ``confirm_transaction``, until the transaction is accepted, then reads its
     status and per-call outcomes (docs/execution-results.md). A reverted transaction is a

@@ -61,10 +61,11 @@ from ..types import (
     ExecutionResult,
     SessionStatus,
     SpendingPolicy,
+    SubmitInfo,
     WalletData,
     WalletType,
 )
-from .base import OnSubmit, SubmitInfo, notify_submit
+from .base import OnSubmit, notify_submit
 from .starknet_rpc import StarknetRpcBackend
 
 __all__ = [

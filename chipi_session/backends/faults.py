@@ -42,8 +42,15 @@ import attrs
 from ..clock import Clock
 from ..errors import ChipiSessionError, ErrorCode
 from ..keys import SecretKey
-from ..types import Call, SessionStatus, SpendingPolicy, WalletData
-from .base import NonceReader, OnSubmit, SessionBackend, SubmitInfo, notify_submit
+from ..types import Call, SessionStatus, SpendingPolicy, SubmitInfo, WalletData
+from .base import (
+    ChainTimeReader,
+    ClockProvider,
+    NonceReader,
+    OnSubmit,
+    SessionBackend,
+    notify_submit,
+)
 
 __all__ = [
     "FaultKind",
@@ -171,8 +178,8 @@ class FaultInjectingBackend:
         if not isinstance(timeout_seconds, (int, float)) or timeout_seconds < 0:
             raise ValueError("timeout_seconds must be >= 0")
         self._inner = inner
-        self.requires_bearer_token = bool(getattr(inner, "requires_bearer_token", False))
-        found = getattr(inner, "clock", None)
+        self.requires_bearer_token = bool(inner.requires_bearer_token)
+        found = inner.clock if isinstance(inner, ClockProvider) else None
         self.clock: Clock | None = clock if clock is not None else found
         self.rates = rates
         self.per_method: dict[str, FaultRates] = {}
@@ -531,9 +538,9 @@ class _NonceReadingFaultBackend(FaultInjectingBackend):
 
     async def chain_time(self) -> int:
         """The inner backend's chain time (through the fault plan), else the wrapper's clock."""
-        read = getattr(self._inner, "chain_time", None)
-        if read is None:
+        inner = self._inner
+        if not isinstance(inner, ChainTimeReader):
             if self.clock is None:
                 raise ChipiSessionError(ErrorCode.NOT_SUPPORTED, "no chain time available")
             return int(self.clock.now())
-        return await self._read("chain_time", read)
+        return await self._read("chain_time", inner.chain_time)

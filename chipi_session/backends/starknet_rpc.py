@@ -27,16 +27,12 @@ from ..errors import ChipiSessionError, ErrorCode
 from ..execution import result_from_rpc
 from ..felts import parse_felt, parse_felts, parse_selector, selector, to_hex
 from ..http import HttpClient, HttpResponse, Timeouts, safe_origin
-from ..keys import SecretKey
 from ..types import (
-    Call,
     ExecutedEvent,
     ExecutionResult,
     SessionStatus,
     SpendingPolicy,
-    WalletData,
 )
-from .base import OnSubmit
 
 __all__ = [
     "StarknetRpcBackend",
@@ -170,15 +166,6 @@ class TransactionReceipt:
         return self.execution_status == "SUCCEEDED"
 
 
-def _read_only(what: str) -> ChipiSessionError:
-    return ChipiSessionError(
-        ErrorCode.NOT_SUPPORTED,
-        f"StarknetRpcBackend is read-only and cannot {what}; "
-        "use ChipiApiBackend (Chipi REST) or LocalChain for transactions",
-        retryable=False,
-    )
-
-
 class StarknetRpcBackend:
     """Reads session state from a Starknet JSON-RPC URL (``http(s)://.../rpc/v0_8`` etc.).
 
@@ -186,9 +173,11 @@ class StarknetRpcBackend:
     nodes sees transactions a few seconds earlier). Reads are idempotent, so they are retried
     on transport errors and 429/5xx within ``timeout``. Close with :meth:`aclose` or
     ``async with``.
-    """
 
-    requires_bearer_token: bool = False
+    A :class:`~chipi_session.backends.base.SessionReader` with every read capability (chain
+    time, batched statuses, nonce reads, confirmation, execution results) and no writes: a
+    session on it refuses writes with ``NOT_SUPPORTED``.
+    """
 
     def __init__(
         self,
@@ -789,72 +778,6 @@ class StarknetRpcBackend:
         if len(felts) != 8:
             raise self._bad_response("get_spending_policy", f"{len(felts)} felts (expected 8)")
         return SpendingPolicy.from_felts(felts)
-
-    # -- writes: not here ----------------------------------------------------------------
-
-    async def add_or_update_session_key(
-        self,
-        wallet: WalletData,
-        owner_key: SecretKey,
-        *,
-        session_public_key: int,
-        valid_until: int,
-        max_calls: int,
-        allowed_entrypoints: Sequence[int],
-        bearer_token: str | None = None,
-        on_submit: OnSubmit | None = None,
-    ) -> str:
-        raise _read_only("register a session key")
-
-    async def revoke_session_key(
-        self,
-        wallet: WalletData,
-        owner_key: SecretKey,
-        *,
-        session_public_key: int,
-        bearer_token: str | None = None,
-        on_submit: OnSubmit | None = None,
-    ) -> str:
-        raise _read_only("revoke a session key")
-
-    async def execute_with_session(
-        self,
-        wallet: WalletData,
-        session_key: SecretKey,
-        *,
-        valid_until: int,
-        calls: Sequence[Call],
-        bearer_token: str | None = None,
-        on_submit: OnSubmit | None = None,
-    ) -> str:
-        raise _read_only("execute transactions")
-
-    async def set_spending_policy(
-        self,
-        wallet: WalletData,
-        owner_key: SecretKey,
-        *,
-        session_public_key: int,
-        token: int,
-        max_per_call: int,
-        max_per_window: int,
-        window_seconds: int,
-        bearer_token: str | None = None,
-        on_submit: OnSubmit | None = None,
-    ) -> str:
-        raise _read_only("set a spending policy")
-
-    async def remove_spending_policy(
-        self,
-        wallet: WalletData,
-        owner_key: SecretKey,
-        *,
-        session_public_key: int,
-        token: int,
-        bearer_token: str | None = None,
-        on_submit: OnSubmit | None = None,
-    ) -> str:
-        raise _read_only("remove a spending policy")
 
 
 def _rpc_error(method: str, error: Mapping[str, Any]) -> StarknetRpcError:

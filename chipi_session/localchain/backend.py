@@ -16,7 +16,7 @@ from typing import Any
 import anyio.lowlevel
 
 from .. import selfcalls
-from ..backends.base import OnSubmit, SubmitInfo, notify_submit
+from ..backends.base import OnSubmit, notify_submit
 from ..errors import ChipiSessionError, ErrorCode
 from ..execution import OUTSIDE_EXECUTION_SELECTORS, InnerCall, build_execution_result
 from ..felts import parse_felt
@@ -28,6 +28,7 @@ from ..types import (
     ExecutionResult,
     SessionStatus,
     SpendingPolicy,
+    SubmitInfo,
     WalletData,
     coerce_calls,
 )
