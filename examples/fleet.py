@@ -91,10 +91,10 @@ async def worker(args: argparse.Namespace) -> None:
                 call = Call(to=token, selector="transfer", calldata=[RECIPIENT_BASE + n, 1, 0])
                 try:
                     await session.execute_with_session(call)
-                    log.write(f"S {n}\n")
+                    log.write(f"S {n} {time.time():.3f}\n")
                 except ChipiSessionError as exc:
                     if exc.applied:
-                        log.write(f"S {n}\n")  # executed, only its hash was lost
+                        log.write(f"S {n} {time.time():.3f}\n")  # executed; its hash was lost
                     elif (
                         exc.code is ErrorCode.UNKNOWN_OUTCOME
                         or exc.applied is None
@@ -225,17 +225,47 @@ def _database(url: str | None) -> Iterator[str]:
         server.cleanup()
 
 
+@contextlib.contextmanager
+def localnet(workdir: Path) -> Iterator[dict[str, Any]]:
+    """``chipi-session localnet`` in a process of its own; its banner is in localnet.json."""
+    code = "import sys; from chipi_session.localnet import main; sys.exit(main(sys.argv[1:]))"
+    chain = subprocess.Popen(
+        [sys.executable, "-c", code, "--port", "0", "--json", "--fast-kdf"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert chain.stdout is not None
+        info = json.loads(chain.stdout.readline())
+        (workdir / "localnet.json").write_text(json.dumps(info))
+        yield info
+    finally:
+        chain.send_signal(signal.SIGTERM)
+        try:
+            chain.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            chain.kill()
+
+
 class Run:
     def __init__(self, args: argparse.Namespace, db: str, workdir: Path) -> None:
         self.args, self.db, self.workdir = args, db, workdir
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()
         self.events: list[tuple[float, str]] = []
 
     def mark(self, what: str) -> None:
         self.events.append((round(time.monotonic() - self.t0, 3), what))
         if not self.args.json:
             print(f"[{self.events[-1][0]:7.2f}s] {what}", flush=True)
+
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def start_worker(self, index: int) -> None:
         argv = [sys.executable, __file__, "worker", "--index", str(index), "--db", self.db]
@@ -319,20 +349,10 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="chipi-fleet-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    with _database(args.db) as db:
+    with _database(args.db) as db, localnet(workdir) as info:
         PostgresStore(db).close()  # create the schema once
-        code = "import sys; from chipi_session.localnet import main; sys.exit(main(sys.argv[1:]))"
-        chain = subprocess.Popen(
-            [sys.executable, "-c", code, "--port", "0", "--json", "--fast-kdf"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
         run = Run(args, db, workdir)
         try:
-            assert chain.stdout is not None
-            info = json.loads(chain.stdout.readline())
-            (workdir / "localnet.json").write_text(json.dumps(info))
             wallet = int(info["demoWallet"]["publicKey"], 16)
             (funds_before,) = _balances(info, [wallet])
             for i in range(3):
@@ -395,15 +415,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             pending = len(journal.journal_pending())
             journal.close()
         finally:
-            for proc in run.procs.values():
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            chain.send_signal(signal.SIGTERM)
-            try:
-                chain.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                chain.kill()
+            run.kill_all()
         executed = {n for n, b in balances.items() if b > 0}
         successes = {n for n, o in outcome.items() if o == "S"}
         failed = {n for n, o in outcome.items() if o == "F"}
@@ -441,6 +453,8 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             "workers_reporting": len(finals),
             "failover_seconds": round(failover, 3),
             "timeline": run.events,
+            "t0_wall": run.t0_wall,
+            "workdir": str(workdir),
         }
         report["ok"] = (
             report["applied_twice"] == 0
