@@ -4,6 +4,7 @@ starknet-py nor sympy."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chipi_session import Call, hashing, poseidon
+from chipi_session.errors import ChipiSessionError
 from chipi_session.felts import _KNOWN_SELECTORS, FIELD_PRIME, keccak250, selector
 
 felts = st.integers(0, FIELD_PRIME - 1)
@@ -239,3 +241,46 @@ def test_session_validate_hash_equals_starknet_py_poseidon(
         account=account, chain_id=hashing.SN_SEPOLIA, nonce=nonce, valid_until=valid_until,
         calls=calls,
     ) == _reference_poseidon(data)
+
+
+# -- the localnet paymaster's hot path -----------------------------------------------------------
+
+
+def test_prepared_typed_data_is_the_callers_own_copy() -> None:
+    """The paymaster hands out a fresh copy (not a deepcopy any more): mutating it in place
+    must not change what the paymaster expects back."""
+    from chipi_session.clock import ManualClock
+    from chipi_session.keys import SecretKey, session_signature
+    from chipi_session.localchain import LocalChain
+    from chipi_session.localchain.testing import owner_invoke
+    from chipi_session.selfcalls import add_or_update_session_key_call
+    from chipi_session.vault import KdfCost, Vault
+
+    vault = Vault(KdfCost.FAST_FOR_TESTS)
+    chain = LocalChain(clock=ManualClock(1_000_000), vault=vault)
+    wallet = chain.create_wallet("1234")
+    owner = vault.decrypt(wallet.encrypted_private_key, "1234")
+    token = chain.deploy_token("USDC", 6)
+    chain.mint(token, wallet.address, 1_000)
+    session = SecretKey(0x5E55)
+    valid_until = chain.now() + 3600
+    owner_invoke(
+        chain,
+        wallet.address,
+        owner,
+        [add_or_update_session_key_call(wallet.address, session.public_key, valid_until, 5, ())],
+    )
+    calls = [Call(to=token, selector="transfer", calldata=[0xA11CE, 7, 0])]
+    handed_out = chain.prepare_typed_data(wallet.address, calls)
+    pristine = json.loads(json.dumps(handed_out))
+    msg_hash = hashing.typed_data_message_hash(handed_out, wallet.address)
+    handed_out["message"]["Calls"][0]["Calldata"][1] = "0x3e8"  # the caller scribbles on it
+    with pytest.raises(ChipiSessionError, match="altered"):
+        chain.execute_sponsored(
+            wallet.address, handed_out, session_signature(session, msg_hash, valid_until)
+        )
+    tx = chain.execute_sponsored(
+        wallet.address, pristine, session_signature(session, msg_hash, valid_until)
+    )
+    assert chain.get_transaction_status(tx) == "ACCEPTED_ON_L2"
+    assert chain.call(token, "balance_of", [0xA11CE]) == [7, 0]
