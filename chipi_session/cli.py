@@ -1,4 +1,4 @@
-"""The ``chipi-session`` command: ``demo``, ``diagram`` and ``localnet``."""
+"""The ``chipi-session`` command: ``demo``, ``diagram``, ``localnet`` and ``watch``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["localnet"]:
         return _localnet(argv[1:])
+    if argv[:1] == ["watch"]:
+        from .watch import main as watch
+
+        return watch(argv[1:])
     parser = argparse.ArgumentParser(prog="chipi-session", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     diagram.add_argument("--output", default=str(DIAGRAM_PATH))
     diagram.set_defaults(func=_diagram)
     sub.add_parser("localnet", help="a local Chipi-compatible REST + JSON-RPC server")
+    sub.add_parser("watch", help="a live view of a localnet's or a hub store's sessions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     return int(args.func(args))
