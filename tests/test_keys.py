@@ -1,6 +1,7 @@
 """chipi_session.keys and the hashes it signs, against the spec vectors.
 
-Vectors: vectors/session_signature.json (chipi-wire-protocol.md appendix B) and contract.md §15.
+Vectors: tests/vectors/ (see its README) and session-hash vectors computed independently of
+this package (the hash: docs/contract.md, "The session hash").
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from chipi_session.types import Call
 
 from .helpers import secret_text_forms
 
-VECTORS = Path("/work/shared/spec/vectors")
+VECTORS = Path(__file__).parent / "vectors"
 SIG = {
     k: (int(v, 16) if isinstance(v, str) and v.startswith("0x") else v)
     for k, v in json.loads((VECTORS / "session_signature.json").read_text()).items()
@@ -54,7 +55,7 @@ ECDSA_BOUND = 2**251
 USDC = 0x033068F6539F8E6E6B131E6B2B814E6C34A5224BC66947C47DAB9DFEE93B35FB
 TRANSFER = 0x83AFD3F4CAEDC6EEBF44246FE54E38C95E3179A5EC9EA81740ECA5B482D12E
 
-# contract.md §15 inputs
+# inputs of the independently computed session-hash vectors
 ACCOUNT_15 = 0x1234ABCD
 ETH = 0x49D36570D4E46F48E99674BD3FCC84644DDD6B96F7C741B1562B82F9E004DC7
 CALL_15 = Call(to=ETH, selector="transfer", calldata=[0xBEEF, 100, 0])
@@ -76,7 +77,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     yield request.param
 
 
-# -- session signature vector (chipi-wire-protocol.md appendix B) ----------------------------
+# -- session signature vector (tests/vectors/session_signature.json) --------------------------
 
 
 def test_vector_message_hash_from_typed_data() -> None:
@@ -141,7 +142,7 @@ def test_session_signature_rejects_bad_valid_until(valid_until: int) -> None:
     assert info.value.code is ErrorCode.INVALID_INPUT
 
 
-# -- contract.md §15 -------------------------------------------------------------------------
+# -- session-hash vectors (docs/contract.md, "The session hash") -----------------------------
 
 
 def test_session_validate_hash_vectors() -> None:
@@ -383,7 +384,7 @@ def test_fallback_gives_identical_results(
 
 
 def test_owner_key_vector(backend: str) -> None:
-    """chipi-wire-protocol.md appendix B: the owner key used in all probes."""
+    """The owner key of the SDK probes that produced tests/vectors/ (a known public key)."""
     owner = 0x0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDE
     assert public_key_of(owner) == 0x986F3B591C31C5BAD9F50374ECE0FAF2D9C3BEC16274F128490BBCCD149C4A
 

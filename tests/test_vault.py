@@ -34,13 +34,14 @@ from chipi_session.vault import (
 
 from .helpers import secret_text_forms
 
-VECTORS = Path("/work/shared/spec/vectors")
+VECTORS = Path(__file__).parent / "vectors"
 FIXED = json.loads((VECTORS / "cryptojs_aes_fixed_salt.json").read_text())
 RANDOM = json.loads((VECTORS / "cryptojs_aes_random_salt.json").read_text())
 
 SESSION_KEY = 0x053FA3505CD924D5D98C5FFF7D3F76317643297A655F077FE0572C2B941DACAF
 SESSION_PUB = 0x70CBB28E742F2629047CDCAAB4DA5CEB2DFC7F0EAE4D014FD04459F1B0BC794
-#: chipi-wire-protocol.md §4.2: produced by the TS SDK's createSessionKey with password "1234".
+#: Produced by the TS SDK's createSessionKey with password "1234" (the CryptoJS format:
+#: tests/vectors/README.md).
 TS_SDK_BLOB = (
     "U2FsdGVkX18IvX26/0/obkKiP3JzLtEjga7Y5alQawE4+vmpVE2wmlDuz/4DYMwqKNI3dgO820hmpK6+wXp26PvZ"
     "Dd95GhHhZPJdLt4QTwbFc1j1jK2M3xpLRSCrNx7L"
@@ -128,7 +129,7 @@ def test_default_cost_round_trips() -> None:
     _raises(ErrorCode.SESSION_DECRYPTION_FAILED, vault.decrypt, blob, "1235")
 
 
-# -- spec vectors (chipi-wire-protocol.md §4.2) ------------------------------------------------
+# -- interop vectors (tests/vectors/) -----------------------------------------------------------
 
 
 def test_fixed_salt_vector_key_iv_and_ciphertext() -> None:

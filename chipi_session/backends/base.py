@@ -15,8 +15,8 @@ its type:
 * :class:`ChainTimeReader`: a SNIP-9 window is closed by chain time (else the local clock);
 * :class:`BatchStatusReader`: the hub's poller reads many statuses per request (else one read
   per session);
-* :class:`NonceReader`: writes in doubt are resolved from the chain (else they stay in doubt
-  until the session is reconciled);
+* :class:`NonceReader`: writes in doubt are resolved from the chain (else they stay in doubt,
+  an execute counted against the budget);
 * :class:`TransactionConfirmer`: ``active`` / ``revoked`` only once the chain accepted the
   write (else on send);
 * :class:`ExecutionResultReader`: per-call outcomes of an execute (else ``UNKNOWN``, never

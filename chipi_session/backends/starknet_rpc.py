@@ -1,13 +1,15 @@
 """Session reads over any Starknet JSON-RPC node (spec 0.7-0.9 method shapes).
 
 Why not starknet-py's ``FullNodeClient``: it is aiohttp-based (asyncio only), and the official
-SDKs' session reads are broken (wire §3.2, §9). This backend decodes the contract's real layouts:
+SDKs' session reads are broken (docs/wire-protocol.md, "get_session_data"). This backend decodes
+the contract's real layouts:
 ``get_session_data`` = ``[valid_until, max_calls, calls_used, allowed_len]`` plus the whitelist via
 ``get_session_allowed_entrypoint_at``, and ``get_spending_policy`` = 8 felts. A contract or
 entrypoint that does not exist reads as "no session" (zeros), never as a crash; a node that
 cannot be reached is ``BACKEND_UNAVAILABLE`` (retryable).
 
-The backend is **read-only**: its write methods raise ``NOT_SUPPORTED``. For transactions use
+The backend is a :class:`~chipi_session.backends.base.SessionReader` only: it has no write
+methods, and a session on it refuses writes with ``NOT_SUPPORTED``. For transactions use
 :class:`~chipi_session.backends.chipi_api.ChipiApiBackend` (which uses this class for its reads).
 """
 
@@ -72,7 +74,8 @@ _FINALITY_ORDER = {
 }
 _SNAPSHOT_ATTEMPTS = 3
 
-# The TypeScript SDK's "not found" patterns (wire §3.2) plus the RPC spec's own wording.
+# The TypeScript SDK's "not found" patterns (docs/wire-protocol.md, "get_session_data") plus the
+# RPC spec's own wording.
 _NOT_FOUND = re.compile(
     r"entry ?point.*not found|requested entrypoint|ENTRYPOINT_NOT_FOUND|invalid message selector"
     r"|contract not found|is not deployed",
