@@ -24,9 +24,16 @@ Reads (``get_session_status``, ``get_spending_policy``, ``outside_nonce_used``) 
 send (``error_before_send``, ``restart``): a read has no effect to lose. Latency (event-loop
 checkpoints and clock time) is added before each call so that concurrent actions interleave.
 
-The wrapper is a :class:`~chipi_session.backends.base.NonceReader` exactly when the inner
-backend is one (``FaultInjectingBackend(inner)`` returns the reading subclass then), so the
-engine resolves unknown outcomes through it, faults included.
+The wrapper has each optional capability exactly when the inner backend has it
+(``FaultInjectingBackend(inner)`` returns a subclass with those methods): a
+:class:`~chipi_session.backends.base.NonceReader` (nonce and chain-time reads go through the
+fault plan, so the engine resolves unknown outcomes faults included), a
+:class:`~chipi_session.backends.base.TransactionConfirmer` and an
+:class:`~chipi_session.backends.base.ExecutionResultReader` (:data:`RESULT_METHODS`). The
+confirmation reads pass straight through unless ``per_method`` or :meth:`fail_next` names them
+(then they get that latency and before-send faults): wrapping a backend must not hide what it
+can tell about an execute (docs/execution-results.md), and a seed's fault sequence over the
+other methods stays what it was.
 """
 
 from __future__ import annotations
@@ -42,13 +49,15 @@ import attrs
 from ..clock import Clock
 from ..errors import ChipiSessionError, ErrorCode
 from ..keys import SecretKey
-from ..types import Call, SessionStatus, SpendingPolicy, SubmitInfo, WalletData
+from ..types import Call, ExecutionResult, SessionStatus, SpendingPolicy, SubmitInfo, WalletData
 from .base import (
     ChainTimeReader,
     ClockProvider,
+    ExecutionResultReader,
     NonceReader,
     OnSubmit,
     SessionBackend,
+    TransactionConfirmer,
     notify_submit,
 )
 
@@ -57,6 +66,7 @@ __all__ = [
     "FAULT_KINDS",
     "WRITE_METHODS",
     "READ_METHODS",
+    "RESULT_METHODS",
     "FaultRates",
     "FaultInjectingBackend",
 ]
@@ -84,6 +94,8 @@ READ_METHODS: Final = (
     "outside_nonce_used",
     "chain_time",
 )
+#: Confirmation reads, present when the inner backend has them; faulted only when named.
+RESULT_METHODS: Final = ("confirm_transaction", "get_execution_result")
 _READ_KINDS: Final[frozenset[FaultKind]] = frozenset({"error_before_send", "restart"})
 _AFTER_SEND: Final[frozenset[FaultKind]] = frozenset({"timeout_after_send", "drop_response"})
 
@@ -154,10 +166,10 @@ class FaultInjectingBackend:
     requires_bearer_token: bool
 
     def __new__(cls, inner: SessionBackend, *args: Any, **kwargs: Any) -> FaultInjectingBackend:
-        # Expose outside_nonce_used only if the inner backend has it: the engine decides by
-        # isinstance(backend, NonceReader) whether it can resolve unknown outcomes.
-        if cls is FaultInjectingBackend and isinstance(inner, NonceReader):
-            return object.__new__(_NonceReadingFaultBackend)
+        # Expose an optional method only if the inner backend has it: the engine decides by
+        # isinstance (e.g. NonceReader) what it can do through this wrapper.
+        if cls is FaultInjectingBackend:
+            return object.__new__(_variant(_capabilities(inner)))
         return object.__new__(cls)
 
     def __init__(
@@ -218,7 +230,7 @@ class FaultInjectingBackend:
         self._check_method(method)
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
-        if method in READ_METHODS and kind not in _READ_KINDS:
+        if (method in READ_METHODS or method in RESULT_METHODS) and kind not in _READ_KINDS:
             raise ValueError(f"{method} is a read: it can only fail before send")
         if method == "outside_nonce_used" and not isinstance(self, NonceReader):
             raise ValueError("the inner backend has no outside_nonce_used")
@@ -254,6 +266,10 @@ class FaultInjectingBackend:
         )
 
     def _check_method(self, method: str) -> None:
+        if method in RESULT_METHODS:
+            if not callable(getattr(type(self), method, None)):
+                raise ValueError(f"the inner backend has no {method}")
+            return
         if method not in WRITE_METHODS and method not in READ_METHODS:
             raise ValueError(f"unknown backend method {method!r}")
 
@@ -278,7 +294,7 @@ class FaultInjectingBackend:
         elif self._scripted.get(method):
             fault = self._scripted[method].popleft()
         else:
-            allowed = _READ_KINDS if method in READ_METHODS else FAULT_KINDS
+            allowed = _READ_KINDS if method not in WRITE_METHODS else FAULT_KINDS
             edge = 0.0
             for kind in FAULT_KINDS:
                 edge += rates.probability(kind)
@@ -343,6 +359,13 @@ class FaultInjectingBackend:
 
     async def _read(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
         await self._before_send(method, self._plan(method))
+        return await self._inner_call(method, call())
+
+    async def _result_read(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A confirmation read: through the fault plan only when a test named ``method``
+        (``per_method`` or :meth:`fail_next`), else straight to the inner backend."""
+        if method in self.per_method or self._scripted.get(method):
+            return await self._read(method, call)
         return await self._inner_call(method, call())
 
     async def _write(
@@ -544,3 +567,56 @@ class _NonceReadingFaultBackend(FaultInjectingBackend):
                 raise ChipiSessionError(ErrorCode.NOT_SUPPORTED, "no chain time available")
             return int(self.clock.now())
         return await self._read("chain_time", inner.chain_time)
+
+
+class _ConfirmingFaultBackend(FaultInjectingBackend):
+    """The wrapper of a TransactionConfirmer."""
+
+    async def confirm_transaction(self, tx_hash: str) -> None:
+        inner = self._inner
+        assert isinstance(inner, TransactionConfirmer)
+        await self._result_read("confirm_transaction", lambda: inner.confirm_transaction(tx_hash))
+
+
+class _ResultReadingFaultBackend(FaultInjectingBackend):
+    """The wrapper of an ExecutionResultReader."""
+
+    async def get_execution_result(self, tx_hash: str) -> ExecutionResult:
+        inner = self._inner
+        assert isinstance(inner, ExecutionResultReader)
+        return await self._result_read(
+            "get_execution_result", lambda: inner.get_execution_result(tx_hash)
+        )
+
+
+_MIXINS: Final[dict[str, type[FaultInjectingBackend]]] = {
+    "nonce": _NonceReadingFaultBackend,
+    "confirm": _ConfirmingFaultBackend,
+    "result": _ResultReadingFaultBackend,
+}
+_VARIANTS: dict[tuple[str, ...], type[FaultInjectingBackend]] = {}
+
+
+def _capabilities(inner: object) -> tuple[str, ...]:
+    found = []
+    if isinstance(inner, NonceReader):
+        found.append("nonce")
+    if isinstance(inner, TransactionConfirmer):
+        found.append("confirm")
+    if isinstance(inner, ExecutionResultReader):
+        found.append("result")
+    return tuple(found)
+
+
+def _variant(capabilities: tuple[str, ...]) -> type[FaultInjectingBackend]:
+    """The wrapper class with exactly these optional methods (one class per combination)."""
+    if not capabilities:
+        return FaultInjectingBackend
+    if len(capabilities) == 1:
+        return _MIXINS[capabilities[0]]
+    cls = _VARIANTS.get(capabilities)
+    if cls is None:
+        bases = tuple(_MIXINS[c] for c in capabilities)
+        cls = type("FaultInjectingBackend_" + "_".join(capabilities), bases, {})
+        _VARIANTS[capabilities] = cls
+    return cls
