@@ -1616,6 +1616,10 @@ class ChipiSession:
         if current is not None and current.public_key == successor.public_key:
             self._persist()  # the switch was saved; only the record's flag was not
             return
+        if current is None:  # the slot was cleared meanwhile: an orphan, never adopted
+            self._retire_later(successor.public_key, None)
+            self._persist()
+            return
         self._successor = successor
         if in_doubt:
             return  # decided once its register is; the record keeps it meanwhile

@@ -1,8 +1,11 @@
 """A hypothesis state machine over SessionHub, checked against the chain as reference model.
 
-Rules: open, create, register, execute (concurrent), revoke, refetch, clock jumps, a scripted
-fault on the next backend call, and restart (close the hub, open a new one on the same store,
-re-open every key). The async hub runs in a blocking portal's event loop (asyncio and trio);
+Rules: open, create, register, execute (concurrent), revoke, refetch, clear, clock jumps
+(status polls), a scripted fault on the next backend call, restart (close the hub, open a new
+one on the same store, re-open every key), executes cancelled at a random point (before or after
+they were sent), and a race of execute / register / revoke / refetch on one slot. Every backend
+call gets a few event-loop checkpoints of latency, so concurrent actions interleave; "user-3"
+renews itself (``RenewalPolicy``). The async hub runs in a blocking portal's event loop (asyncio and trio);
 every chain access goes through the portal too (LocalChain is single-threaded).
 
 Invariants after every step: the chain never spent more calls than a session's max_calls,
@@ -11,7 +14,8 @@ money moved exactly for the executes the chain accepted, which are between "repo
 (returned, or ``UNKNOWN_OUTCOME`` with ``applied=True``) and that plus the unresolved
 ``UNKNOWN_OUTCOME``s; every error is a typed ``ChipiSessionError`` with the right ``retryable``;
 no action stays in progress. The ``converge`` rule (and teardown) lets every SNIP-9 window pass
-and then requires each session's state after a refetch to equal the state the chain says.
+and then requires each session's state after a refetch to equal the state the chain says, and
+its status (calls_used, max_calls, whitelist) to equal the chain's.
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from chipi_session import ChipiSession, ChipiSessionError, ErrorCode, SessionHub, SessionState
+from chipi_session import (
+    ChipiSession,
+    ChipiSessionError,
+    ErrorCode,
+    RenewalPolicy,
+    SessionHub,
+    SessionState,
+)
 from chipi_session.backends.faults import FaultInjectingBackend, FaultRates
 from chipi_session.felts import selector
 from chipi_session.lifecycle import derive_state
@@ -41,6 +52,9 @@ T = TypeVar("T")
 
 PAST_WINDOW = 3601
 SLOTS = ("user-1", "user-2", "user-3")
+RENEWING_SLOT = "user-3"
+#: latency on every backend call: a few event-loop checkpoints, so actions interleave
+LATENCY = FaultRates(max_checkpoints=3)
 EXECUTE = "execute_with_session"
 FAULTS = st.sampled_from(
     [
@@ -99,6 +113,8 @@ class HubMachine(RuleBasedStateMachine):
         self.ok = 0
         self.applied = 0
         self.unknown = 0
+        self.cancelled = 0  # executes cancelled before they returned (sent or not)
+        self.raced_registers = 0  # registers racing executes: the budget may shrink under them
         #: slots whose register / revoke outcome is unknown since the last restart: no new
         #: session is created there until a restart resolved it from the journal (see
         #: test_a_journal_entry_of_a_replaced_session_does_not_touch_the_current_one)
@@ -154,7 +170,13 @@ class HubMachine(RuleBasedStateMachine):
         s = self.sessions.get(slot)
         if s is None:
             assert self.hub is not None
-            s = await self.hub.open(key=slot, wallet=self.wallets[slot], encrypt_key=PIN)
+            renewal = RenewalPolicy(min_remaining_calls=1, max_calls=4)
+            s = await self.hub.open(
+                key=slot,
+                wallet=self.wallets[slot],
+                encrypt_key=PIN,
+                renewal=renewal if slot == RENEWING_SLOT else None,
+            )
             self.sessions[slot] = s
         return s
 
@@ -165,7 +187,7 @@ class HubMachine(RuleBasedStateMachine):
         other = self.on_loop(chain.create_wallet, PIN)
         self.on_loop(chain.mint, self.world.token, other.address, 1_000_000)
         self.wallets = {"user-1": self.world.wallet, "user-2": other, "user-3": self.world.wallet}
-        self.fb = FaultInjectingBackend(chain, seed=seed)
+        self.fb = FaultInjectingBackend(chain, seed=seed, rates=LATENCY)
         self.store_kind = store
         self.store = self.new_store(store)
         self.start_hub()
@@ -234,6 +256,73 @@ class HubMachine(RuleBasedStateMachine):
             async with anyio.create_task_group() as tg:
                 for _ in range(n):
                     tg.start_soon(pay, s)
+            await quiesce()
+
+        self.run(go)
+
+    async def _pay(self, s: ChipiSession) -> None:
+        try:
+            await s.execute_with_session(self.world.transfer(1))
+            self.ok += 1
+        except ChipiSessionError as exc:
+            check_error(exc)
+            if exc.code is ErrorCode.UNKNOWN_OUTCOME:
+                if exc.applied:
+                    self.applied += 1
+                else:
+                    self.unknown += 1
+
+    @rule(slot=st.sampled_from(SLOTS), after=st.integers(0, 8))
+    def cancel_execute(self, slot: str, after: int) -> None:
+        """An execute whose caller gives up after ``after`` checkpoints (a ``fail_after``)."""
+
+        async def go() -> None:
+            s = await self._session(slot)
+            if s.session_state is not SessionState.ACTIVE:
+                return
+            finished = anyio.Event()
+
+            async def pay() -> None:
+                await self._pay(s)
+                finished.set()
+
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(pay)
+                    for _ in range(after):
+                        await anyio.sleep(0)
+                    scope.cancel()
+            if not finished.is_set():
+                self.cancelled += 1
+            await quiesce()
+
+        self.run(go)
+
+    @rule(slot=st.sampled_from(SLOTS), max_calls=st.integers(1, 4), n=st.integers(1, 3))
+    def race(self, slot: str, max_calls: int, n: int) -> None:
+        """Executes, a re-register, a revoke and a status read of one slot, all at once."""
+
+        async def go() -> None:
+            s = await self._session(slot)
+            if s.session_state is not SessionState.ACTIVE:
+                return
+            self.raced_registers += 1
+            async with anyio.create_task_group() as tg:
+                for _ in range(n):
+                    tg.start_soon(self._pay, s)
+                tg.start_soon(self._guard, s.register_session(max_calls=max_calls), slot, "register")
+                tg.start_soon(self._guard, s.refetch_status())
+                tg.start_soon(self._guard, s.revoke_session(), slot, "revoke")
+            await quiesce()
+
+        self.run(go)
+
+    @rule(slot=st.sampled_from(SLOTS))
+    def clear(self, slot: str) -> None:
+        async def go() -> None:
+            s = await self._session(slot)
+            if slot not in self.doubt_slots:
+                s.clear_session()
             await quiesce()
 
         self.run(go)
@@ -314,9 +403,13 @@ class HubMachine(RuleBasedStateMachine):
         await s.refetch_status()
         await quiesce()
         assert s.session_state is self.chain_state(s), (slot, s.session_state)
+        status = self.world.chain.session_status(s.wallet.address, s.session.public_key)
+        if status.exists:
+            assert s.session_status == status, (slot, s.session_status, status)
 
     def chain_state(self, s: ChipiSession) -> SessionState:
-        """The state the chain says (engine.md §2), 'seen registered' from its events."""
+        """The state the chain says (docs/engine.md, "Deriving the state from the chain"),
+        'seen registered' from its events."""
         assert s.session is not None
         pub, chain, wallet = s.session.public_key, self.world.chain, s.wallet.address
         names = {selector("SessionKeyAdded"), selector("SessionKeyRevoked")}
@@ -354,7 +447,7 @@ class HubMachine(RuleBasedStateMachine):
         """The engine refuses locally what the chain would refuse for its budget. (A register
         left in doubt may change the budget unseen: the engine re-reads the status then, but
         if that read fails too, one execute may go out against the old budget.)"""
-        if not self.owner_doubts:
+        if not self.owner_doubts and not self.raced_registers:
             assert self.fb.rejected[(EXECUTE, ErrorCode.SESSION_MAX_CALLS_EXCEEDED.value)] == 0
 
     @invariant()
@@ -363,7 +456,8 @@ class HubMachine(RuleBasedStateMachine):
             return
         moved = self.on_loop(self.world.balance, RECIPIENT)
         assert moved == self.fb.applied[EXECUTE]
-        assert self.ok + self.applied <= moved <= self.ok + self.applied + self.unknown
+        reported = self.ok + self.applied
+        assert reported <= moved <= reported + self.unknown + self.cancelled
 
     @invariant()
     def nothing_stuck(self) -> None:

@@ -377,3 +377,31 @@ async def test_a_retirement_cut_short_by_close_is_finished_on_next_open(world: W
         assert s.retiring_keys == ()
     record = store.load("u")
     assert record is not None and record.retiring == ()
+
+
+async def test_a_successor_left_on_record_of_a_cleared_slot_is_revoked_not_adopted(
+    world: World,
+) -> None:
+    store = MemoryStore()
+    gated = GatedChain(world.chain)
+    policy = RenewalPolicy(min_remaining_calls=2)
+    async with hub_on(world, gated, store, renewal=policy) as hub:
+        s = await hub.open(key="u", wallet=world.wallet, encrypt_key=PIN)
+        first = await s.create_session()
+        await s.register_session(max_calls=5)
+        gate = gated.hold(REGISTER, "after")  # the successor is registered; no answer yet
+        for _ in range(3):
+            await s.execute_with_session(world.transfer(1))
+        await gate.reached.wait()
+        s.clear_session()
+        await hub.close(s)
+    successor = [k for k in registered_keys(world) if k != first.public_key]
+    assert len(successor) == 1 and is_valid_on_chain(world, successor[0])
+    async with hub_on(world, GatedChain(world.chain), store) as hub:
+        s = await hub.open(key="u", wallet=world.wallet, encrypt_key=PIN)
+        await eventually(lambda: not s.is_renewing)
+        await settle()
+        assert s.session is None and s.session_state is SessionState.NONE
+        assert not is_valid_on_chain(world, successor[0])
+    record = store.load("u")
+    assert record is not None and record.successor is None and record.retiring == ()
