@@ -1,4 +1,4 @@
-"""``ChipiSession``: the headless ``useChipiSession`` (engine.md §3).
+"""``ChipiSession``: the headless ``useChipiSession`` (docs/engine.md, docs/architecture.md).
 
 The lifecycle and the policy are pure (``lifecycle``, ``policy``); this module adds the effects:
 key generation and encryption, backend calls, expiry deadlines, status polling, auto-renewal

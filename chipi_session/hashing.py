@@ -111,7 +111,8 @@ def typed_data_message_hash(typed_data: Mapping[str, Any], account: int) -> int:
 def session_validate_hash(
     *, account: int, chain_id: int, nonce: int, valid_until: int, calls: Sequence[Call]
 ) -> int:
-    """The ``__validate__``-path session hash (contract.md §6.3): one flat Poseidon."""
+    """The ``__validate__``-path session hash (docs/contract.md, "The session hash"): one flat
+    Poseidon."""
     data: list[int] = [account, chain_id, nonce, valid_until]
     for c in calls:
         data.extend((c.to, c.selector, len(c.calldata), *c.calldata))
@@ -169,7 +170,8 @@ def outside_execution_hash(
     calls: Sequence[Call],
     felt_times: bool = False,
 ) -> int:
-    """``h1`` (``felt_times=False``) or ``h2`` (``felt_times=True``) of contract.md §7.2."""
+    """The SNIP-9 hash with ``u128`` times (``felt_times=False``) or ``felt`` times, the two the
+    contract tries in turn (docs/contract.md, "SNIP-9: execute_from_outside_v2", step 5)."""
     call_hashes = [
         poseidon_many([CALL_TYPE_HASH, c.to, c.selector, poseidon_many(c.calldata)]) for c in calls
     ]

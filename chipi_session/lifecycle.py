@@ -162,7 +162,8 @@ def derive_state(
     local_valid_until: int | None = None,
     seen_registered: bool,
 ) -> tuple[SessionState, str]:
-    """The state the chain says, with its reason (engine.md §2).
+    """The state the chain says, with its reason (docs/engine.md, "Deriving the state from the
+    chain").
 
     ``valid_until == 0`` is revoked if we saw the session registered (or revoked it), else
     created (never registered) — or expired (``time``) once the local ``valid_until`` has

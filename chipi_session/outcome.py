@@ -3,8 +3,8 @@
 A SNIP-9 nonce is single-use on chain, so a used nonce means the write executed (exactly once).
 An unused nonce means "not yet" until the chain's time reaches the write's ``execute_before``;
 from then on no block can run it. The nonce must be read again *after* the time: a block that
-landed between the first nonce read and the time read may have used it (docs/protocols.md,
-"unknown outcomes").
+landed between the first nonce read and the time read may have used it (docs/wire-protocol.md,
+"Retries and unknown outcomes").
 """
 
 from __future__ import annotations

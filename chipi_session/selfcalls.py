@@ -1,4 +1,4 @@
-"""Builders for the wallet's admin self-calls (contract.md §4, wire protocol §2.1).
+"""Builders for the wallet's admin self-calls (docs/wire-protocol.md, "The self-calls").
 
 The owner manages sessions by making the wallet call itself; these functions build those
 calls, validating every argument first so an out-of-range value is an ``INVALID_INPUT`` error

@@ -1,5 +1,5 @@
-"""Signatures the Cairo corelib accepts and a standard Stark verifier refuses (docs/contract.md
-§7.1), built without private keys where a range cannot be reached by signing: pick R and s, then
+"""Signatures the Cairo corelib accepts and a standard Stark verifier refuses (docs/contract.md,
+"Signatures"), built without private keys where a range cannot be reached by signing: pick R and s, then
 solve the corelib equation for the public key."""
 
 from __future__ import annotations

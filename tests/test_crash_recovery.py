@@ -162,7 +162,8 @@ def events_of(chain: LocalChain, wallet: WalletData, name: str, public_key: int)
 
 
 def chain_state(world: World, wallet: WalletData, s: ChipiSession) -> SessionState:
-    """What the chain says (engine.md §2), with "seen registered" taken from its events."""
+    """What the chain says (docs/engine.md, "Deriving the state from the chain"), with "seen
+    registered" taken from its events."""
     assert s.session is not None
     pub = s.session.public_key
     seen = events_of(world.chain, wallet, "SessionKeyAdded", pub) + events_of(

@@ -74,7 +74,7 @@ def chain_events(world: World, name: str, public_key: int) -> int:
 
 
 def chain_state(world: World, session: ChipiSession) -> SessionState:
-    """The state the chain says (engine.md §2), knowing from the chain's events whether the
+    """The state the chain says (docs/engine.md, "Deriving the state from the chain"), knowing from the chain's events whether the
     key was ever registered (or revoked)."""
     assert session.session is not None
     pub = session.session.public_key

@@ -169,7 +169,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         status = self.status()
         denial = check_session_allowed(status, ACCOUNT, [call], self.now)
-        # reference: written independently from contract.md §6.2
+        # reference: written independently from docs/contract.md, "Order of checks"
         c = self.chain
         assert c is not None
         ok = int(c["valid_until"]) != 0 and self.now <= int(c["valid_until"])  # type: ignore[call-overload]

@@ -1,4 +1,4 @@
-"""The v33 Cairo test suites (docs/contract.md §15) replayed against LocalChain.
+"""The v33 Cairo test suites (docs/contract.md, "The Cairo test suites") replayed against LocalChain.
 
 One test per Cairo test, same name. Where the Cairo test only *describes* the expected
 ``__validate__`` result (it uses dummy signatures), we sign for real with a session key pair and
@@ -125,7 +125,7 @@ def panics(message: str) -> Any:
     return pytest.raises(ContractPanic, match=f"^{message}$")
 
 
-# -- §13.1 test_session_validation.cairo ---------------------------------------------------
+# -- test_session_validation.cairo -------------------------------------------------------
 
 
 def test_owner_signature_valid(env: Env) -> None:
@@ -151,7 +151,8 @@ def test_session_expired(env: Env) -> None:
     env.clock.set(vu + 1)
     calls = [transfer()]
     assert env.validate(calls, env.session_sig(calls, vu)) == 0  # snforge: real time
-    # a real INVOKE's __validate__ sees the hour (docs/contract.md §9.1): refused from the next
+    # a real INVOKE's __validate__ sees the hour (docs/contract.md, "Protocol facts the model
+    # reproduces"): refused from the next
     env.clock.set(vu - vu % 3600 + 3600)
     assert env.rejected(calls, vu)
     assert env.data()[2] == 0
@@ -311,11 +312,11 @@ def test_session_valid_at_exact_expiration_boundary(env: Env) -> None:
     assert env.chain.call(env.account, "is_valid_signature", [0xABC, 4, *good]) == [VALID]
     assert env.data()[2] == 0
     assert env.session_invoke([transfer()], vu).status == "SUCCEEDED"  # still valid at now == vu
-    env.clock.set(vu - vu % 3600 + 3600)  # __validate__ sees the hour (docs/contract.md §9.1)
+    env.clock.set(vu - vu % 3600 + 3600)  # the hour: docs/contract.md, rounded block info
     assert env.rejected([transfer()], vu)
 
 
-# -- §13.2 test_audit_fixes.cairo ----------------------------------------------------------
+# -- test_audit_fixes.cairo --------------------------------------------------------------
 
 
 def test_audit1_execute_rejects_unauthorized_caller(env: Env) -> None:
@@ -454,7 +455,7 @@ def test_audit3_src5_supports_unknown_returns_false(env: Env) -> None:
     assert env.chain.call(env.account, "supports_interface", [0xDEADBEEF]) == [0]
 
 
-# -- §13.3 test_spending_policy.cairo --------------------------------------------------------
+# -- test_spending_policy.cairo ----------------------------------------------------------
 
 DAI = 0xDA1
 USDC = 0xC01
@@ -629,7 +630,7 @@ def test_spending_enforcement_invalid_amount_calldata(env: Env) -> None:
         _execute_as_session(env, [bad], vu)
 
 
-# -- §13.4 test_snip9_compatibility.cairo ----------------------------------------------------
+# -- test_snip9_compatibility.cairo ------------------------------------------------------
 
 
 def test_snip9_version_returns_v2(env: Env) -> None:

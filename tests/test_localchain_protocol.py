@@ -209,7 +209,7 @@ def test_compute_session_message_hash_uses_tx_info(env: Env) -> None:
     )
 
 
-# -- §13.6 additional scenarios --------------------------------------------------------------
+# -- scenarios v33's Cairo tests do not cover (from the contract code) ------------------------
 
 
 @pytest.mark.parametrize("felt_times", [False, True], ids=["h1_u128", "h2_felt"])

@@ -1,4 +1,4 @@
-"""localnet on the wire: the request shapes both official SDKs send (wire §8.3), its auth,
+"""localnet on the wire: the request shapes both official SDKs send (docs/wire-protocol.md), its auth,
 its errors, its JSON-RPC, and the ``chipi-session localnet`` CLI. Raw HTTP over loopback."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Chipi REST API (gasless, paymaster-sponsored SNIP-9 transactions) as a SessionBackend.
 
-Protocol (chipi-wire-protocol.md §1-§2): every write is ``prepare-typed-data`` (the server
+Protocol (docs/wire-protocol.md): every write is ``prepare-typed-data`` (the server
 builds a SNIP-9 v2 OutsideExecution as SNIP-12 typed data) then ``execute-sponsored-transaction``
 (we echo the typed data with a signature). Register / revoke / spending-policy changes are
 owner-signed self-calls on the wallet; executes are session-signed.

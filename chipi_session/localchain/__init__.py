@@ -3,7 +3,7 @@
 Real Stark signatures, the contract's checks in the contract's order and with its panic texts,
 SNIP-9 outside executions, spending policies, ERC-20 tokens, and a paymaster that plays Chipi's
 backend. It implements :class:`chipi_session.backends.SessionBackend`, so the engine, the demo and
-the tests run against it with no network. See ``docs`` and contract.md for the behaviour.
+the tests run against it with no network. Its behaviour, with sources: docs/contract.md.
 """
 
 from .chain import DEFAULT_RELAYER, ChainSnapshot, LocalChain, default_chain

@@ -1,4 +1,4 @@
-"""``SessionBackend`` (engine.md §6) on top of a sponsoring paymaster.
+"""``SessionBackend`` (docs/architecture.md, "Backends") on top of a sponsoring paymaster.
 
 Every write goes the way Chipi's API makes it go: build the call, ask the paymaster for SNIP-9
 typed data, sign its SNIP-12 hash (owner ``[r, s]`` or session ``[pubkey, r, s, valid_until]``),

@@ -35,7 +35,7 @@ class ContractPanic(Exception):
 @attrs.frozen
 class ChainEvent:
     """A Starknet event: ``keys[0]`` is sn_keccak of the variant name, then the ``#[key]``
-    fields; ``data`` holds the other fields in Serde order (contract.md §9)."""
+    fields; ``data`` holds the other fields in Serde order (docs/contract.md, "Events")."""
 
     from_address: int
     keys: tuple[int, ...]

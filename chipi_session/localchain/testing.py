@@ -40,8 +40,8 @@ def session_invoke_signature(
     valid_until: int,
     nonce: int | None = None,
 ) -> tuple[int, int, int, int]:
-    """``[pubkey, r, s, valid_until]`` over the §6.3 hash with the account's (or the given)
-    protocol nonce."""
+    """``[pubkey, r, s, valid_until]`` over the session hash (docs/contract.md, "The session
+    hash") with the account's (or the given) protocol nonce."""
     msg_hash = session_validate_hash(
         account=account,
         chain_id=chain.chain_id,
@@ -60,7 +60,7 @@ def session_invoke(
     *,
     valid_until: int,
 ) -> Receipt:
-    """An INVOKE signed by a session key (the §14.4 "session invoke" recipe)."""
+    """An INVOKE signed by a session key (docs/contract.md, "A direct INVOKE, end to end")."""
     signature = session_invoke_signature(chain, account, session, calls, valid_until=valid_until)
     return chain.invoke(account, calls, signature)
 

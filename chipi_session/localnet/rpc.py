@@ -1,6 +1,7 @@
 """A Starknet JSON-RPC (spec 0.8 shapes) view of a LocalChain.
 
-Only the methods a session client needs (wire §3, §8.3 item 6): ``starknet_call``,
+Only the methods a session client needs (docs/wire-protocol.md, "Starknet JSON-RPC: the subset
+we use and serve"): ``starknet_call``,
 ``starknet_chainId``, ``starknet_specVersion``, ``starknet_blockNumber``,
 ``starknet_blockHashAndNumber``, ``starknet_getBlockWithTxHashes``, ``starknet_getNonce``,
 ``starknet_getClassHashAt``, ``starknet_getTransactionReceipt``,

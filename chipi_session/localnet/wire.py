@@ -1,4 +1,4 @@
-"""Parsing what the official SDKs send (wire §2, §8.3), without any web framework.
+"""Parsing what the official SDKs send (docs/wire-protocol.md), without any web framework.
 
 Tolerant on purpose, because both SDKs must work: calls as ``contractAddress`` or
 ``contract_address``; felts as ints, hex, decimal or short-string text (encoded as starknet.js

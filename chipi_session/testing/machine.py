@@ -158,7 +158,8 @@ class SessionLifecycleMachine(RuleBasedStateMachine):
         self.run(travel, self.world.clock, seconds)
 
     def chain_state(self) -> SessionState | None:
-        """The state the chain says the current session is in (engine.md §2), or None."""
+        """The state the chain says the current session is in (docs/engine.md,
+        "Deriving the state from the chain"), or None."""
         data = self.session.session
         if data is None:
             return None

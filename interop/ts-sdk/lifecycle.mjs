@@ -143,7 +143,7 @@ globalThis.fetch = async (input, init = {}) => {
 // the result line.
 for (const level of ["log", "info", "debug"]) console[level] = console.error.bind(console);
 
-// STARKNET_RPC_URL is read when @chipi-stack/shared is first imported (wire spec §8.1)
+// STARKNET_RPC_URL is read when @chipi-stack/shared is first imported (docs/protocols.md)
 process.env.STARKNET_RPC_URL = cfg.rpcUrl;
 delete process.env.STARKSCAN_API_KEY;
 let ChipiSDK, sdkVersion;
@@ -265,7 +265,7 @@ try {
         sessionPublicKey: session.publicKey,
         validUntil: session.validUntil,
         maxCalls: 5,
-        // a selector, not the name: 14.4.0 sends names as short strings (wire spec §2.1)
+        // a selector, not the name: 14.4.0 sends names as short strings (docs/wire-protocol.md)
         allowedEntrypoints: [SELECTOR.transfer],
       },
     },
