@@ -26,6 +26,8 @@ __all__ = [
 
 @attrs.frozen(kw_only=True)
 class Event:
+    """What every event carries: when (the session's clock) and whose session."""
+
     timestamp: float
     #: The session's public key (hex), so a stream mixing several sessions stays readable.
     session_public_key: str | None = None
@@ -33,6 +35,8 @@ class Event:
 
 @attrs.frozen(kw_only=True)
 class StateChanged(Event):
+    """The session moved from ``previous`` to ``current`` in its lifecycle."""
+
     previous: SessionState
     current: SessionState
     #: Why: the trigger (``create``, ``register``...) or for expiry ``time`` / ``calls``.
@@ -41,17 +45,23 @@ class StateChanged(Event):
 
 @attrs.frozen(kw_only=True)
 class TransactionSubmitted(Event):
+    """A write (``action``: register, execute, revoke...) was accepted as ``tx_hash``."""
+
     action: str
     tx_hash: str
 
 
 @attrs.frozen(kw_only=True)
 class StatusRefreshed(Event):
+    """The session's on-chain status was read (None: not on chain)."""
+
     status: SessionStatus | None
 
 
 @attrs.frozen(kw_only=True)
 class ActionFailed(Event):
+    """An action raised ``error`` (also kept in ``session.error``)."""
+
     action: str
     error: ChipiSessionError
 

@@ -75,6 +75,7 @@ def parse_felt(value: object, what: str = "value") -> int:
 
 
 def parse_felts(values: Iterable[object], what: str = "calldata") -> tuple[int, ...]:
+    """A list of felts, each as :func:`parse_felt` accepts it (not a bare string)."""
     if isinstance(values, (str, bytes)):
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what}: expected a list of felts")
     try:
@@ -186,14 +187,17 @@ def encode_short_string(text: str) -> int:
 
 
 def decode_short_string(value: int) -> str:
+    """The ASCII text of a Cairo short string (undecodable bytes replaced)."""
     return value.to_bytes((value.bit_length() + 7) // 8, "big").decode("ascii", "replace")
 
 
 def split_u256(value: int, what: str = "amount") -> tuple[int, int]:
+    """A u256 as Cairo's ``(low, high)`` 128-bit halves (``INVALID_INPUT`` if out of range)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < U256_BOUND:
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what}: not a u256: {describe(value)}")
     return value & (U128_BOUND - 1), value >> 128
 
 
 def join_u256(low: int, high: int) -> int:
+    """The u256 of Cairo's ``(low, high)`` 128-bit halves."""
     return low + (high << 128)

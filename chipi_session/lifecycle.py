@@ -35,6 +35,9 @@ _ANY_BUT_NONE: Final = tuple(s for s in SessionState if s is not S.NONE)
 
 @attrs.frozen
 class Transition:
+    """One row of the lifecycle table: ``trigger`` moves a session from ``sources`` to
+    ``dest``."""
+
     trigger: str
     sources: tuple[SessionState, ...]
     dest: SessionState
@@ -129,6 +132,7 @@ def machine() -> Any:
 
 
 def can_fire(model: SessionModel, trigger: str) -> bool:
+    """Whether ``trigger`` is allowed from the model's current state."""
     return _BY_VALUE[model.state] in _SOURCES.get(trigger, ())
 
 

@@ -38,6 +38,8 @@ _RECENT = 8
 
 @attrs.frozen
 class Row:
+    """One session in the view (``calls_used`` / ``max_calls`` None when unknown)."""
+
     slot: str
     wallet: int
     public_key: int
@@ -49,6 +51,8 @@ class Row:
 
 @attrs.frozen
 class Snapshot:
+    """Everything one frame shows, read at chain (or wall) time ``now``."""
+
     source: str
     now: int
     block_number: int | None

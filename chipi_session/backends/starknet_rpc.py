@@ -147,6 +147,8 @@ class TransactionStatus:
 
 @attrs.frozen
 class ReceiptEvent:
+    """An event of a transaction receipt, decoded from the node's hex strings."""
+
     from_address: int
     keys: tuple[int, ...]
     data: tuple[int, ...]

@@ -170,6 +170,7 @@ def spending_policies(*, valid: bool = True) -> st.SearchStrategy[SpendingLimits
 
 
 def session_states() -> st.SearchStrategy[SessionState]:
+    """Any lifecycle state (every value is valid)."""
     return st.sampled_from(SessionState)
 
 
