@@ -28,6 +28,7 @@ from .types import (
     SessionStatus,
     SpendingPolicy,
 )
+from .validate import describe
 
 __all__ = ["BlockingChipiSession"]
 
@@ -47,6 +48,17 @@ _ACTIONS = frozenset(
 )
 
 
+#: The event loops anyio can run the engine on.
+_LOOPS = ("asyncio", "trio")
+
+
+def _new_session(kwargs: dict[str, Any]) -> ChipiSession:
+    try:
+        return ChipiSession(**kwargs)
+    except TypeError as exc:  # an unknown or missing keyword argument
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"BlockingChipiSession: {exc}") from None
+
+
 class BlockingChipiSession:
     """Same constructor and actions as :class:`ChipiSession`, blocking.
 
@@ -55,6 +67,13 @@ class BlockingChipiSession:
     """
 
     def __init__(self, *, backend_name: str = "asyncio", **kwargs: Any) -> None:
+        if backend_name not in _LOOPS:
+            raise ChipiSessionError(
+                ErrorCode.INVALID_INPUT,
+                f"backend_name must be one of {', '.join(_LOOPS)}, got {describe(backend_name)}",
+            )
+        # built now so that bad arguments fail here, not when the block is entered
+        self._fresh: ChipiSession | None = _new_session(kwargs)
         self._kwargs = kwargs
         self._backend_name = backend_name
         self._stack: ExitStack | None = None
@@ -68,7 +87,7 @@ class BlockingChipiSession:
         stack = ExitStack()
         try:
             portal = stack.enter_context(start_blocking_portal(self._backend_name))
-            session = ChipiSession(**self._kwargs)
+            session, self._fresh = self._fresh or _new_session(self._kwargs), None
             session.add_listener(self._on_event)
             cm: AbstractContextManager[ChipiSession] = portal.wrap_async_context_manager(session)
             stack.enter_context(cm)

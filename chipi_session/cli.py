@@ -16,10 +16,25 @@ def _diagram(args: argparse.Namespace) -> int:
     from .lifecycle import mermaid_diagram
 
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(mermaid_diagram())
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(mermaid_diagram())
+    except OSError as exc:
+        print(f"chipi-session diagram: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0
+
+
+def _output_path(text: str) -> str:
+    """argparse type: a writable-looking path (a NUL byte is a usage error, not a crash)."""
+    from .errors import ChipiSessionError
+    from .validate import check_path
+
+    try:
+        return check_path(text, "output")
+    except ChipiSessionError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -59,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.set_defaults(func=_demo)
     diagram = sub.add_parser("diagram", help="write the lifecycle's mermaid diagram")
-    diagram.add_argument("--output", default=str(DIAGRAM_PATH))
+    diagram.add_argument("--output", type=_output_path, default=str(DIAGRAM_PATH))
     diagram.set_defaults(func=_diagram)
     sub.add_parser("localnet", help="a local Chipi-compatible REST + JSON-RPC server")
     sub.add_parser("watch", help="a live view of a localnet's or a hub store's sessions")

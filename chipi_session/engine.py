@@ -1983,9 +1983,11 @@ def _check_count(value: object, what: str) -> None:
 def _parse_entrypoints(values: Iterable[int | str] | None) -> tuple[int, ...]:
     if values is None:
         return ()
-    if isinstance(values, (str, bytes)):
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
         raise ChipiSessionError(
-            ErrorCode.INVALID_INPUT, "allowed_entrypoints must be a list of names or selectors"
+            ErrorCode.INVALID_INPUT,
+            "allowed_entrypoints must be a list of names or selectors, "
+            f"got {validate.describe(values)}",
         )
     try:
         return tuple(parse_selector(v, "allowed_entrypoints") for v in values)

@@ -179,10 +179,18 @@ def parse_felt_or_short_string(value: object, what: str = "value") -> int:
     return parse_felt(value, what)
 
 
-def encode_short_string(text: str) -> int:
-    data = text.encode("ascii")
+def encode_short_string(text: str, what: str = "short string") -> int:
+    """Cairo's short string: at most 31 ASCII characters packed big-endian into a felt."""
+    if not isinstance(text, str):
+        raise ChipiSessionError(
+            ErrorCode.INVALID_INPUT, f"{what}: expected a str, got {describe(text)}"
+        )
+    try:
+        data = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what}: not ASCII text") from None
     if len(data) > 31:
-        raise ChipiSessionError(ErrorCode.INVALID_INPUT, "short string longer than 31 bytes")
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what}: longer than 31 characters")
     return int.from_bytes(data, "big")
 
 

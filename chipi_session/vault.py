@@ -46,6 +46,7 @@ from Crypto.Cipher import AES
 from .errors import ChipiSessionError, ErrorCode
 from .felts import CURVE_ORDER, parse_felt
 from .keys import SecretKey, check_private_key, public_key_of
+from .validate import check_instance, check_int
 
 __all__ = ["KdfCost", "HighEntropyKey", "Vault"]
 
@@ -95,10 +96,7 @@ def _check_cost(_: object, attribute: attrs.Attribute[int], value: int) -> None:
         "ops": (nacl.pwhash.argon2id.OPSLIMIT_MIN, MAX_OPS),
         "mem": (nacl.pwhash.argon2id.MEMLIMIT_MIN, MAX_MEM),
     }[attribute.name]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ChipiSessionError(
-            ErrorCode.INVALID_INPUT, f"KdfCost.{attribute.name} must be in [{low}, {high}]"
-        )
+    check_int(value, f"KdfCost.{attribute.name}", low=low, high=high)
 
 
 @attrs.frozen
@@ -177,6 +175,8 @@ class HighEntropyKey:
 
     @classmethod
     def generate(cls, size: int = 32) -> HighEntropyKey:
+        """A fresh key of ``size`` bytes from the OS CSPRNG."""
+        check_int(size, "HighEntropyKey size", low=cls.MIN_BYTES, high=cls.MAX_BYTES)
         return cls(secrets.token_bytes(size))
 
     def __len__(self) -> int:
@@ -394,6 +394,10 @@ def _decrypt_legacy(blob: str, encrypt_key: str | HighEntropyKey) -> int:
 # -- the vault -----------------------------------------------------------------------------
 
 
+def _check_kdf_cost(_: object, __: attrs.Attribute[KdfCost], value: object) -> None:
+    check_instance(value, "Vault.cost", KdfCost, "a KdfCost")
+
+
 @attrs.frozen
 class Vault:
     """Encrypts and decrypts session/owner private keys.
@@ -403,9 +407,7 @@ class Vault:
     ``cost`` applies to :meth:`encrypt` only: decryption uses the cost recorded in the blob.
     """
 
-    cost: KdfCost = attrs.field(
-        default=KdfCost.DEFAULT, validator=attrs.validators.instance_of(KdfCost)
-    )
+    cost: KdfCost = attrs.field(default=KdfCost.DEFAULT, validator=_check_kdf_cost)
 
     def encrypt(self, private_key: int, encrypt_key: str | HighEntropyKey) -> str:
         """Our authenticated format: Argon2id for a PIN ``str``, BLAKE2b for a HighEntropyKey."""

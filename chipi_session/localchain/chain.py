@@ -35,6 +35,7 @@ from ..felts import (
 from ..hashing import SN_MAIN, poseidon_many
 from ..keys import generate_private_key, public_key_of
 from ..types import Call, SessionStatus, SpendingPolicy, WalletData, WalletType
+from ..validate import check_int
 from . import account as v33
 from . import erc20
 from .abi import ADDRESS_BOUND, Calldata, decode_spans, encode_calls
@@ -198,9 +199,8 @@ class LocalChain(PaymasterSessionBackend):
         self, symbol: str = "TKN", decimals: int = 18, *, address: int | None = None
     ) -> int:
         """Deploy an ERC-20 named and symbolized ``symbol`` with no supply (see :meth:`mint`)."""
-        sym = encode_short_string(symbol)
-        if not 0 <= decimals < 256:
-            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "decimals must be a u8")
+        sym = encode_short_string(symbol, "symbol")
+        check_int(decimals, "decimals", low=0, high=255)
         return self._deploy(
             _ERC20, erc20.ERC20_CLASS_HASH, erc20.constructor, [sym, sym, decimals], sym, address
         )
