@@ -1,7 +1,8 @@
 """chipi_session: headless Starknet session keys for Chipi wallets.
 
 ``import chipi_session`` is light: public names are imported on first use (PEP 562), so a
-program that only needs the types does not load starknet-py.
+program that only needs the types does not load starknet-py. Everything an application uses is
+importable from here; submodules are for the rest (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "ExecutionResult": "types",
     "ExecutionStatus": "types",
     "CallOutcome": "types",
+    "SubmitInfo": "types",
     "Event": "events",
     "StateChanged": "events",
     "TransactionSubmitted": "events",
@@ -39,19 +41,33 @@ _EXPORTS: dict[str, str] = {
     "SystemClock": "clock",
     "ManualClock": "clock",
     "SecretKey": "keys",
+    "KeySource": "keys",
+    "Subscription": "pubsub",
+    "SessionStore": "store",
+    "MemoryStore": "store",
+    "JsonFileStore": "store",
+    "SqliteStore": "store",
+    "PostgresStore": "pgstore",
     "Vault": "vault",
     "KdfCost": "vault",
     "HighEntropyKey": "vault",
     "SessionBackend": "backends.base",
+    "ChipiApiBackend": "backends.chipi_api",
+    "StarknetRpcBackend": "backends.starknet_rpc",
     "LocalChain": "localchain",
     "ChipiSession": "engine",
     "BlockingChipiSession": "blocking",
 }
 
-__all__ = sorted(_EXPORTS)
+#: Importable only with an extra installed, so not part of ``from chipi_session import *``.
+_NEEDS_EXTRA: dict[str, str] = {"PostgresStore": "postgres"}
+
+__all__ = sorted(set(_EXPORTS) - set(_NEEDS_EXTRA))
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends.base import SessionBackend
+    from .backends.chipi_api import ChipiApiBackend
+    from .backends.starknet_rpc import StarknetRpcBackend
     from .blocking import BlockingChipiSession
     from .clock import Clock, ManualClock, SystemClock
     from .engine import ChipiSession
@@ -67,9 +83,12 @@ if TYPE_CHECKING:  # pragma: no cover
         TransactionSubmitted,
     )
     from .hub import SessionHub
-    from .keys import SecretKey
+    from .keys import KeySource, SecretKey
     from .localchain import LocalChain
+    from .pgstore import PostgresStore
+    from .pubsub import Subscription
     from .renewal import RenewalPolicy
+    from .store import JsonFileStore, MemoryStore, SessionStore, SqliteStore
     from .types import (
         Call,
         CallOutcome,
@@ -80,6 +99,7 @@ if TYPE_CHECKING:  # pragma: no cover
         SessionState,
         SessionStatus,
         SpendingPolicy,
+        SubmitInfo,
         WalletData,
         WalletType,
     )
@@ -90,7 +110,16 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'chipi_session' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    try:
+        imported = importlib.import_module(f".{module}", __name__)
+    except ImportError as exc:
+        extra = _NEEDS_EXTRA.get(name)
+        if extra is None:
+            raise
+        raise ImportError(
+            f"chipi_session.{name} needs the {extra!r} extra: pip install 'chipi-session[{extra}]'"
+        ) from exc
+    value = getattr(imported, name)
     globals()[name] = value
     return value
 

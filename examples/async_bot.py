@@ -12,9 +12,7 @@ import argparse
 import asyncio
 import time
 
-from chipi_session import Call, ChipiSession, SessionState
-from chipi_session.localchain import LocalChain
-from chipi_session.vault import HighEntropyKey
+from chipi_session import Call, ChipiSession, HighEntropyKey, LocalChain, SessionState
 
 
 async def serve_user(chain: LocalChain, token: int, user: int, payments: int) -> int:

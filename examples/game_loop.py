@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 from concurrent.futures import Future
 
-from chipi_session import BlockingChipiSession, Call, ManualClock, StateChanged
-from chipi_session.localchain import LocalChain
+from chipi_session import BlockingChipiSession, Call, LocalChain, ManualClock, StateChanged
 
 PIN = "2468"
 TIMESTEP = 1 / 60

@@ -14,10 +14,15 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from chipi_session import Call, RenewalPolicy, SessionHub, SessionRenewed
-from chipi_session.localchain import LocalChain
-from chipi_session.store import SqliteStore
-from chipi_session.vault import HighEntropyKey
+from chipi_session import (
+    Call,
+    HighEntropyKey,
+    LocalChain,
+    RenewalPolicy,
+    SessionHub,
+    SessionRenewed,
+    SqliteStore,
+)
 
 
 async def main(users: int, db: Path) -> None:

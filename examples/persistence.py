@@ -15,8 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from chipi_session import Call, ChipiSession, SessionKeyData
-from chipi_session.localchain import LocalChain
+from chipi_session import Call, ChipiSession, LocalChain, SessionKeyData
 
 PIN = "1357"
 

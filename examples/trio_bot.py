@@ -10,9 +10,7 @@ import time
 
 import trio
 
-from chipi_session import Call, ChipiSession, StateChanged
-from chipi_session.localchain import LocalChain
-from chipi_session.vault import HighEntropyKey
+from chipi_session import Call, ChipiSession, HighEntropyKey, LocalChain, StateChanged
 
 
 async def serve_user(chain: LocalChain, token: int, user: int, log: list[str]) -> None:

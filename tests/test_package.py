@@ -13,7 +13,8 @@ def test_import_is_light() -> None:
     code = (
         "import sys, chipi_session; "
         "heavy = [m for m in sys.modules if m.split('.')[0] in "
-        "('starknet_py', 'nacl', 'httpx', 'transitions', 'fast_stark_crypto', 'Crypto')]; "
+        "('starknet_py', 'nacl', 'httpx', 'transitions', 'fast_stark_crypto', 'Crypto', "
+        "'psycopg', 'sqlite3')]; "
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -28,3 +29,30 @@ def test_every_public_name_resolves() -> None:
     for name in chipi_session.__all__:
         assert getattr(chipi_session, name) is not None
     assert set(chipi_session.__all__) <= set(dir(chipi_session))
+
+
+def test_application_names_come_from_the_package() -> None:
+    """Stores, SubmitInfo, Subscription, KeySource: one import path for applications."""
+    from chipi_session import keys, pgstore, pubsub, store, types
+
+    assert chipi_session.MemoryStore is store.MemoryStore
+    assert chipi_session.JsonFileStore is store.JsonFileStore
+    assert chipi_session.SqliteStore is store.SqliteStore
+    assert chipi_session.SessionStore is store.SessionStore
+    assert chipi_session.SubmitInfo is types.SubmitInfo
+    assert chipi_session.ExecutionResult is types.ExecutionResult
+    assert chipi_session.Subscription is pubsub.Subscription
+    assert chipi_session.KeySource is keys.KeySource
+    # PostgresStore needs an extra: lazily importable, but not in ``import *``
+    assert chipi_session.PostgresStore is pgstore.PostgresStore
+    assert "PostgresStore" not in chipi_session.__all__
+
+
+def test_postgres_store_without_its_extra_says_which_extra() -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None; import chipi_session\n"
+        "try:\n    chipi_session.PostgresStore\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'chipi-session[postgres]'" in out.stdout
