@@ -1399,6 +1399,8 @@ class ChipiSession:
     def _start_renewal(self) -> None:
         if self._renewing or self._closed or self._model.current is not S.ACTIVE:
             return
+        if self._successor is not None:
+            return  # a previous run's successor is still being decided
         renewal = self._renewal
         if renewal is None or self._renewal_attempts >= renewal.max_attempts:
             return  # gave up: the last failure stays in .error
@@ -1603,7 +1605,10 @@ class ChipiSession:
                     self._retiring = None
 
     async def _resume_renewal(
-        self, successor: SessionKeyData | None, retiring: Iterable[int], in_doubt: bool
+        self,
+        successor: SessionKeyData | None,
+        retiring: Iterable[int],
+        in_doubt: SubmitInfo | None = None,
     ) -> None:
         """Finish what a previous run left of a renewal (``hub.open``): revoke replaced keys
         whose retirement was interrupted; adopt a persisted successor if the chain has it
@@ -1621,8 +1626,13 @@ class ChipiSession:
             self._persist()
             return
         self._successor = successor
-        if in_doubt:
-            return  # decided once its register is; the record keeps it meanwhile
+        if in_doubt is not None:  # decided once its register's window closes; on record
+            if self._scheduler is not None:
+                self._scheduler.timers.schedule(
+                    float(in_doubt.execute_before),
+                    lambda: self._spawn(self._resume_renewal(successor, ())),
+                )
+            return
         try:
             status = await self._backend.get_session_status(
                 self._wallet.address, successor.public_key
@@ -1636,6 +1646,8 @@ class ChipiSession:
             self._successor = None
             if not status.exists:
                 self._persist()  # never registered: nothing to adopt
+                self._arm_renewal_timer()
+                self._maybe_renew_by_calls()
                 return
             old = self._session
             self._new_generation()

@@ -343,9 +343,15 @@ class SessionHub:
                 session._persist()  # what the journal taught must survive the next restart
             # a renewal the previous run left unfinished: adopt or drop its successor, revoke
             # the keys it replaced
-            successor_in_doubt = successor is not None and any(
-                entry.action == "register" and entry.session_public_key == successor.public_key
-                for entry, _, _ in unresolved
+            successor_in_doubt = next(
+                (
+                    info
+                    for entry, info, _ in unresolved
+                    if successor is not None
+                    and entry.action == "register"
+                    and entry.session_public_key == successor.public_key
+                ),
+                None,
             )
             await session._resume_renewal(successor, retiring, successor_in_doubt)
         except BaseException:

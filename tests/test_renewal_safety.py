@@ -288,21 +288,41 @@ class ProcessDeath(BaseException):
     """The process died: no handler runs (only ``finally`` blocks)."""
 
 
-class DyingChain(GatedChain):
-    """Dies when the chosen register is sent ("before") or once the chain ran it ("after")."""
+class KillableStore(MemoryStore):
+    """A store whose process can be killed -9: after that, nothing more reaches it."""
 
-    def __init__(self, chain: Any, die: str) -> None:
+    killed = False
+
+    def save(self, record: Any, *, fencing_token: int | None = None) -> None:
+        if not self.killed:
+            super().save(record, fencing_token=fencing_token)
+
+    def journal_remove(self, entry_id: str, *, fencing_token: int | None = None) -> None:
+        if not self.killed:
+            super().journal_remove(entry_id, fencing_token=fencing_token)
+
+
+class DyingChain(GatedChain):
+    """Kills the process (kill -9: nothing more is saved) when the successor's register is
+    about to be sent ("before") or once the chain ran it ("after")."""
+
+    def __init__(self, chain: Any, die: str, store: KillableStore) -> None:
         super().__init__(chain)
         self.die = die
+        self.store = store
         self.registers = 0
+
+    def kill(self) -> None:
+        self.store.killed = True
+        raise ProcessDeath
 
     async def add_or_update_session_key(self, *args: Any, **kwargs: Any) -> str:
         self.registers += 1
         if self.registers == 2 and self.die == "before":
-            raise ProcessDeath
+            self.kill()
         tx = await super().add_or_update_session_key(*args, **kwargs)
         if self.registers == 2 and self.die == "after":
-            raise ProcessDeath
+            self.kill()
         return tx
 
 
@@ -312,9 +332,9 @@ def hub_on(world: World, backend: Any, store: MemoryStore, **kwargs: Any) -> Ses
 
 @pytest.mark.parametrize("die", ["before", "after"])
 async def test_a_crash_mid_renewal_loses_no_key(world: World, die: str) -> None:
-    store = MemoryStore()
+    store = KillableStore()
     policy = RenewalPolicy(min_remaining_calls=2)
-    backend = DyingChain(world.chain, die)
+    backend = DyingChain(world.chain, die, store)
     died = False
     try:
         async with hub_on(world, backend, store, renewal=policy) as hub:
@@ -331,6 +351,9 @@ async def test_a_crash_mid_renewal_loses_no_key(world: World, die: str) -> None:
         died = True
     assert died
     keys = registered_keys(world)
+    saved = store.load("u")
+    assert saved is not None and saved.successor is not None  # on record before it was sent
+    store.killed = False  # the next process
     async with hub_on(world, GatedChain(world.chain), store) as hub:  # no new renewal
         s = await hub.open(key="u", wallet=world.wallet, encrypt_key=PIN)
         await eventually(lambda: not s.is_renewing)
@@ -338,12 +361,15 @@ async def test_a_crash_mid_renewal_loses_no_key(world: World, die: str) -> None:
         assert s.session is not None
         if die == "after":  # registered before the crash: adopted, the old key retired
             assert len(keys) == 2
-            assert s.session.public_key == keys[1]
+            assert s.session.public_key == keys[1] == saved.successor.public_key
             assert not is_valid_on_chain(world, first.public_key)
             assert s.remaining_calls == 5
         else:  # never sent: dropped, the old session carries on
             assert keys == [first.public_key]
             assert s.session.public_key == first.public_key
+        # no registered key is lost: each is the session in use or revoked on chain
+        for key in keys:
+            assert key == s.session.public_key or not is_valid_on_chain(world, key)
         assert s.session_state is SessionState.ACTIVE
         assert s.renewal_successor is None and s.retiring_keys == ()
         await s.execute_with_session(world.transfer(1))
@@ -403,5 +429,62 @@ async def test_a_successor_left_on_record_of_a_cleared_slot_is_revoked_not_adopt
         await settle()
         assert s.session is None and s.session_state is SessionState.NONE
         assert not is_valid_on_chain(world, successor[0])
+    record = store.load("u")
+    assert record is not None and record.successor is None and record.retiring == ()
+
+
+class DiesAfterSubmit(GatedChain):
+    """The successor's register reports its nonce, then the process dies before sending."""
+
+    registers = 0
+
+    async def add_or_update_session_key(self, *args: Any, **kwargs: Any) -> str:
+        self.registers += 1
+        if self.registers == 2:
+            hook = kwargs.pop("on_submit")
+
+            async def report_then_die(info: Any) -> None:
+                await hook(info)
+                raise ProcessDeath
+
+            kwargs["on_submit"] = report_then_die
+        return await super().add_or_update_session_key(*args, **kwargs)
+
+
+async def test_a_successor_whose_register_is_in_doubt_is_decided_when_its_window_closes(
+    world: World,
+) -> None:
+    store = MemoryStore()
+    policy = RenewalPolicy(min_remaining_calls=2)
+    try:
+        async with hub_on(world, DiesAfterSubmit(world.chain), store, renewal=policy) as hub:
+            s = await hub.open(key="u", wallet=world.wallet, encrypt_key=PIN)
+            first = await s.create_session()
+            await s.register_session(max_calls=5)
+            for _ in range(3):
+                await s.execute_with_session(world.transfer(1))
+            await anyio.sleep_forever()
+    except BaseException as exc:  # noqa: BLE001 - ProcessDeath in an exception group
+        assert isinstance(exc, BaseExceptionGroup) and exc.subgroup(ProcessDeath) is not None
+    record = store.load("u")
+    assert record is not None
+    # on record either as the successor (the save on the way down did not run) or, when the
+    # dying renewal's cleanup was saved, as a key to revoke
+    if record.successor is not None:
+        pending = record.successor.public_key
+    else:
+        assert len(record.retiring) == 1
+        pending = record.retiring[0]
+    async with hub_on(world, GatedChain(world.chain), store) as hub:
+        s = await hub.open(key="u", wallet=world.wallet, encrypt_key=PIN)
+        await settle()
+        assert s.session.public_key == first.public_key  # type: ignore[union-attr]
+        if record.successor is not None:
+            assert s.renewal_successor == record.successor  # its window is still open
+        world.clock.advance(3601)
+        await eventually(lambda: s.renewal_successor is None and not s.is_renewing)
+        await settle()
+        assert s.session.public_key == first.public_key  # type: ignore[union-attr]
+        assert not is_valid_on_chain(world, pending)
     record = store.load("u")
     assert record is not None and record.successor is None and record.retiring == ()
