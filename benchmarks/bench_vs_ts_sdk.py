@@ -290,8 +290,10 @@ t = time.perf_counter()
 from chipi_session import ChipiSession, Call, WalletData
 from chipi_session.backends.chipi_api import ChipiApiBackend
 ms = (time.perf_counter() - t) * 1000
-import json, resource, sys
-print(json.dumps({"importMs": ms, "rssMb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+import json, sys
+# current RSS (VmRSS; ru_maxrss would carry the forking parent's high-water mark across exec)
+rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+print(json.dumps({"importMs": ms, "rssMb": rss / 1024,
                   "heavy": sorted({m.split(".")[0] for m in sys.modules} & {"starknet_py", "sympy"})}))
 """
 
