@@ -1,4 +1,6 @@
-"""Shared test configuration: anyio on both backends, a CI hypothesis profile."""
+"""Shared test configuration: anyio on both backends, the ``world`` fixture, a CI hypothesis
+profile. Fixtures are defined here once; helpers (``World``, ``make_world``, ``fund_wallet``)
+live in helpers.py."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from .helpers import World, make_world
 from .pg_fixtures import pg_server, pg_url  # noqa: F401  (a real PostgreSQL, see pg_fixtures)
 
 settings.register_profile(
@@ -25,3 +28,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def world() -> World:
+    """A fresh LocalChain world on a manual clock: a funded wallet, a cheap KDF."""
+    return make_world()

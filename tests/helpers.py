@@ -1,15 +1,20 @@
-"""Test helpers: a LocalChain world on a manual clock, with a cheap KDF."""
+"""Test helpers: a LocalChain world on a manual clock, with a cheap KDF (the ``world`` fixture
+of conftest.py), and a funded wallet on a localnet server (tests over HTTP)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 
 from chipi_session import Call, ChipiSession, ManualClock, WalletData
+from chipi_session.keys import SecretKey, generate_private_key
 from chipi_session.localchain import LocalChain
 from chipi_session.vault import KdfCost, Vault
+
+if TYPE_CHECKING:
+    from chipi_session.localnet import LocalnetServer
 
 PIN = "1234"
 START = 1_000_000
@@ -39,6 +44,13 @@ class World:
     def balance(self, owner: int) -> int:
         return self.chain.balance_of(self.token, owner)
 
+    @property
+    def owner(self) -> SecretKey:
+        """The wallet's owner key (decrypted on each use: tests that sign as the owner)."""
+        return self.vault.decrypt(
+            self.wallet.encrypted_private_key, PIN, expected_public_key=self.wallet.owner_public_key
+        )
+
 
 def make_world(start: float = START) -> World:
     clock = ManualClock(start)
@@ -48,6 +60,30 @@ def make_world(start: float = START) -> World:
     token = chain.deploy_token("USDC", 6)
     chain.mint(token, wallet.address, 1_000_000)
     return World(clock, vault, chain, wallet, token)
+
+
+@attrs.define
+class Funded:
+    """A wallet with a funded token on a localnet server's chain (tests over HTTP)."""
+
+    server: LocalnetServer
+    wallet: WalletData
+    owner: SecretKey
+    token: int
+
+    def balance(self, owner: int) -> int:
+        with self.server.locked() as chain:
+            return chain.balance_of(self.token, owner)
+
+
+def fund_wallet(server: LocalnetServer, amount: int = 10**9) -> Funded:
+    """A new wallet (owner PIN ``PIN``) holding ``amount`` of a new 6-decimals token."""
+    key = generate_private_key()
+    with server.locked() as chain:
+        wallet = chain.create_wallet(PIN, private_key=key)
+        token = chain.deploy_token("TKN", 6)
+        chain.mint(token, wallet.address, amount)
+    return Funded(server, wallet, SecretKey(key), token)
 
 
 async def settle() -> None:

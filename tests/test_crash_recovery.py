@@ -33,7 +33,6 @@ from .helpers import (
     RECIPIENT,
     World,
     eventually,
-    make_world,
     secret_text_forms,
     settle,
 )
@@ -130,11 +129,6 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
     yield open_store
     for store in opened:
         store.close()
-
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
 
 
 def make_hub(world: World, backend: Any, store: SessionStore) -> SessionHub:

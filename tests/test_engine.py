@@ -27,11 +27,6 @@ from .helpers import PIN, RECIPIENT, World, make_world, secret_text_forms, settl
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def world() -> World:
-    return make_world()
-
-
 def states(events: list[Event]) -> list[tuple[str, str]]:
     return [(e.current.value, e.reason) for e in events if isinstance(e, StateChanged)]
 

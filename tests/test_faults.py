@@ -50,11 +50,6 @@ NONCE = "outside_nonce_used"
 APPLIED_KINDS: tuple[FaultKind, ...] = ("timeout_after_send", "drop_response")
 
 
-@pytest.fixture
-def world() -> World:
-    return make_world()
-
-
 def faulty(world: World, **kwargs: Any) -> FaultInjectingBackend:
     return FaultInjectingBackend(world.chain, **kwargs)
 

@@ -41,8 +41,10 @@ from chipi_session.hashing import (  # noqa: E402
 from chipi_session.http import Exchange  # noqa: E402
 from chipi_session.keys import SecretKey, generate_private_key  # noqa: E402
 from chipi_session.localnet import LocalnetServer  # noqa: E402
-from chipi_session.types import Call, WalletData, WalletType  # noqa: E402
+from chipi_session.types import Call, WalletType  # noqa: E402
 from chipi_session.vault import KdfCost  # noqa: E402
+
+from .helpers import Funded, fund_wallet  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
@@ -51,11 +53,6 @@ TOKEN = "tok_test"
 RECIPIENT = 0xBEEF
 TRANSFER = selector("transfer")
 APPROVE = selector("approve")
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -73,22 +70,6 @@ def server(clock: ManualClock) -> Iterator[LocalnetServer]:
 def _reset_faults(server: LocalnetServer) -> Iterator[None]:
     yield
     server.faults.reset()
-
-
-@attrs.define
-class Funded:
-    wallet: WalletData
-    owner: SecretKey
-    token: int
-
-
-def fund_wallet(server: LocalnetServer, amount: int = 10**9) -> Funded:
-    key = generate_private_key()
-    with server.locked() as chain:
-        wallet = chain.create_wallet("1234", private_key=key)
-        token = chain.deploy_token("TKN", 6)
-        chain.mint(token, wallet.address, amount)
-    return Funded(wallet, SecretKey(key), token)
 
 
 @pytest.fixture

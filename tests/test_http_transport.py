@@ -18,11 +18,6 @@ from chipi_session.http import Exchange, HttpClient, Timeouts, safe_origin
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 class RawServer:
     """Accepts connections; ``mode`` is ``silent`` (read, never answer), ``hangup`` (read,
     close), ``big`` (answer 200 with a 2 MiB body) or ``proxy_error`` (HTML 502)."""

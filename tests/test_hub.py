@@ -20,14 +20,9 @@ from chipi_session import (
 )
 from chipi_session.events import Event
 
-from .helpers import PIN, RECIPIENT, World, eventually, make_world, settle
+from .helpers import PIN, RECIPIENT, World, eventually, settle
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
 
 
 def hub_for(world: World, **kwargs: Any) -> SessionHub:

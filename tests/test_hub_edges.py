@@ -15,14 +15,9 @@ import pytest
 from chipi_session import ChipiSession, ChipiSessionError, ErrorCode, SessionHub, SystemClock
 from chipi_session.store import JsonFileStore, MemoryStore, SessionStore, SqliteStore
 
-from .helpers import PIN, World, make_world
+from .helpers import PIN, World
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
 
 
 def make_hub(world: World, store: SessionStore | None = None, **kwargs: Any) -> SessionHub:

@@ -10,16 +10,11 @@ from chipi_session import ActionFailed, ChipiSessionError, ErrorCode, SessionHub
 from chipi_session.events import Event
 from chipi_session.store import SqliteStore
 
-from .helpers import PIN, RECIPIENT, World, eventually, make_world, settle
+from .helpers import PIN, RECIPIENT, World, eventually, settle
 
 pytestmark = pytest.mark.anyio
 
 TTL = 30.0
-
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
 
 
 def hub(world: World, store: SqliteStore, owner: str) -> SessionHub:

@@ -27,67 +27,45 @@ from chipi_session.selfcalls import (
     revoke_session_key_call,
     set_spending_policy_call,
 )
-from chipi_session.types import Call, SessionStatus, SpendingPolicy, WalletData, WalletType
-from chipi_session.vault import KdfCost, Vault
+from chipi_session.types import Call, SessionStatus, SpendingPolicy, WalletType
+
+from .helpers import RECIPIENT, World
 
 START = 1_000_000
 PIN = "1234"
-ALICE = 0xA11CE
+ALICE = RECIPIENT  # what World.transfer pays by default
 SESSION = SecretKey(0x5E55_1011_0000_0000_0000_0001)
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@attrs.define
-class World:
-    clock: ManualClock
-    vault: Vault
-    chain: LocalChain
-    wallet: WalletData
-    owner: SecretKey
-    token: int
-
-    def transfer(self, amount: int = 10, to: int = ALICE) -> Call:
-        return Call(to=self.token, selector="transfer", calldata=[to, amount, 0])
-
-    def register(
-        self, *, valid_until: int | None = None, max_calls: int = 100, allowed: tuple[int, ...] = ()
-    ) -> int:
-        vu = self.chain.now() + 3600 if valid_until is None else valid_until
-        call = add_or_update_session_key_call(
-            self.wallet.address, SESSION.public_key, vu, max_calls, allowed
-        )
-        owner_invoke(self.chain, self.wallet.address, self.owner, [call])
-        return vu
-
-    def sponsored_session(
-        self, calls: list[Call], valid_until: int, key: SecretKey = SESSION
-    ) -> str:
-        td = self.chain.prepare_typed_data(self.wallet.address, calls)
-        h = typed_data_message_hash(td, self.wallet.address)
-        return self.chain.execute_sponsored(
-            self.wallet.address, td, session_signature(SESSION, h, valid_until)
-        )
-
-    def status(self) -> SessionStatus:
-        return self.chain.session_status(self.wallet.address, SESSION.public_key)
-
-
-@pytest.fixture
-def world() -> World:
-    clock = ManualClock(START)
-    vault = Vault(KdfCost.FAST_FOR_TESTS)
-    chain = LocalChain(clock=clock, vault=vault)
-    wallet = chain.create_wallet(PIN)
-    owner = vault.decrypt(
-        wallet.encrypted_private_key, PIN, expected_public_key=wallet.owner_public_key
+def register_session(
+    world: World,
+    *,
+    valid_until: int | None = None,
+    max_calls: int = 100,
+    allowed: tuple[int, ...] = (),
+) -> int:
+    """Register ``SESSION`` by an owner-signed INVOKE; returns its ``valid_until``."""
+    vu = world.chain.now() + 3600 if valid_until is None else valid_until
+    call = add_or_update_session_key_call(
+        world.wallet.address, SESSION.public_key, vu, max_calls, allowed
     )
-    token = chain.deploy_token("USDC", 6)
-    chain.mint(token, wallet.address, 1_000_000)
-    return World(clock, vault, chain, wallet, owner, token)
+    owner_invoke(world.chain, world.wallet.address, world.owner, [call])
+    return vu
+
+
+def sponsored_session(
+    world: World, calls: list[Call], valid_until: int, key: SecretKey = SESSION
+) -> str:
+    """``calls`` through the paymaster, signed by ``SESSION``."""
+    td = world.chain.prepare_typed_data(world.wallet.address, calls)
+    h = typed_data_message_hash(td, world.wallet.address)
+    return world.chain.execute_sponsored(
+        world.wallet.address, td, session_signature(SESSION, h, valid_until)
+    )
+
+
+def session_status(world: World) -> SessionStatus:
+    return world.chain.session_status(world.wallet.address, SESSION.public_key)
 
 
 # -- setup -------------------------------------------------------------------------------------
@@ -141,18 +119,18 @@ def test_prepare_typed_data_shape(world: World) -> None:
 
 
 def test_execute_sponsored_session(world: World) -> None:
-    vu = world.register()
-    tx_hash = world.sponsored_session([world.transfer(7)], vu)
+    vu = register_session(world)
+    tx_hash = sponsored_session(world, [world.transfer(7)], vu)
     receipt = world.chain.get_receipt(tx_hash)
     assert receipt is not None and receipt.status == "SUCCEEDED" and receipt.results == ((1,),)
     assert world.chain.balance_of(world.token, ALICE) == 7
-    assert world.status().calls_used == 1
+    assert session_status(world).calls_used == 1
     assert world.chain.get_transaction_status(tx_hash) == "ACCEPTED_ON_L2"
     assert world.chain.get_transaction_status("0x1") is None
 
 
 def test_paymaster_refuses_altered_typed_data(world: World) -> None:
-    vu = world.register()
+    vu = register_session(world)
     td = world.chain.prepare_typed_data(world.wallet.address, [world.transfer(7)])
     h = typed_data_message_hash(td, world.wallet.address)
     sig = session_signature(SESSION, h, vu)
@@ -179,25 +157,25 @@ def test_paymaster_refuses_altered_typed_data(world: World) -> None:
         world.chain.execute_sponsored(world.wallet.address + 1, td, sig)
     with pytest.raises(ChipiSessionError, match="no message.Nonce"):
         world.chain.execute_sponsored(world.wallet.address, {"message": {}}, sig)
-    assert world.status().calls_used == 0
+    assert session_status(world).calls_used == 0
     # the untouched typed data, even after a JSON round trip, still executes
     echoed = json.loads(json.dumps(td))
     assert world.chain.execute_sponsored(world.wallet.address, echoed, sig).startswith("0x")
 
 
 def test_paymaster_refuses_replays(world: World) -> None:
-    vu = world.register()
+    vu = register_session(world)
     td = world.chain.prepare_typed_data(world.wallet.address, [world.transfer(7)])
     sig = session_signature(SESSION, typed_data_message_hash(td, world.wallet.address), vu)
     world.chain.execute_sponsored(world.wallet.address, td, sig)
     with pytest.raises(ChipiSessionError, match="duplicated nonce") as info:
         world.chain.execute_sponsored(world.wallet.address, td, sig)
     assert info.value.code is ErrorCode.TRANSACTION_REJECTED
-    assert world.chain.balance_of(world.token, ALICE) == 7 and world.status().calls_used == 1
+    assert world.chain.balance_of(world.token, ALICE) == 7 and session_status(world).calls_used == 1
 
 
 def test_paymaster_expired_window(world: World) -> None:
-    vu = world.register(valid_until=START + 86400)
+    vu = register_session(world, valid_until=START + 86400)
     td = world.chain.prepare_typed_data(world.wallet.address, [world.transfer(7)])
     sig = session_signature(SESSION, typed_data_message_hash(td, world.wallet.address), vu)
     world.clock.advance(3600)
@@ -208,7 +186,7 @@ def test_paymaster_expired_window(world: World) -> None:
 
 def _sponsored_error(world: World, calls: list[Call], vu: int) -> Any:
     with pytest.raises(ChipiSessionError) as info:
-        world.sponsored_session(calls, vu)
+        sponsored_session(world, calls, vu)
     return info.value
 
 
@@ -226,12 +204,12 @@ def test_paymaster_error_codes(world: World) -> None:
         "Session: valid_until exceeded",
     )
     # entrypoint rules: whitelist, self-call, admin selector
-    vu = world.register(allowed=(selector("transfer"),))
+    vu = register_session(world, allowed=(selector("transfer"),))
     err = _sponsored_error(
         world, [Call(to=world.token, selector="approve", calldata=[1, 1, 0])], vu
     )
     assert err.code is ErrorCode.SESSION_ENTRYPOINT_NOT_ALLOWED
-    vu = world.register(allowed=())
+    vu = register_session(world, allowed=())
     err = _sponsored_error(world, [Call(to=w, selector="get_public_key")], vu)
     assert err.code is ErrorCode.SESSION_ENTRYPOINT_NOT_ALLOWED
     err = _sponsored_error(world, [revoke_session_key_call(w, SESSION.public_key)], vu)
@@ -257,18 +235,18 @@ def test_paymaster_error_codes(world: World) -> None:
         ErrorCode.SESSION_SPENDING_LIMIT_EXCEEDED,
         "Spending: exceeds per-call",
     )
-    world.sponsored_session([world.transfer(10)], vu)
+    sponsored_session(world, [world.transfer(10)], vu)
     err = _sponsored_error(world, [world.transfer(10)], vu)
     assert err.message == "Spending: exceeds window limit"
     err = _sponsored_error(world, [Call(to=world.token, selector="transfer", calldata=[1])], vu)
     assert (err.code, err.message) == (ErrorCode.INVALID_INPUT, "Spending: calldata too short")
     # exhausted
-    vu = world.register(max_calls=1)
-    world.sponsored_session([world.transfer(1)], vu)
+    vu = register_session(world, max_calls=1)
+    sponsored_session(world, [world.transfer(1)], vu)
     err = _sponsored_error(world, [world.transfer(1)], vu)
     assert err.code is ErrorCode.SESSION_MAX_CALLS_EXCEEDED
     # expired
-    vu = world.register(valid_until=START + 5)
+    vu = register_session(world, valid_until=START + 5)
     world.clock.set(START + 6)
     err = _sponsored_error(world, [world.transfer(1)], vu)
     assert err.code is ErrorCode.SESSION_EXPIRED
@@ -279,8 +257,8 @@ def test_paymaster_error_codes(world: World) -> None:
 
 
 def test_paymaster_inner_failure_is_not_an_error(world: World) -> None:
-    vu = world.register()
-    tx_hash = world.sponsored_session([world.transfer(10**12), world.transfer(3)], vu)
+    vu = register_session(world)
+    tx_hash = sponsored_session(world, [world.transfer(10**12), world.transfer(3)], vu)
     receipt = world.chain.get_receipt(tx_hash)
     assert receipt is not None and receipt.status == "SUCCEEDED"
     assert receipt.results == ((), (1,))

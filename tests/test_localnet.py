@@ -21,20 +21,17 @@ from chipi_session.clock import ManualClock  # noqa: E402
 from chipi_session.errors import ChipiSessionError, ErrorCode  # noqa: E402
 from chipi_session.felts import encode_short_string, selector  # noqa: E402
 from chipi_session.hashing import SN_MAIN, typed_data_message_hash  # noqa: E402
-from chipi_session.keys import SecretKey, generate_private_key, public_key_of  # noqa: E402
+from chipi_session.keys import SecretKey, public_key_of  # noqa: E402
 from chipi_session.localnet import LocalnetServer, main  # noqa: E402
 from chipi_session.localnet.wire import WireError, wire_felt, wire_signature  # noqa: E402
 from chipi_session.vault import KdfCost, Vault  # noqa: E402
+
+from .helpers import Funded, fund_wallet  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
 START = 1_800_000_000
 Q = {"__chipi_api_version": "2025-12-30"}
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -55,23 +52,9 @@ async def http(server: LocalnetServer) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-class World:
-    def __init__(self, server: LocalnetServer) -> None:
-        self.owner = SecretKey(generate_private_key())
-        with server.locked() as chain:
-            self.wallet = chain.create_wallet("1234", private_key=self.owner.reveal()).address
-            self.token = chain.deploy_token("TKN", 6)
-            chain.mint(self.token, self.wallet, 10**9)
-        self.server = server
-
-    def balance(self, owner: int) -> int:
-        with self.server.locked() as chain:
-            return chain.balance_of(self.token, owner)
-
-
 @pytest.fixture
-def world(server: LocalnetServer) -> World:
-    return World(server)
+def world(server: LocalnetServer) -> Funded:
+    return fund_wallet(server)
 
 
 async def prepare(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +70,7 @@ async def execute(http: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Respon
 
 
 async def ts_register(
-    http: httpx.AsyncClient, w: World, session: SecretKey, *, allowed: list[str] | None = None
+    http: httpx.AsyncClient, w: Funded, session: SecretKey, *, allowed: list[str] | None = None
 ) -> int:
     """The TS SDK's owner path: contractAddress, entrypoint name, hex calldata, no walletType;
     userSignature {r, s} as decimal strings, saveToDatabase false."""
@@ -96,10 +79,10 @@ async def ts_register(
     td = await prepare(
         http,
         {
-            "publicKey": hex(w.wallet),
+            "publicKey": hex(w.wallet.address),
             "calls": [
                 {
-                    "contractAddress": hex(w.wallet),
+                    "contractAddress": hex(w.wallet.address),
                     "entrypoint": "add_or_update_session_key",
                     "calldata": [
                         hex(session.public_key),
@@ -113,11 +96,11 @@ async def ts_register(
             "accountClassHash": "0x053f4f8791ed5bed0fddaa553d180c664e32cfaf8316bb232ae77bb08f459f2a",
         },
     )
-    r, s = w.owner.sign(typed_data_message_hash(td, w.wallet))
+    r, s = w.owner.sign(typed_data_message_hash(td, w.wallet.address))
     resp = await execute(
         http,
         {
-            "publicKey": hex(w.wallet),
+            "publicKey": hex(w.wallet.address),
             "typedData": td,
             "userSignature": {"r": str(r), "s": str(s)},
             "saveToDatabase": False,
@@ -130,27 +113,27 @@ async def ts_register(
 
 
 async def prepare_transfer(
-    http: httpx.AsyncClient, w: World, calldata: list[str], **extra: Any
+    http: httpx.AsyncClient, w: Funded, calldata: list[str], **extra: Any
 ) -> dict[str, Any]:
     """The TS SDK's session path: one ``transfer`` on the world's token (camelCase call)."""
     call = {"contractAddress": hex(w.token), "entrypoint": "transfer", "calldata": calldata}
-    return await prepare(http, {"publicKey": hex(w.wallet), "calls": [call], **extra})
+    return await prepare(http, {"publicKey": hex(w.wallet.address), "calls": [call], **extra})
 
 
-def session_sig(td: dict[str, Any], w: World, session: SecretKey, valid_until: int) -> list[str]:
+def session_sig(td: dict[str, Any], w: Funded, session: SecretKey, valid_until: int) -> list[str]:
     """The 4-felt session signature over ``td``, as hex strings."""
-    r, s = session.sign(typed_data_message_hash(td, w.wallet))
+    r, s = session.sign(typed_data_message_hash(td, w.wallet.address))
     return [hex(session.public_key), hex(r), hex(s), hex(valid_until)]
 
 
 async def execute_signed(
-    http: httpx.AsyncClient, w: World, td: dict[str, Any], signature: Any, **extra: Any
+    http: httpx.AsyncClient, w: Funded, td: dict[str, Any], signature: Any, **extra: Any
 ) -> httpx.Response:
-    body = {"publicKey": hex(w.wallet), "typedData": td, "userSignature": signature, **extra}
+    body = {"publicKey": hex(w.wallet.address), "typedData": td, "userSignature": signature, **extra}
     return await execute(http, body)
 
 
-async def test_ts_sdk_shapes_full_flow(http: httpx.AsyncClient, world: World) -> None:
+async def test_ts_sdk_shapes_full_flow(http: httpx.AsyncClient, world: Funded) -> None:
     session = SecretKey.generate()
     valid_until = await ts_register(http, world, session)
     # TS session path: walletType CHIPI, mixed hex/decimal calldata; 4 hex felts + flag
@@ -181,14 +164,14 @@ async def test_ts_sdk_shapes_full_flow(http: httpx.AsyncClient, world: World) ->
     assert world.balance(0x1234) == 1000
 
 
-async def test_python_sdk_shapes(http: httpx.AsyncClient, world: World) -> None:
+async def test_python_sdk_shapes(http: httpx.AsyncClient, world: Funded) -> None:
     """snake_case calls, the READY class hash, {sessionSignature: [...]} with decimal felts."""
     session = SecretKey.generate()
     valid_until = await ts_register(http, world, session)
     td = await prepare(
         http,
         {
-            "publicKey": hex(world.wallet),
+            "publicKey": hex(world.wallet.address),
             "calls": [
                 {
                     "contract_address": hex(world.token),
@@ -199,7 +182,7 @@ async def test_python_sdk_shapes(http: httpx.AsyncClient, world: World) -> None:
             "accountClassHash": "0x036078334509b514626504edc9fb252328d1a240e4e948bef8d0c08dff45927f",
         },
     )
-    r, s = session.sign(typed_data_message_hash(td, world.wallet))
+    r, s = session.sign(typed_data_message_hash(td, world.wallet.address))
     resp = await execute_signed(
         http,
         world,
@@ -213,7 +196,7 @@ async def test_python_sdk_shapes(http: httpx.AsyncClient, world: World) -> None:
 
 
 async def test_old_ts_name_whitelist_bug_is_reproduced(
-    http: httpx.AsyncClient, world: World
+    http: httpx.AsyncClient, world: Funded
 ) -> None:
     """TS <= 14.13 sends whitelist names as text: encoded as a short string, never a selector."""
     session = SecretKey.generate()
@@ -223,7 +206,7 @@ async def test_old_ts_name_whitelist_bug_is_reproduced(
         "starknet_call",
         {
             "request": {
-                "contract_address": hex(world.wallet),
+                "contract_address": hex(world.wallet.address),
                 "entry_point_selector": hex(selector("get_session_allowed_entrypoint_at")),
                 "calldata": [hex(session.public_key), "0x0"],
             },
@@ -237,7 +220,7 @@ async def test_old_ts_name_whitelist_bug_is_reproduced(
     assert resp.json()["code"] == "SESSION_ENTRYPOINT_NOT_ALLOWED"
 
 
-async def test_altered_typed_data_is_rejected(http: httpx.AsyncClient, world: World) -> None:
+async def test_altered_typed_data_is_rejected(http: httpx.AsyncClient, world: Funded) -> None:
     session = SecretKey.generate()
     valid_until = await ts_register(http, world, session)
     td = await prepare_transfer(http, world, ["0x77", "0x1", "0x0"])
@@ -248,9 +231,9 @@ async def test_altered_typed_data_is_rejected(http: httpx.AsyncClient, world: Wo
     assert world.balance(0x77) == 0
 
 
-async def test_auth_is_required(server: LocalnetServer, world: World) -> None:
+async def test_auth_is_required(server: LocalnetServer, world: Funded) -> None:
     body = {
-        "publicKey": hex(world.wallet),
+        "publicKey": hex(world.wallet.address),
         "calls": [{"contractAddress": hex(world.token), "entrypoint": "transfer", "calldata": []}],
     }
     url = server.url + "/v1/transactions/prepare-typed-data"
@@ -273,7 +256,7 @@ async def test_auth_is_required(server: LocalnetServer, world: World) -> None:
             assert r.json()["message"].startswith(message)
 
 
-async def test_malformed_requests(http: httpx.AsyncClient, world: World) -> None:
+async def test_malformed_requests(http: httpx.AsyncClient, world: Funded) -> None:
     r = await http.post(
         "/v1/transactions/prepare-typed-data",
         content=b"{nope",
@@ -283,7 +266,7 @@ async def test_malformed_requests(http: httpx.AsyncClient, world: World) -> None
     r = await http.post("/v1/transactions/prepare-typed-data", json=[1, 2])
     assert r.status_code == 400
     r = await http.post(
-        "/v1/transactions/prepare-typed-data", json={"publicKey": hex(world.wallet), "calls": []}
+        "/v1/transactions/prepare-typed-data", json={"publicKey": hex(world.wallet.address), "calls": []}
     )
     assert r.status_code == 400
     r = await http.post(
@@ -294,20 +277,20 @@ async def test_malformed_requests(http: httpx.AsyncClient, world: World) -> None
     r = await http.post(
         "/v1/transactions/prepare-typed-data",
         json={
-            "publicKey": hex(world.wallet),
+            "publicKey": hex(world.wallet.address),
             "walletType": "SHHH",
             "calls": [{"contractAddress": "0x1", "entrypoint": "transfer"}],
         },
     )
     assert r.json()["code"] == "INVALID_WALLET_TYPE_FOR_SESSION"
     r = await execute(
-        http, {"publicKey": hex(world.wallet), "typedData": {}, "userSignature": [1, 2, 3]}
+        http, {"publicKey": hex(world.wallet.address), "typedData": {}, "userSignature": [1, 2, 3]}
     )
     assert (r.status_code, r.json()["code"]) == (400, "INVALID_SIGNATURE")
     r = await execute(
         http,
         {
-            "publicKey": hex(world.wallet),
+            "publicKey": hex(world.wallet.address),
             "typedData": {"message": {"Nonce": "0x1"}},
             "userSignature": {"r": "1", "s": "2"},
         },
@@ -353,7 +336,7 @@ async def rpc(http: httpx.AsyncClient, method: str, params: Any = ()) -> dict[st
     return body
 
 
-async def test_rpc_methods(http: httpx.AsyncClient, world: World, clock: ManualClock) -> None:
+async def test_rpc_methods(http: httpx.AsyncClient, world: Funded, clock: ManualClock) -> None:
     assert (await rpc(http, "starknet_chainId"))["result"] == hex(SN_MAIN)
     assert (await rpc(http, "starknet_specVersion"))["result"] == "0.8.1"
     height = (await rpc(http, "starknet_blockNumber"))["result"]
@@ -368,7 +351,7 @@ async def test_rpc_methods(http: httpx.AsyncClient, world: World, clock: ManualC
     assert (
         await rpc(http, "starknet_getBlockWithTxHashes", {"block_id": {"block_number": height + 5}})
     )["error"]["code"] == 24
-    assert (await rpc(http, "starknet_getNonce", ["latest", hex(world.wallet)]))["result"] == "0x0"
+    assert (await rpc(http, "starknet_getNonce", ["latest", hex(world.wallet.address)]))["result"] == "0x0"
     # a deployed contract that is not an account has nonce 0, as on a node (not an error)
     assert (await rpc(http, "starknet_getNonce", ["latest", hex(world.token)]))["result"] == "0x0"
     assert (
@@ -379,14 +362,14 @@ async def test_rpc_methods(http: httpx.AsyncClient, world: World, clock: ManualC
     class_hash = await rpc(
         http,
         "starknet_getClassHashAt",
-        {"block_id": {"block_number": 0}, "contract_address": hex(world.wallet)},
+        {"block_id": {"block_number": 0}, "contract_address": hex(world.wallet.address)},
     )
     assert class_hash["result"].startswith("0x")
     assert (await rpc(http, "starknet_getClassHashAt", ["latest", "0x5"]))["error"]["code"] == 20
 
     # starknet_call: real 4-felt layout, canonical hex, positional params, decimal calldata
     call = {
-        "contract_address": hex(world.wallet),
+        "contract_address": hex(world.wallet.address),
         "entry_point_selector": hex(selector("get_session_data")),
         "calldata": ["12345"],
     }
@@ -440,7 +423,7 @@ async def test_rpc_protocol_errors_and_batches(http: httpx.AsyncClient) -> None:
     assert r.json()["error"]["code"] == -32600
 
 
-async def test_starknet_call_never_commits(http: httpx.AsyncClient, world: World) -> None:
+async def test_starknet_call_never_commits(http: httpx.AsyncClient, world: Funded) -> None:
     """A node's starknet_call is a dry run; __execute__ called that way must not move funds."""
     calldata = [
         "0x1",
@@ -456,7 +439,7 @@ async def test_starknet_call_never_commits(http: httpx.AsyncClient, world: World
         "starknet_call",
         {
             "request": {
-                "contract_address": hex(world.wallet),
+                "contract_address": hex(world.wallet.address),
                 "entry_point_selector": hex(selector("__execute__")),
                 "calldata": calldata,
             },
@@ -465,14 +448,14 @@ async def test_starknet_call_never_commits(http: httpx.AsyncClient, world: World
     )
     assert "result" in r  # it ran...
     assert world.balance(0xE71) == 0  # ...and nothing stuck
-    assert world.balance(world.wallet) == 10**9
+    assert world.balance(world.wallet.address) == 10**9
 
 
 async def test_legacy_session_layout(clock: ManualClock) -> None:
     with LocalnetServer(
         clock=clock, kdf_cost=KdfCost.FAST_FOR_TESTS, legacy_session_layout=True
     ) as srv:
-        w = World(srv)
+        w = fund_wallet(srv)
         headers = {"x-api-key": srv.api_key, "authorization": "Bearer t"}
         async with httpx.AsyncClient(base_url=srv.url, headers=headers, timeout=10) as http:
             session = SecretKey.generate()
@@ -482,7 +465,7 @@ async def test_legacy_session_layout(clock: ManualClock) -> None:
                 "starknet_call",
                 {
                     "request": {
-                        "contract_address": hex(w.wallet),
+                        "contract_address": hex(w.wallet.address),
                         "entry_point_selector": hex(selector("get_session_data")),
                         "calldata": [hex(session.public_key)],
                     },

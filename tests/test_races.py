@@ -22,7 +22,7 @@ from chipi_session.events import Event
 from chipi_session.outcome import OutcomeResolution, resolve_outcome
 
 from .gated import BatchedGatedChain, GatedChain
-from .helpers import PIN, RECIPIENT, World, eventually, make_world, settle
+from .helpers import PIN, RECIPIENT, World, eventually, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -30,11 +30,6 @@ EXECUTE = "execute_with_session"
 REGISTER = "add_or_update_session_key"
 REVOKE = "revoke_session_key"
 STATUS = "get_session_status"
-
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
 
 
 def chain_status(world: World, s: ChipiSession) -> Any:

@@ -23,7 +23,7 @@ from chipi_session.policy import (
 )
 from chipi_session.types import Call, SessionStatus, SpendingPolicy
 
-from .helpers import RECIPIENT, World, make_world
+from .helpers import RECIPIENT, World
 
 ACCOUNT = 0xACC
 TOKEN = 0x70C
@@ -283,11 +283,6 @@ def test_every_spending_entrypoint_counts(name: str) -> None:
 
 
 # -- the same rules through LocalChain's __validate__ and the engine's pre-flight -------------
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
-
 
 def _set_policy_on_chain(world: World, key: int, per_call: int, per_window: int,
                          window: int) -> None:
