@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, ExitStack
@@ -50,6 +51,7 @@ _ACTIONS = frozenset(
 
 #: The event loops anyio can run the engine on.
 _LOOPS = ("asyncio", "trio")
+_UNSET: Any = object()
 
 
 def _new_session(kwargs: dict[str, Any]) -> ChipiSession:
@@ -62,20 +64,32 @@ def _new_session(kwargs: dict[str, Any]) -> ChipiSession:
 class BlockingChipiSession:
     """Same constructor and actions as :class:`ChipiSession`, blocking.
 
-    ``backend_name`` picks the loop (``"asyncio"`` or ``"trio"``). Use as a context manager
+    ``async_backend`` picks the event loop the engine runs on (``"asyncio"`` or ``"trio"``);
+    ``backend=``, as everywhere, is the session backend (the chain). ``backend_name`` is the
+    deprecated spelling of ``async_backend``. Use as a context manager
     (``with BlockingChipiSession(...) as session:``).
     """
 
-    def __init__(self, *, backend_name: str = "asyncio", **kwargs: Any) -> None:
-        if backend_name not in _LOOPS:
+    def __init__(
+        self, *, async_backend: str = "asyncio", backend_name: object = _UNSET, **kwargs: Any
+    ) -> None:
+        what = "async_backend"
+        if backend_name is not _UNSET:
+            warnings.warn(
+                "BlockingChipiSession(backend_name=...) is deprecated; use async_backend=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            async_backend, what = backend_name, "backend_name"  # type: ignore[assignment]
+        if async_backend not in _LOOPS:
             raise ChipiSessionError(
                 ErrorCode.INVALID_INPUT,
-                f"backend_name must be one of {', '.join(_LOOPS)}, got {describe(backend_name)}",
+                f"{what} must be one of {', '.join(_LOOPS)}, got {describe(async_backend)}",
             )
         # built now so that bad arguments fail here, not when the block is entered
         self._fresh: ChipiSession | None = _new_session(kwargs)
         self._kwargs = kwargs
-        self._backend_name = backend_name
+        self._async_backend = async_backend
         self._stack: ExitStack | None = None
         self._portal: BlockingPortal | None = None
         self._session: ChipiSession | None = None
@@ -86,7 +100,7 @@ class BlockingChipiSession:
     def __enter__(self) -> BlockingChipiSession:
         stack = ExitStack()
         try:
-            portal = stack.enter_context(start_blocking_portal(self._backend_name))
+            portal = stack.enter_context(start_blocking_portal(self._async_backend))
             session, self._fresh = self._fresh or _new_session(self._kwargs), None
             session.add_listener(self._on_event)
             cm: AbstractContextManager[ChipiSession] = portal.wrap_async_context_manager(session)

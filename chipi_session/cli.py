@@ -42,7 +42,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from .demo import run_demo
 
-    return anyio.run(run_demo, print, args.fast_kdf, backend=args.backend)
+    return anyio.run(run_demo, print, args.fast_kdf, backend=args.async_backend)
 
 
 def _localnet(argv: list[str]) -> int:
@@ -68,7 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the whole session lifecycle on the embedded chain")
-    demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    demo.add_argument(
+        "--async-backend",
+        "--backend",  # the flag's first name, kept working
+        dest="async_backend",
+        choices=["asyncio", "trio"],
+        default="asyncio",
+        help="the event loop (anyio backend) to run on",
+    )
     demo.add_argument(
         "--fast-kdf", action="store_true", help="cheap Argon2id cost (tests only, not secure)"
     )

@@ -20,9 +20,9 @@ from chipi_session import (
 from .helpers import PIN, RECIPIENT, World, make_world
 
 
-def blocking(world: World, backend_name: str = "asyncio") -> BlockingChipiSession:
+def blocking(world: World, async_backend: str = "asyncio") -> BlockingChipiSession:
     return BlockingChipiSession(
-        backend_name=backend_name,
+        async_backend=async_backend,
         wallet=world.wallet,
         encrypt_key=PIN,
         backend=world.chain,
@@ -32,10 +32,10 @@ def blocking(world: World, backend_name: str = "asyncio") -> BlockingChipiSessio
     )
 
 
-@pytest.mark.parametrize("backend_name", ["asyncio", "trio"])
-def test_blocking_lifecycle_with_poll_and_submit(backend_name: str) -> None:
+@pytest.mark.parametrize("async_backend", ["asyncio", "trio"])
+def test_blocking_lifecycle_with_poll_and_submit(async_backend: str) -> None:
     world = make_world()
-    with blocking(world, backend_name) as s:
+    with blocking(world, async_backend) as s:
         assert s.poll_events() == []
         data = s.create_session(600)
         s.register_session(max_calls=3, allowed_entrypoints=["transfer"])
@@ -149,3 +149,21 @@ TestBlockingSessionMachine = BlockingSessionMachine.TestCase
 TestBlockingSessionMachine.settings = settings(
     max_examples=15, stateful_step_count=20, deadline=None
 )
+
+
+def test_backend_name_is_the_deprecated_spelling_of_async_backend() -> None:
+    """``backend=`` is always the session backend; the loop is ``async_backend``. The old
+    ``backend_name`` still works, with a DeprecationWarning, and is still checked."""
+    world = make_world()
+    kwargs = dict(wallet=world.wallet, encrypt_key=PIN, backend=world.chain, clock=world.clock,
+                  vault=world.vault, auto_check_status=False)
+    with pytest.warns(DeprecationWarning, match="async_backend"):
+        session = BlockingChipiSession(backend_name="trio", **kwargs)
+    with session as s:
+        assert s.create_session(600).valid_until == int(world.clock.now()) + 600
+    with pytest.raises(ChipiSessionError) as e:
+        BlockingChipiSession(async_backend="curio", **kwargs)
+    assert e.value.code is ErrorCode.INVALID_INPUT and "async_backend" in e.value.message
+    with pytest.warns(DeprecationWarning), pytest.raises(ChipiSessionError) as e:
+        BlockingChipiSession(backend_name="curio", **kwargs)
+    assert e.value.code is ErrorCode.INVALID_INPUT and "backend_name" in e.value.message

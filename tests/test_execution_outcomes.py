@@ -213,7 +213,8 @@ async def test_background_confirmation_is_cancelled_on_close() -> None:
 
 async def test_reverted_invoke_follows_the_chain() -> None:
     """A direct INVOKE whose ``__execute__`` panics (a spending limit the engine did not know
-    about) is REVERTED, yet its validate phase consumed a call (contract.md §14.2)."""
+    about) is REVERTED, yet its validate phase consumed a call (docs/contract.md, "A direct
+    INVOKE, end to end")."""
     world = make_world()
     backend = InvokeWrites(world)
     async with active(world, backend=backend) as session:
@@ -352,7 +353,7 @@ def test_blocking_execute_and_wait(backend_name: str) -> None:
 
     world = make_world()
     with BlockingChipiSession(
-        backend_name=backend_name,
+        async_backend=backend_name,
         wallet=world.wallet,
         encrypt_key=PIN,
         backend=world.chain,
