@@ -16,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 import anyio.lowlevel
 
+from .validate import check_number
+
 __all__ = ["Clock", "SystemClock", "ManualClock"]
 
 
@@ -67,7 +69,7 @@ class ManualClock:
     """
 
     def __init__(self, start: float = 1_000_000.0) -> None:
-        self._now = float(start)
+        self._now = check_number(start, "start")
         # entries: [deadline, seq, event]; a cancelled sleeper's event is set to None (lazy
         # deletion keeps cancelling O(1) with thousands of sleepers)
         self._sleepers: list[list[Any]] = []
@@ -89,11 +91,12 @@ class ManualClock:
             entry[2] = None
 
     def advance(self, seconds: float) -> None:
-        if seconds < 0:
+        if check_number(seconds, "seconds") < 0:
             raise ValueError("a clock does not go backwards")
         self.set(self._now + seconds)
 
     def set(self, now: float) -> None:
+        now = check_number(now, "now")
         if now < self._now:
             raise ValueError("a clock does not go backwards")
         self._now = float(now)

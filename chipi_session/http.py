@@ -34,6 +34,7 @@ import attrs
 import httpx
 
 from .errors import ChipiSessionError, ErrorCode
+from .validate import check_number
 
 __all__ = [
     "Timeouts",
@@ -82,8 +83,7 @@ class Timeouts:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "timeout must be seconds or Timeouts")
-        total = float(value)
-        _positive(None, attrs.fields(cls).total, total)
+        total = check_number(value, "timeout", positive=True)  # a huge int: not a float
         base = cls()
         return cls(
             connect=min(base.connect, total),

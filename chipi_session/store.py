@@ -47,7 +47,7 @@ import attrs
 from .errors import ChipiSessionError, ErrorCode
 from .felts import U32_MAX, U64_MAX, parse_felt, parse_felts, to_hex
 from .types import SessionKeyData, WalletData
-from .validate import check_path, describe
+from .validate import check_number, check_path, describe
 
 if sys.platform != "win32":
     import fcntl
@@ -105,12 +105,7 @@ def _check_text(value: object, what: str) -> str:
 
 
 def _check_number(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _invalid(f"{what} must be a number")
-    number = float(value)
-    if not math.isfinite(number):
-        raise _invalid(f"{what} must be finite")
-    return number
+    return check_number(value, what)
 
 
 def _check_ttl(value: object) -> float:

@@ -91,6 +91,35 @@ def test_huge_ints_are_invalid_input_with_their_size(
     assert re.search(r"\d{80}", error.message) is None and "bits" in error.message
 
 
+def test_huge_ints_in_clocks_stores_and_transports(world: World) -> None:
+    from chipi_session.backends.chipi_api import ChipiApiBackend
+    from chipi_session.backends.starknet_rpc import StarknetRpcBackend
+    from chipi_session.clock import ManualClock
+    from chipi_session.http import Timeouts
+    from chipi_session.store import SessionRecord
+
+    clock = ManualClock(5.0)
+    for fn in (
+        lambda: ManualClock(HUGE),
+        lambda: clock.advance(HUGE),
+        lambda: clock.set(HUGE),
+        lambda: SessionRecord(key="k", wallet=world.wallet, session=None, updated_at=HUGE),
+        lambda: Timeouts.of(HUGE),
+        lambda: StarknetRpcBackend(HUGE),  # type: ignore[arg-type]
+        lambda: StarknetRpcBackend("http://127.0.0.1:1", timeout=HUGE),
+        lambda: ChipiApiBackend("pk_dev_" + "a" * 32, rpc_url=HUGE),  # type: ignore[arg-type]
+    ):
+        invalid_input(fn)
+    assert clock.now() == 5.0
+
+
+def test_localchain_collaborators_are_validated() -> None:
+    from chipi_session.localchain import LocalChain
+
+    invalid_input(lambda: LocalChain(clock=5))  # type: ignore[arg-type]
+    invalid_input(lambda: LocalChain(vault="vault"))  # type: ignore[arg-type]
+
+
 def test_huge_ints_in_localchain_and_session_options(world: World) -> None:
     blocks = world.chain.block_number
     for fn in (

@@ -469,7 +469,10 @@ class ChipiApiBackend:
         self._http = HttpClient(timeouts=timeout, transport=transport, on_exchange=on_exchange)
         self._owns_rpc = rpc is None
         # One pool for both origins: keep-alive everywhere, and on_exchange sees RPC traffic.
-        self.rpc: StarknetRpcBackend = rpc or StarknetRpcBackend(str(rpc_url), http=self._http)
+        url = rpc_url if isinstance(rpc_url, str) else ""  # not a str: refused as no URL
+        if isinstance(rpc_url, httpx.URL):
+            url = str(rpc_url)
+        self.rpc: StarknetRpcBackend = rpc or StarknetRpcBackend(url, http=self._http)
         self._chain_id = chain_id
         self._clock: Clock = clock or SystemClock()
         self._allowed_callers = frozenset(allowed_callers)

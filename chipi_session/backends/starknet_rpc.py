@@ -199,8 +199,8 @@ class StarknetRpcBackend:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         try:
-            url = httpx.URL(rpc_url)
-        except (TypeError, httpx.InvalidURL):
+            url = httpx.URL(rpc_url) if isinstance(rpc_url, (str, httpx.URL)) else None
+        except (TypeError, ValueError, httpx.InvalidURL):
             url = None  # the URL itself stays out of the message: it may hold a provider key
         if url is None or url.scheme not in ("http", "https") or not url.host:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "rpc_url must be an http(s) URL")

@@ -35,7 +35,7 @@ from ..felts import (
 from ..hashing import SN_MAIN, poseidon_many
 from ..keys import generate_private_key, public_key_of
 from ..types import Call, SessionStatus, SpendingPolicy, WalletData, WalletType
-from ..validate import check_int
+from ..validate import check_clock, check_int, check_vault
 from . import account as v33
 from . import erc20
 from .abi import ADDRESS_BOUND, Calldata, decode_spans, encode_calls
@@ -104,9 +104,9 @@ class LocalChain(PaymasterSessionBackend):
         vault: Vault | None = None,
         relayer: int = DEFAULT_RELAYER,
     ) -> None:
-        self.clock: Clock = SystemClock() if clock is None else clock
+        self.clock: Clock = SystemClock() if clock is None else check_clock(clock)
         self.chain_id = parse_felt(chain_id, "chain_id")
-        self.vault = vault
+        self.vault = None if vault is None else check_vault(vault)
         self.relayer = parse_felt(relayer, "relayer")
         self._state = ChainState()
         self._runtime = Runtime(
