@@ -30,8 +30,8 @@ from .backends.base import (
     ExecutionResultReader,
     NonceReader,
     OnSubmit,
-    SessionWriter,
     TransactionConfirmer,
+    needs_bearer_token,
     require_writer,
 )
 from .clock import Clock, SystemClock
@@ -1703,8 +1703,7 @@ class ChipiSession:
         )
 
     async def _bearer_token(self) -> str | None:
-        backend = self._backend
-        needs = isinstance(backend, SessionWriter) and backend.requires_bearer_token
+        needs = needs_bearer_token(self._backend)
         if self._get_bearer_token is None:
             if needs:
                 raise ChipiSessionError(

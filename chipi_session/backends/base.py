@@ -36,8 +36,9 @@ Transaction hashes are ``0x`` hex strings. Write methods call ``on_submit`` (if 
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 from ..errors import ChipiSessionError, ErrorCode
 from ..keys import SecretKey
@@ -66,6 +67,7 @@ __all__ = [
     "OnSubmit",
     "notify_submit",
     "require_writer",
+    "needs_bearer_token",
 ]
 
 
@@ -169,15 +171,38 @@ class SessionBackend(SessionReader, SessionWriter, Protocol):
     """A backend that reads and writes: what a session needs for its whole lifecycle."""
 
 
+#: ``isinstance`` answers per backend object: on Python 3.11 checking a runtime protocol with
+#: six members costs ~60 us, and an execute asks more than once (its whole budget is ~4 ms).
+_CAPABILITIES: weakref.WeakKeyDictionary[object, dict[type, bool]] = weakref.WeakKeyDictionary()
+
+
+def _is_writer(backend: object) -> bool:
+    try:
+        known = _CAPABILITIES.get(backend)
+        if known is None:
+            known = _CAPABILITIES.setdefault(backend, {})
+    except TypeError:  # not weak-referenceable or not hashable: ask every time
+        return isinstance(backend, SessionWriter)
+    found = known.get(SessionWriter)
+    if found is None:
+        found = known[SessionWriter] = isinstance(backend, SessionWriter)
+    return found
+
+
 def require_writer(backend: SessionReader, what: str) -> SessionWriter:
     """``backend`` as a writer, or ``NOT_SUPPORTED`` (not retryable) for a read-only one."""
-    if isinstance(backend, SessionWriter):
-        return backend
+    if _is_writer(backend):
+        return cast(SessionWriter, backend)
     raise ChipiSessionError(
         ErrorCode.NOT_SUPPORTED,
         f"{type(backend).__name__} is read-only: it cannot {what} "
         "(use ChipiApiBackend, LocalChain or another SessionWriter)",
     )
+
+
+def needs_bearer_token(backend: SessionReader) -> bool:
+    """Whether writes through ``backend`` need a bearer token (a reader never sends any)."""
+    return _is_writer(backend) and bool(cast(SessionWriter, backend).requires_bearer_token)
 
 
 # -- optional capabilities -----------------------------------------------------------------------
