@@ -22,6 +22,7 @@ messages name the problem (a field, a key) but never echo record contents.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -1051,6 +1052,10 @@ _SCHEMA: Final = (
     " expires_at REAL NOT NULL)",
 )
 _TABLES: Final = frozenset({"meta", "sessions", "journal", "leases"})
+#: errno values of a filesystem that cannot make hard links (then a new store is renamed in).
+_NO_HARD_LINKS: Final = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+)
 #: The first 16 bytes of every SQLite 3 database file.
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 _LEASE_QUERY: Final = "SELECT owner, token, expires_at FROM leases WHERE key = ?"
@@ -1140,8 +1145,15 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise self._error(exc, "create it") from exc
             try:
-                with contextlib.suppress(FileExistsError):
-                    os.link(tmp, self._path)
+                try:
+                    os.link(tmp, self._path)  # never replaces a store another process made
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    if exc.errno not in _NO_HARD_LINKS:
+                        raise
+                    if not os.path.lexists(self._path):  # a filesystem without hard links
+                        os.rename(tmp, self._path)
                 _fsync_dir(directory)
             except OSError as exc:
                 raise _io_error("create it", self._path, exc) from exc

@@ -240,9 +240,7 @@ def test_a_new_sqlite_store_is_created_whole_and_private(world: World, tmp_path:
     reopened = SqliteStore(path)
     assert reopened.load("alice") is not None and len(reopened.journal_pending("alice")) == 1
     reopened.close()
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        n for n in os.listdir(tmp_path) if not n.startswith(".new.db.new-")
-    )
+    assert [n for n in os.listdir(tmp_path) if ".new-" in n] == []  # no temporary left
 
 
 @pytest.mark.parametrize("size", [0, 1])
@@ -253,3 +251,20 @@ def test_json_store_truncated_is_invalid_stored_data(tmp_path: Path, size: int) 
     with pytest.raises(ChipiSessionError) as info:
         JsonFileStore(path)
     assert info.value.code is ErrorCode.INVALID_STORED_DATA
+
+
+def test_a_new_sqlite_store_without_hard_links_is_renamed_in(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def no_links(src: str, dst: str) -> None:
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "fs.db"
+    _filled_sqlite_store(world, path)
+    reopened = SqliteStore(path)
+    assert reopened.load("alice") is not None
+    reopened.close()
+    assert [n for n in os.listdir(tmp_path) if ".new-" in n] == []
