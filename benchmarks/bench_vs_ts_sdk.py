@@ -257,7 +257,7 @@ async def sequential(net: Localnet, n: int, rounds: int, with_sdk: bool) -> dict
 # -- cold start, import ------------------------------------------------------------------------
 
 _PY_COLD = """
-import json, sys
+import json, sys, time
 from chipi_session import Call, ChipiSession, WalletData
 from chipi_session.backends.chipi_api import ChipiApiBackend
 from chipi_session.types import SessionKeyData
@@ -277,7 +277,8 @@ async def main():
         ) as s:
             tx = await s.execute_with_session(
                 Call(to=cfg["token"], selector="transfer", calldata=[cfg["recipient"], 1, 0]))
-            sys.stdout.write(json.dumps({"ok": True, "txHash": tx}) + "\\n")
+            cpu_ms = time.process_time() * 1000  # the whole process, startup included
+            sys.stdout.write(json.dumps({"ok": True, "txHash": tx, "cpuMs": cpu_ms}) + "\\n")
             sys.stdout.flush()
             sys.exit(0)  # timed: the hash is back; what follows is teardown
 
@@ -286,14 +287,14 @@ anyio.run(main)
 
 _PY_IMPORT = """
 import time
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 from chipi_session import ChipiSession, Call, WalletData
 from chipi_session.backends.chipi_api import ChipiApiBackend
-ms = (time.perf_counter() - t) * 1000
+ms, cpu_ms = (time.perf_counter() - t) * 1000, time.process_time() * 1000
 import json, sys
 # current RSS (VmRSS; ru_maxrss would carry the forking parent's high-water mark across exec)
 rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
-print(json.dumps({"importMs": ms, "rssMb": rss / 1024,
+print(json.dumps({"importMs": ms, "cpuMs": cpu_ms, "rssMb": rss / 1024,
                   "heavy": sorted({m.split(".")[0] for m in sys.modules} & {"starknet_py", "sympy"})}))
 """
 
@@ -335,17 +336,19 @@ def cold_starts(net: Localnet, rounds: int, with_sdk: bool) -> dict[str, list[fl
     cfg["pySession"] = {"public_key": stored["publicKey"],
                         "encrypted_private_key": stored["encryptedPrivateKey"],
                         "valid_until": stored["validUntil"]}
-    out: dict[str, list[float]] = {"ours": [], "sdk": []}
+    out: dict[str, list[float]] = {"ours": [], "sdk": [], "ours_cpu": [], "sdk_cpu": []}
     for _ in range(rounds):
         ms, got = timed_first_line([sys.executable, "-c", _PY_COLD, json.dumps(cfg)])
         if got.get("ok"):
             out["ours"].append(ms)
+            out["ours_cpu"].append(got["cpuMs"])
         if with_sdk:
             assert NODE is not None
             ms, got = timed_first_line([NODE, str(NODE_SCRIPT), str(SDK_DIR),
                                         net.node_config("cold", session=stored)])
             if got.get("ok"):
                 out["sdk"].append(ms)
+                out["sdk_cpu"].append(got["cpuMs"])
     return out
 
 
@@ -353,6 +356,7 @@ def imports(rounds: int, with_sdk: bool) -> dict[str, Any]:
     ours = [timed_first_line([sys.executable, "-c", _PY_IMPORT])[1] for _ in range(rounds)]
     result: dict[str, Any] = {
         "ours_ms": median([o["importMs"] for o in ours]),
+        "ours_cpu": median([o["cpuMs"] for o in ours]),
         "ours_rss": median([o["rssMb"] for o in ours]),
         "heavy": sorted({m for o in ours for m in o["heavy"]}),
     }
@@ -362,6 +366,7 @@ def imports(rounds: int, with_sdk: bool) -> dict[str, Any]:
         sdk = [timed_first_line([NODE, str(NODE_SCRIPT), str(SDK_DIR), cfg])[1]
                for _ in range(rounds)]
         result["sdk_ms"] = median([s["importMs"] for s in sdk])
+        result["sdk_cpu"] = median([s["cpuMs"] for s in sdk])
         result["sdk_rss"] = median([s["rssMb"] for s in sdk])
     return result
 
@@ -476,6 +481,14 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b and b == b and a == a else "n/a"
 
 
+def _compare(ours: float, peer: float, better: str, worse: str) -> str:
+    """``peer / ours`` for a cost (time, CPU): "1.50x faster" or "1.20x slower"."""
+    if not (ours and peer and ours == ours and peer == peer):
+        return "n/a"
+    r = peer / ours
+    return f"{r:.2f}x {better}" if r >= 1 else f"{1 / r:.2f}x {worse}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer executes per round")
@@ -515,22 +528,31 @@ def main() -> None:
          _ratio(median(b.rates), sdk_rate)),
         ("client CPU per execute, ChipiSession (ms)", f"{median(s.client_ms):.2f}",
          f"{median(t.client_ms):.2f}" if with_sdk else "-",
-         _ratio(median(t.client_ms), median(s.client_ms)) + " less"),
+         _compare(median(s.client_ms), median(t.client_ms), "less", "more")),
         ("client CPU per execute, ChipiApiBackend (ms)", f"{median(b.client_ms):.2f}",
          f"{median(t.client_ms):.2f}" if with_sdk else "-",
-         _ratio(median(t.client_ms), median(b.client_ms)) + " less"),
+         _compare(median(b.client_ms), median(t.client_ms), "less", "more")),
         ("localnet server CPU per execute, ChipiSession's 5 requests (ms)",
          f"{median(s.server_ms):.2f}", "-", ""),
         ("localnet server CPU per execute, 2 requests: ours / SDK's (ms)",
-         f"{median(b.server_ms):.2f}", f"{median(t.server_ms):.2f}" if with_sdk else "-", ""),
+         f"{median(b.server_ms):.2f}", f"{median(t.server_ms):.2f}" if with_sdk else "-",
+         _compare(median(b.server_ms), median(t.server_ms), "less", "more") if with_sdk else ""),
         ("import of the working path (ms) / SDK import in node",
          f"{imp['ours_ms']:.0f}", f"{imp['sdk_ms']:.0f}" if with_sdk else "-",
-         _ratio(imp.get("sdk_ms", float("nan")), imp["ours_ms"]) + " faster"),
+         _compare(imp["ours_ms"], imp.get("sdk_ms", float("nan")), "faster", "slower")),
+        ("CPU of that process until imported (ms, runtime startup included)",
+         f"{imp['ours_cpu']:.0f}", f"{imp['sdk_cpu']:.0f}" if with_sdk else "-",
+         _compare(imp["ours_cpu"], imp.get("sdk_cpu", float("nan")), "less", "more")),
         ("RSS after that import (MB)", f"{imp['ours_rss']:.0f}",
-         f"{imp['sdk_rss']:.0f}" if with_sdk else "-", ""),
+         f"{imp['sdk_rss']:.0f}" if with_sdk else "-",
+         _compare(imp["ours_rss"], imp.get("sdk_rss", float("nan")), "less", "more")),
         ("cold start -> first execute over localnet (ms, spawn to hash)",
          f"{median(cold['ours']):.0f}", f"{median(cold['sdk']):.0f}" if with_sdk else "-",
-         _ratio(median(cold["sdk"]), median(cold["ours"])) + " faster"),
+         _compare(median(cold["ours"]), median(cold["sdk"]), "faster", "slower")),
+        ("cold start -> first execute: CPU of the whole process (ms)",
+         f"{median(cold['ours_cpu']):.0f}",
+         f"{median(cold['sdk_cpu']):.0f}" if with_sdk else "-",
+         _compare(median(cold["ours_cpu"]), median(cold["sdk_cpu"]), "less", "more")),
         ("LocalChain, 100 concurrent sessions (executes/s, in process)", f"{tps:,.0f}", "-", ""),
         ("LocalChain, one execute: ChipiSession vs bare primitives (ms)",
          f"{engine_ms:.3f}", f"{bare_ms:.3f} (bare)", f"{engine_ms / bare_ms:.3f}"),

@@ -4,9 +4,9 @@
 //   node ts_sdk_bench.mjs <sdk dir> <config json>
 //
 // config.mode:
-//   "import": import the SDK; print {importMs, rssMb}
+//   "import": import the SDK; print {importMs, cpuMs (the process's so far), rssMb}
 //   "cold":   import, construct, one executeTransactionWithSession with config.session; print
-//             {ok, txHash} as soon as it returns (the parent times spawn -> this line)
+//             {ok, txHash, cpuMs} as soon as it returns (the parent times spawn -> this line)
 //   "seq":    create + register a session, warm up, then for every "run N" line on stdin run N
 //             sequential executes and print {n, wallMs, cpuMs}; "quit" ends
 //
@@ -43,7 +43,9 @@ const { ChipiSDK } = await import(pathToFileURL(entry).href);
 const importMs = performance.now() - started;
 
 if (cfg.mode === "import") {
-  out({ importMs, rssMb: process.memoryUsage().rss / 2 ** 20, sdkVersion: pkg.version });
+  const cpu = process.cpuUsage();
+  out({ importMs, cpuMs: (cpu.user + cpu.system) / 1000, rssMb: process.memoryUsage().rss / 2 ** 20,
+        sdkVersion: pkg.version });
   process.exit(0);
 }
 
@@ -64,7 +66,9 @@ async function execute(session) {
 
 if (cfg.mode === "cold") {
   const txHash = await execute(cfg.session);
-  out({ ok: true, txHash, inProcessMs: performance.now() - started });
+  const cpu = process.cpuUsage(); // the whole process, startup included
+  out({ ok: true, txHash, inProcessMs: performance.now() - started,
+        cpuMs: (cpu.user + cpu.system) / 1000 });
   process.exit(0);
 }
 
