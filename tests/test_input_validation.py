@@ -447,3 +447,63 @@ def test_junk_into_session_hub_raises_only_typed_errors(junk: object, option: st
     }
     options[option] = junk
     _only_typed_errors(lambda: SessionHub(**options))
+
+
+_SERVER_OPTIONS = [
+    "chain",
+    "host",
+    "port",
+    "clock",
+    "chain_id",
+    "kdf_cost",
+    "api_keys",
+    "accept_any_api_key",
+    "bearer_tokens",
+    "legacy_session_layout",
+    "cors_origins",
+    "keep_alive",
+    "request_timeout",
+]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(junk=JUNK, option=st.sampled_from(_SERVER_OPTIONS))
+def test_junk_into_localnet_server_raises_only_typed_errors(junk: object, option: str) -> None:
+    pytest.importorskip("uvicorn")
+    from chipi_session.localnet import LocalnetServer
+
+    options: dict[str, Any] = {"kdf_cost": KdfCost.FAST_FOR_TESTS, option: junk}
+    _only_typed_errors(lambda: LocalnetServer(**options))  # never started: nothing listens
+
+
+_OPEN_JUNK: list[object] = [None, "", "x", 0, -1, HUGE, 1.5, math.nan, b"k", [1], {"a": 1}]
+
+
+@pytest.mark.anyio
+async def test_junk_into_hub_open_raises_only_typed_errors(world: World) -> None:
+    options = [
+        "wallet",
+        "encrypt_key",
+        "key",
+        "stored_session",
+        "on_session_created",
+        "default_duration_seconds",
+        "default_max_calls",
+        "auto_check_status",
+        "renewal",
+        "key_source",
+    ]
+    async with SessionHub(
+        backend=world.chain, clock=world.clock, vault=world.vault, store=MemoryStore()
+    ) as hub:
+        for option in options:
+            for junk in _OPEN_JUNK:
+                kwargs: dict[str, Any] = {"wallet": world.wallet, "encrypt_key": PIN, "key": "k"}
+                kwargs[option] = junk
+                try:
+                    session = await hub.open(**kwargs)
+                except ChipiSessionError as exc:
+                    assert exc.code is ErrorCode.INVALID_INPUT, (option, exc)
+                    assert len(hub) == 0
+                else:  # junk that happens to be valid (e.g. key=None, on_session_created=None)
+                    await hub.close(session)
