@@ -144,10 +144,16 @@ def check_methods(value: _T, what: str, methods: tuple[str, ...], expected: str)
 _BACKEND_METHODS = ("get_session_status", "get_spending_policy")
 
 
-def check_backend(value: _T) -> _T:
-    from .backends.base import SessionReader  # the backends depend on this module
+_is_reader: Callable[[object], bool] | None = None
 
-    if isinstance(value, SessionReader):
+
+def check_backend(value: _T) -> _T:
+    global _is_reader
+    if _is_reader is None:  # imported once, late: the backends depend on this module
+        from .backends.base import is_reader
+
+        _is_reader = is_reader
+    if _is_reader(value):
         return value
     return check_methods(value, "backend", _BACKEND_METHODS, "a SessionReader")
 

@@ -68,6 +68,7 @@ __all__ = [
     "notify_submit",
     "require_writer",
     "needs_bearer_token",
+    "is_reader",
 ]
 
 
@@ -171,27 +172,54 @@ class SessionBackend(SessionReader, SessionWriter, Protocol):
     """A backend that reads and writes: what a session needs for its whole lifecycle."""
 
 
-#: ``isinstance`` answers per backend object: on Python 3.11 checking a runtime protocol with
-#: six members costs ~60 us, and an execute asks more than once (its whole budget is ~4 ms).
-_CAPABILITIES: weakref.WeakKeyDictionary[object, dict[type, bool]] = weakref.WeakKeyDictionary()
+#: ``isinstance`` answers, remembered: on Python 3.11 checking a runtime protocol costs
+#: ~15-70 us (it walks every member), and the engine asks on every execute and every session
+#: construction (a hub opens a session in ~12 us). A "yes" is remembered per class when the
+#: class itself has every member (so every instance does); anything else per object.
+_BY_CLASS: dict[tuple[type, type], bool] = {}
+_BY_OBJECT: weakref.WeakKeyDictionary[object, dict[type, bool]] = weakref.WeakKeyDictionary()
+_MEMBERS: dict[type, tuple[str, ...]] = {}
 
 
-def _is_writer(backend: object) -> bool:
+def _members(capability: type) -> tuple[str, ...]:
+    names = _MEMBERS.get(capability)
+    if names is None:
+        found: set[str] = set()
+        for base in capability.__mro__:
+            if base in (Protocol, object) or not getattr(base, "_is_protocol", False):
+                continue
+            found.update(n for n in vars(base) if not n.startswith("_"))
+            found.update(getattr(base, "__annotations__", {}))
+        names = _MEMBERS[capability] = tuple(sorted(found))
+    return names
+
+
+def _has(backend: object, capability: type) -> bool:
+    cls = type(backend)
+    if _BY_CLASS.get((cls, capability)):
+        return True
     try:
-        known = _CAPABILITIES.get(backend)
+        known = _BY_OBJECT.get(backend)
         if known is None:
-            known = _CAPABILITIES.setdefault(backend, {})
-    except TypeError:  # not weak-referenceable or not hashable: ask every time
-        return isinstance(backend, SessionWriter)
-    found = known.get(SessionWriter)
+            known = _BY_OBJECT.setdefault(backend, {})
+    except TypeError:  # not weak-referenceable or not hashable
+        known = {}
+    found = known.get(capability)
     if found is None:
-        found = known[SessionWriter] = isinstance(backend, SessionWriter)
+        found = known[capability] = isinstance(backend, capability)
+        if found and all(hasattr(cls, name) for name in _members(capability)):
+            _BY_CLASS[(cls, capability)] = True
     return found
+
+
+def is_reader(backend: object) -> bool:
+    """``isinstance(backend, SessionReader)``, remembered per backend object."""
+    return _has(backend, SessionReader)
 
 
 def require_writer(backend: SessionReader, what: str) -> SessionWriter:
     """``backend`` as a writer, or ``NOT_SUPPORTED`` (not retryable) for a read-only one."""
-    if _is_writer(backend):
+    if _has(backend, SessionWriter):
         return cast(SessionWriter, backend)
     raise ChipiSessionError(
         ErrorCode.NOT_SUPPORTED,
@@ -202,7 +230,7 @@ def require_writer(backend: SessionReader, what: str) -> SessionWriter:
 
 def needs_bearer_token(backend: SessionReader) -> bool:
     """Whether writes through ``backend`` need a bearer token (a reader never sends any)."""
-    return _is_writer(backend) and bool(cast(SessionWriter, backend).requires_bearer_token)
+    return _has(backend, SessionWriter) and bool(cast(SessionWriter, backend).requires_bearer_token)
 
 
 # -- optional capabilities -----------------------------------------------------------------------
