@@ -181,7 +181,7 @@ def bench_throughput(server: Any, workers: int, users: int, window: float) -> di
         try:
             for i in range(workers):
                 run.start_worker(i)
-            run.wait_covered(list(range(workers)), 120, "the first assignment")
+            run.wait_covered(list(range(workers)), 60 + 2 * users, "the first assignment")
             time.sleep(2.0)  # past the first registrations
             psutil.cpu_percent()
             start = time.time()
@@ -264,7 +264,8 @@ def main() -> None:
     parser.add_argument("--only", default="store,renewal,throughput,failover")
     parser.add_argument("--executes", type=int, default=300)
     parser.add_argument("--keys", type=int, default=10_000)
-    parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--users", type=int, default=120, help="users of the throughput runs")
+    parser.add_argument("--failover-users", type=int, default=300)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--png", default="fleet-timeline.png")
     parser.add_argument("--json", action="store_true")
@@ -284,7 +285,7 @@ def main() -> None:
             ]
             _show("executes/s by workers", results)
         if "failover" in parts:
-            results["failover"] = bench_failover(server, args.users, Path(args.png))
+            results["failover"] = bench_failover(server, args.failover_users, Path(args.png))
             _show("failover", results)
     if args.json:
         print(json.dumps(results))

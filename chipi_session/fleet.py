@@ -142,6 +142,8 @@ class Fleet:
         self._tick = float(tick if tick is not None else lease_ttl / 3)
         self._max_acquisitions = max_acquisitions_per_tick
         self._open_limiter = anyio.CapacityLimiter(open_concurrency)
+        #: a thread of its own for heartbeats and renewals: never queued behind other work
+        self._io_limiter = anyio.CapacityLimiter(1)
         self._jitter = float(jitter)
         self._handover_timeout = float(handover_timeout)
         self._clock: Clock = clock if clock is not None else hub.scheduler.clock
@@ -248,7 +250,7 @@ class Fleet:
             await self._tick_once()
 
     async def _call(self, func: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(lambda: func(*args))
+        return await anyio.to_thread.run_sync(lambda: func(*args), limiter=self._io_limiter)
 
     async def _heartbeat(self, now: float) -> None:
         try:

@@ -68,6 +68,9 @@ async def worker(args: argparse.Namespace) -> None:
         return key
 
     store = PostgresStore(args.db, max_size=6, application_name=f"fleet-w{args.index}")
+    # the fleet's heartbeats and batched renewals get a pool of their own: they must never
+    # queue behind the sessions' journal writes (a late renewal stops the whole worker)
+    fleet_store = PostgresStore(args.db, max_size=1, application_name=f"fleet-w{args.index}")
     log = open(workdir / f"attempts-{args.index}.log", "a", buffering=1)  # noqa: SIM115
     ids = itertools.count(args.index * 10_000_000)
     stopping = anyio.Event()
@@ -140,7 +143,7 @@ async def worker(args: argparse.Namespace) -> None:
         ) as hub:
             fleet = Fleet(
                 hub,
-                store,
+                fleet_store,
                 owner=owner,
                 keys=keys,
                 open_session=open_user,
@@ -172,6 +175,7 @@ async def worker(args: argparse.Namespace) -> None:
                 served = sorted(fleet.keys)
                 await fleet.drain()
     store.close()
+    fleet_store.close()
     log.close()
     status_final = {"served_at_stop": served, "secret_found": _scan_secrets(args, generated)}
     tmp = workdir / f".final-{args.index}.tmp"
@@ -358,7 +362,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(3):
                 run.start_worker(i)
             run.mark("3 workers started")
-            run.wait_covered([0, 1, 2], 90, "the first assignment")
+            run.wait_covered([0, 1, 2], 60 + args.users, "the first assignment")
             run.mark(f"all {args.users} sessions served")
             time.sleep(args.phase)
             victim = run.statuses([1])[1]
