@@ -33,12 +33,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from chipi_session import (
+    ActionFailed,
     ChipiSession,
     ChipiSessionError,
     ErrorCode,
     RenewalPolicy,
     SessionHub,
     SessionState,
+    TransactionSubmitted,
 )
 from chipi_session.backends.faults import FaultInjectingBackend, FaultRates
 from chipi_session.felts import selector
@@ -113,7 +115,7 @@ class HubMachine(RuleBasedStateMachine):
         self.ok = 0
         self.applied = 0
         self.unknown = 0
-        self.cancelled = 0  # executes cancelled before they returned (sent or not)
+        self.cancelled = 0  # executes cancelled after they were sent (held in doubt)
         self.raced_registers = 0  # registers racing executes: the budget may shrink under them
         #: slots whose register / revoke outcome is unknown since the last restart: no new
         #: session is created there until a restart resolved it from the journal (see
@@ -281,19 +283,36 @@ class HubMachine(RuleBasedStateMachine):
             if s.session_state is not SessionState.ACTIVE:
                 return
             finished = anyio.Event()
+            failures: list[ChipiSessionError] = []
+            submitted: list[str] = []
+
+            def seen(event: Any) -> None:
+                if isinstance(event, ActionFailed) and event.action == "execute":
+                    failures.append(event.error)
+                if isinstance(event, TransactionSubmitted) and event.action == "execute":
+                    submitted.append(event.tx_hash)
 
             async def pay() -> None:
                 await self._pay(s)
                 finished.set()
 
+            remove = s.add_listener(seen)
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(pay)
                     for _ in range(after):
                         await anyio.sleep(0)
                     scope.cancel()
+            remove()
             if not finished.is_set():
-                self.cancelled += 1
+                # cancelled: if it completed first, the engine published it (the caller just
+                # never heard); if it was sent, it is held in doubt; else it moved nothing
+                if submitted:
+                    self.ok += 1
+                elif any(e.code is ErrorCode.UNKNOWN_OUTCOME for e in failures):
+                    self.cancelled += 1
+                else:
+                    assert not failures, failures
             await quiesce()
 
         self.run(go)
