@@ -424,3 +424,30 @@ async def test_the_engine_uses_the_same_resolution(world: World) -> None:
         assert isinstance(err, ChipiSessionError) and err.code is ErrorCode.UNKNOWN_OUTCOME
         assert err.applied is True
         assert world.balance(RECIPIENT) == 5
+
+
+@pytest.mark.parametrize("action", ["register", "revoke"])
+async def test_an_owner_write_cancelled_after_it_was_sent_converges_to_the_chain(
+    world: World, action: str
+) -> None:
+    gated = GatedChain(world.chain)
+    seen: list[Event] = []
+    async with world.session(backend=gated) as s:
+        s.add_listener(seen.append)
+        await s.create_session()
+        if action == "revoke":
+            await s.register_session(max_calls=3)
+        gate = gated.hold(REGISTER if action == "register" else REVOKE)
+        call = s.register_session if action == "register" else s.revoke_session
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await gate.reached.wait()
+                scope.cancel()
+        await settle()
+        failed = [e for e in seen if isinstance(e, ActionFailed) and e.action == action]
+        assert failed and failed[-1].error.code is ErrorCode.UNKNOWN_OUTCOME
+        expected = SessionState.ACTIVE if action == "register" else SessionState.REVOKED
+        assert s.session_state is expected
+        assert chain_status(world, s).exists is (action == "register")
+        assert not s.is_registering and not s.is_revoking
