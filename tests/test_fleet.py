@@ -20,7 +20,7 @@ from chipi_session.fleet import Fleet, rendezvous_owner
 from chipi_session.pgstore import PostgresStore
 from chipi_session.store import JournalEntry
 
-from .helpers import PIN, World, eventually, make_world
+from .helpers import PIN, World, eventually
 
 KEYS = [f"user-{i}" for i in range(12)]
 TTL = 30.0
@@ -36,11 +36,6 @@ def test_rendezvous_is_stable_and_moves_only_what_it_must() -> None:
     assert all(three[k] == "c" for k in moved)  # a join takes keys, never shuffles others
     assert 150 < len(moved) < 250  # about a third
     assert rendezvous_owner("k", []) is None
-
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
 
 
 async def open_user(world: World, hub: SessionHub, key: str) -> ChipiSession:

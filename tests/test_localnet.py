@@ -53,7 +53,7 @@ async def http(server: LocalnetServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def world(server: LocalnetServer) -> Funded:
+def funded(server: LocalnetServer) -> Funded:
     return fund_wallet(server)
 
 
@@ -115,7 +115,7 @@ async def ts_register(
 async def prepare_transfer(
     http: httpx.AsyncClient, w: Funded, calldata: list[str], **extra: Any
 ) -> dict[str, Any]:
-    """The TS SDK's session path: one ``transfer`` on the world's token (camelCase call)."""
+    """The TS SDK's session path: one ``transfer`` on the wallet's token (camelCase call)."""
     call = {"contractAddress": hex(w.token), "entrypoint": "transfer", "calldata": calldata}
     return await prepare(http, {"publicKey": hex(w.wallet.address), "calls": [call], **extra})
 
@@ -133,21 +133,21 @@ async def execute_signed(
     return await execute(http, body)
 
 
-async def test_ts_sdk_shapes_full_flow(http: httpx.AsyncClient, world: Funded) -> None:
+async def test_ts_sdk_shapes_full_flow(http: httpx.AsyncClient, funded: Funded) -> None:
     session = SecretKey.generate()
-    valid_until = await ts_register(http, world, session)
+    valid_until = await ts_register(http, funded, session)
     # TS session path: walletType CHIPI, mixed hex/decimal calldata; 4 hex felts + flag
     td = await prepare_transfer(
         http,
-        world,
+        funded,
         ["0x1234", "1000", "0"],
         accountClassHash="0x053f4f87",
         walletType="CHIPI",
     )
-    signature = session_sig(td, world, session, valid_until)
+    signature = session_sig(td, funded, session, valid_until)
     resp = await execute_signed(
         http,
-        world,
+        funded,
         td,
         signature,
         saveToDatabase=True,
@@ -155,26 +155,26 @@ async def test_ts_sdk_shapes_full_flow(http: httpx.AsyncClient, world: Funded) -
         isSessionSignature=True,
     )
     assert resp.status_code == 200, resp.text
-    assert world.balance(0x1234) == 1000
+    assert funded.balance(0x1234) == 1000
 
     # the same body again: single-use nonce
-    again = await execute_signed(http, world, td, signature)
+    again = await execute_signed(http, funded, td, signature)
     assert again.status_code == 409
     assert again.json()["code"] == "NONCE_USED" and again.json()["message"]
-    assert world.balance(0x1234) == 1000
+    assert funded.balance(0x1234) == 1000
 
 
-async def test_python_sdk_shapes(http: httpx.AsyncClient, world: Funded) -> None:
+async def test_python_sdk_shapes(http: httpx.AsyncClient, funded: Funded) -> None:
     """snake_case calls, the READY class hash, {sessionSignature: [...]} with decimal felts."""
     session = SecretKey.generate()
-    valid_until = await ts_register(http, world, session)
+    valid_until = await ts_register(http, funded, session)
     td = await prepare(
         http,
         {
-            "publicKey": hex(world.wallet.address),
+            "publicKey": hex(funded.wallet.address),
             "calls": [
                 {
-                    "contract_address": hex(world.token),
+                    "contract_address": hex(funded.token),
                     "entrypoint": "transfer",
                     "calldata": [hex(0x4321), hex(5), hex(0)],
                 }
@@ -182,31 +182,31 @@ async def test_python_sdk_shapes(http: httpx.AsyncClient, world: Funded) -> None
             "accountClassHash": "0x036078334509b514626504edc9fb252328d1a240e4e948bef8d0c08dff45927f",
         },
     )
-    r, s = session.sign(typed_data_message_hash(td, world.wallet.address))
+    r, s = session.sign(typed_data_message_hash(td, funded.wallet.address))
     resp = await execute_signed(
         http,
-        world,
+        funded,
         td,
         {"sessionSignature": [hex(session.public_key), str(r), str(s), str(valid_until)]},
         saveToDatabase=True,
         walletType="CHIPI",
     )
     assert resp.status_code == 200, resp.text
-    assert world.balance(0x4321) == 5
+    assert funded.balance(0x4321) == 5
 
 
 async def test_old_ts_name_whitelist_bug_is_reproduced(
-    http: httpx.AsyncClient, world: Funded
+    http: httpx.AsyncClient, funded: Funded
 ) -> None:
     """TS <= 14.13 sends whitelist names as text: encoded as a short string, never a selector."""
     session = SecretKey.generate()
-    valid_until = await ts_register(http, world, session, allowed=["transfer"])
+    valid_until = await ts_register(http, funded, session, allowed=["transfer"])
     status = await rpc(
         http,
         "starknet_call",
         {
             "request": {
-                "contract_address": hex(world.wallet.address),
+                "contract_address": hex(funded.wallet.address),
                 "entry_point_selector": hex(selector("get_session_allowed_entrypoint_at")),
                 "calldata": [hex(session.public_key), "0x0"],
             },
@@ -214,27 +214,27 @@ async def test_old_ts_name_whitelist_bug_is_reproduced(
         },
     )
     assert int(status["result"][0], 16) == encode_short_string("transfer")
-    td = await prepare_transfer(http, world, ["0x1", "0x1", "0x0"])
-    resp = await execute_signed(http, world, td, session_sig(td, world, session, valid_until))
+    td = await prepare_transfer(http, funded, ["0x1", "0x1", "0x0"])
+    resp = await execute_signed(http, funded, td, session_sig(td, funded, session, valid_until))
     assert resp.status_code == 400
     assert resp.json()["code"] == "SESSION_ENTRYPOINT_NOT_ALLOWED"
 
 
-async def test_altered_typed_data_is_rejected(http: httpx.AsyncClient, world: Funded) -> None:
+async def test_altered_typed_data_is_rejected(http: httpx.AsyncClient, funded: Funded) -> None:
     session = SecretKey.generate()
-    valid_until = await ts_register(http, world, session)
-    td = await prepare_transfer(http, world, ["0x77", "0x1", "0x0"])
+    valid_until = await ts_register(http, funded, session)
+    td = await prepare_transfer(http, funded, ["0x77", "0x1", "0x0"])
     td["message"]["Calls"][0]["Calldata"][1] = hex(10**6)  # more money, freshly signed
-    resp = await execute_signed(http, world, td, session_sig(td, world, session, valid_until))
+    resp = await execute_signed(http, funded, td, session_sig(td, funded, session, valid_until))
     assert resp.status_code == 400
     assert resp.json()["code"] == "INVALID_INPUT" and "altered" in resp.json()["message"]
-    assert world.balance(0x77) == 0
+    assert funded.balance(0x77) == 0
 
 
-async def test_auth_is_required(server: LocalnetServer, world: Funded) -> None:
+async def test_auth_is_required(server: LocalnetServer, funded: Funded) -> None:
     body = {
-        "publicKey": hex(world.wallet.address),
-        "calls": [{"contractAddress": hex(world.token), "entrypoint": "transfer", "calldata": []}],
+        "publicKey": hex(funded.wallet.address),
+        "calls": [{"contractAddress": hex(funded.token), "entrypoint": "transfer", "calldata": []}],
     }
     url = server.url + "/v1/transactions/prepare-typed-data"
     cases = [
@@ -256,7 +256,7 @@ async def test_auth_is_required(server: LocalnetServer, world: Funded) -> None:
             assert r.json()["message"].startswith(message)
 
 
-async def test_malformed_requests(http: httpx.AsyncClient, world: Funded) -> None:
+async def test_malformed_requests(http: httpx.AsyncClient, funded: Funded) -> None:
     r = await http.post(
         "/v1/transactions/prepare-typed-data",
         content=b"{nope",
@@ -266,7 +266,7 @@ async def test_malformed_requests(http: httpx.AsyncClient, world: Funded) -> Non
     r = await http.post("/v1/transactions/prepare-typed-data", json=[1, 2])
     assert r.status_code == 400
     r = await http.post(
-        "/v1/transactions/prepare-typed-data", json={"publicKey": hex(world.wallet.address), "calls": []}
+        "/v1/transactions/prepare-typed-data", json={"publicKey": hex(funded.wallet.address), "calls": []}
     )
     assert r.status_code == 400
     r = await http.post(
@@ -277,20 +277,20 @@ async def test_malformed_requests(http: httpx.AsyncClient, world: Funded) -> Non
     r = await http.post(
         "/v1/transactions/prepare-typed-data",
         json={
-            "publicKey": hex(world.wallet.address),
+            "publicKey": hex(funded.wallet.address),
             "walletType": "SHHH",
             "calls": [{"contractAddress": "0x1", "entrypoint": "transfer"}],
         },
     )
     assert r.json()["code"] == "INVALID_WALLET_TYPE_FOR_SESSION"
     r = await execute(
-        http, {"publicKey": hex(world.wallet.address), "typedData": {}, "userSignature": [1, 2, 3]}
+        http, {"publicKey": hex(funded.wallet.address), "typedData": {}, "userSignature": [1, 2, 3]}
     )
     assert (r.status_code, r.json()["code"]) == (400, "INVALID_SIGNATURE")
     r = await execute(
         http,
         {
-            "publicKey": hex(world.wallet.address),
+            "publicKey": hex(funded.wallet.address),
             "typedData": {"message": {"Nonce": "0x1"}},
             "userSignature": {"r": "1", "s": "2"},
         },
@@ -336,7 +336,7 @@ async def rpc(http: httpx.AsyncClient, method: str, params: Any = ()) -> dict[st
     return body
 
 
-async def test_rpc_methods(http: httpx.AsyncClient, world: Funded, clock: ManualClock) -> None:
+async def test_rpc_methods(http: httpx.AsyncClient, funded: Funded, clock: ManualClock) -> None:
     assert (await rpc(http, "starknet_chainId"))["result"] == hex(SN_MAIN)
     assert (await rpc(http, "starknet_specVersion"))["result"] == "0.8.1"
     height = (await rpc(http, "starknet_blockNumber"))["result"]
@@ -351,9 +351,9 @@ async def test_rpc_methods(http: httpx.AsyncClient, world: Funded, clock: Manual
     assert (
         await rpc(http, "starknet_getBlockWithTxHashes", {"block_id": {"block_number": height + 5}})
     )["error"]["code"] == 24
-    assert (await rpc(http, "starknet_getNonce", ["latest", hex(world.wallet.address)]))["result"] == "0x0"
+    assert (await rpc(http, "starknet_getNonce", ["latest", hex(funded.wallet.address)]))["result"] == "0x0"
     # a deployed contract that is not an account has nonce 0, as on a node (not an error)
-    assert (await rpc(http, "starknet_getNonce", ["latest", hex(world.token)]))["result"] == "0x0"
+    assert (await rpc(http, "starknet_getNonce", ["latest", hex(funded.token)]))["result"] == "0x0"
     assert (
         await rpc(
             http, "starknet_getNonce", {"block_id": "pre_confirmed", "contract_address": "0x5"}
@@ -362,14 +362,14 @@ async def test_rpc_methods(http: httpx.AsyncClient, world: Funded, clock: Manual
     class_hash = await rpc(
         http,
         "starknet_getClassHashAt",
-        {"block_id": {"block_number": 0}, "contract_address": hex(world.wallet.address)},
+        {"block_id": {"block_number": 0}, "contract_address": hex(funded.wallet.address)},
     )
     assert class_hash["result"].startswith("0x")
     assert (await rpc(http, "starknet_getClassHashAt", ["latest", "0x5"]))["error"]["code"] == 20
 
     # starknet_call: real 4-felt layout, canonical hex, positional params, decimal calldata
     call = {
-        "contract_address": hex(world.wallet.address),
+        "contract_address": hex(funded.wallet.address),
         "entry_point_selector": hex(selector("get_session_data")),
         "calldata": ["12345"],
     }
@@ -383,7 +383,7 @@ async def test_rpc_methods(http: httpx.AsyncClient, world: Funded, clock: Manual
     on_token = await rpc(
         http,
         "starknet_call",
-        {"request": {**call, "contract_address": hex(world.token)}, "block_id": "pending"},
+        {"request": {**call, "contract_address": hex(funded.token)}, "block_id": "pending"},
     )
     assert on_token["error"]["code"] == 40
     assert "Entry point" in on_token["error"]["data"]["revert_error"]["error"]
@@ -391,7 +391,7 @@ async def test_rpc_methods(http: httpx.AsyncClient, world: Funded, clock: Manual
 
     # receipts and statuses
     session = SecretKey.generate()
-    await ts_register(http, world, session)
+    await ts_register(http, funded, session)
     height2 = (await rpc(http, "starknet_blockNumber"))["result"]
     assert height2 == height + 1
     assert (await rpc(http, "starknet_getTransactionStatus", {"transaction_hash": "0x99"}))[
@@ -423,11 +423,11 @@ async def test_rpc_protocol_errors_and_batches(http: httpx.AsyncClient) -> None:
     assert r.json()["error"]["code"] == -32600
 
 
-async def test_starknet_call_never_commits(http: httpx.AsyncClient, world: Funded) -> None:
+async def test_starknet_call_never_commits(http: httpx.AsyncClient, funded: Funded) -> None:
     """A node's starknet_call is a dry run; __execute__ called that way must not move funds."""
     calldata = [
         "0x1",
-        hex(world.token),
+        hex(funded.token),
         hex(selector("transfer")),
         "0x3",
         hex(0xE71),
@@ -439,7 +439,7 @@ async def test_starknet_call_never_commits(http: httpx.AsyncClient, world: Funde
         "starknet_call",
         {
             "request": {
-                "contract_address": hex(world.wallet.address),
+                "contract_address": hex(funded.wallet.address),
                 "entry_point_selector": hex(selector("__execute__")),
                 "calldata": calldata,
             },
@@ -447,8 +447,8 @@ async def test_starknet_call_never_commits(http: httpx.AsyncClient, world: Funde
         },
     )
     assert "result" in r  # it ran...
-    assert world.balance(0xE71) == 0  # ...and nothing stuck
-    assert world.balance(world.wallet.address) == 10**9
+    assert funded.balance(0xE71) == 0  # ...and nothing stuck
+    assert funded.balance(funded.wallet.address) == 10**9
 
 
 async def test_legacy_session_layout(clock: ManualClock) -> None:
