@@ -152,6 +152,7 @@ class SessionHub:
         self._slots: dict[int, str] = {}  # id(session) -> slot, so close() is O(1)
         self._auto_keys = itertools.count()
         self._opening: set[str] = set()  # slots whose open() has not finished yet
+        self._closing: set[str] = set()  # slots whose close() has not finished yet
         self._entered = False
 
     # ------------------------------------------------------------------ context
@@ -231,10 +232,11 @@ class SessionHub:
         slot = key if key is not None else f"#{next(self._auto_keys)}"
         if slot in self._sessions:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"session {slot!r} is already open")
-        if slot in self._opening:
+        if slot in self._opening or slot in self._closing:
             # two live sessions on one key would spend one budget twice
+            doing = "opened" if slot in self._opening else "closed"
             raise ChipiSessionError(
-                ErrorCode.ACTION_IN_PROGRESS, f"session {slot!r} is being opened", retryable=True
+                ErrorCode.ACTION_IN_PROGRESS, f"session {slot!r} is being {doing}", retryable=True
             )
         self._opening.add(slot)
         fencing_token: int | None = None
@@ -446,11 +448,18 @@ class SessionHub:
         slot = self._slots.pop(id(session), None)
         if slot is not None:
             self._sessions.pop(slot, None)
-        with anyio.CancelScope(shield=True):
-            await _flush_journal(session)
-            await session.aclose()
-            if slot is not None and self._lease_owner is not None and self._store is not None:
-                await self._release_lease(slot)
+            # until its last record is saved and its lease released, the key cannot reopen:
+            # a reopen would load a stale record, and this release would drop its lease
+            self._closing.add(slot)
+        try:
+            with anyio.CancelScope(shield=True):
+                await _flush_journal(session)
+                await session.aclose()
+                if slot is not None and self._lease_owner is not None and self._store is not None:
+                    await self._release_lease(slot)
+        finally:
+            if slot is not None:
+                self._closing.discard(slot)
 
     async def _resolve_entry(
         self, session: ChipiSession, entry: JournalEntry

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from chipi_session import ChipiSession, ChipiSessionError, ErrorCode, SessionHub, SystemClock
 from chipi_session.store import JsonFileStore, MemoryStore, SessionStore, SqliteStore
 
-from .helpers import PIN, World
+from .helpers import PIN, World, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -76,6 +77,43 @@ async def test_concurrent_opens_with_leases_hold_one_lease(world: World, tmp_pat
         assert len(sessions) == 1 and len(hub) == 1
         lease = store.get_lease("alice")
         # the winner still holds its lease: a refused twin did not release it
+        assert lease is not None and lease.held_by("proc-a", world.clock.now())
+
+
+class GatedReleaseStore:
+    """A SqliteStore whose ``release_lease`` waits (in its worker thread) for ``gate``."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.gate = threading.Event()
+        self.releasing = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def release_lease(self, key: str, owner: str) -> None:
+        self.releasing.set()
+        self.gate.wait(timeout=30)  # bounded: a broken test fails instead of hanging
+        self._store.release_lease(key, owner)
+
+
+async def test_a_key_cannot_reopen_while_it_is_closing(world: World, tmp_path: Path) -> None:
+    """Reopening before the close finished would load a stale record, and the close's lease
+    release would then drop the new session's lease."""
+    sqlite = SqliteStore(tmp_path / "s.db")
+    store = GatedReleaseStore(sqlite)
+    async with make_hub(world, store, lease_owner="proc-a") as hub:  # type: ignore[arg-type]
+        await hub.open(key="alice", wallet=world.wallet, encrypt_key=PIN)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hub.close, "alice")
+            await eventually(store.releasing.is_set)
+            with pytest.raises(ChipiSessionError) as info:
+                await hub.open(key="alice", wallet=world.wallet, encrypt_key=PIN)
+            assert info.value.code is ErrorCode.ACTION_IN_PROGRESS and info.value.retryable
+            store.gate.set()
+        again = await hub.open(key="alice", wallet=world.wallet, encrypt_key=PIN)
+        assert hub.get("alice") is again
+        lease = sqlite.get_lease("alice")
         assert lease is not None and lease.held_by("proc-a", world.clock.now())
 
 
