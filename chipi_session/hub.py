@@ -562,7 +562,7 @@ class _StoreJournal:
                     # the entry stays: the next open resolves it from the chain (harmless)
                     log.warning("journal entry left for the next open: %s", exc.code.value)
                     return
-                await anyio.sleep(0.05 * (attempt + 1))
+                await anyio.lowlevel.checkpoint()  # a pooled store reconnects on the retry
 
     def mark_dirty(self) -> None:
         self._dirty = True

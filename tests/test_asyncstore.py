@@ -101,3 +101,41 @@ def test_max_threads_is_checked() -> None:
         with pytest.raises(ChipiSessionError) as exc:
             ThreadedStore(MemoryStore(), max_threads=bad)  # type: ignore[arg-type]
         assert exc.value.code is ErrorCode.INVALID_INPUT
+
+
+class FlakyRemoveStore(MemoryStore):
+    """``journal_remove`` fails (retryably) ``failures`` times before it works."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def journal_remove(self, entry_id: str, *, fencing_token: int | None = None) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ChipiSessionError(ErrorCode.BACKEND_UNAVAILABLE, "store hiccup", True)
+        super().journal_remove(entry_id, fencing_token=fencing_token)
+
+
+@pytest.mark.parametrize("failures, left", [(2, 0), (10, 1)])
+async def test_an_executed_write_is_reported_even_if_its_journal_removal_fails(
+    failures: int, left: int
+) -> None:
+    """The chain executed it: the caller hears success. A removal that keeps failing leaves
+    the entry for the next open, which resolves it from the chain (nonce used)."""
+    from chipi_session import SessionHub
+
+    from .helpers import PIN, make_world
+
+    world = make_world()
+    store = FlakyRemoveStore(0)
+    async with SessionHub(
+        backend=world.chain, clock=world.clock, vault=world.vault, store=store
+    ) as hub:
+        session = await hub.open(key="k", wallet=world.wallet, encrypt_key=PIN)
+        await session.create_session()
+        await session.register_session(max_calls=5)
+        store.failures = failures
+        await session.execute_with_session(world.transfer(7))  # does not raise
+        assert world.balance(0xBEEF) == 7
+        assert len(store.journal_pending("k")) == left
