@@ -816,6 +816,14 @@ def _io_error(doing: str, path: str, exc: OSError) -> ChipiSessionError:
     )
 
 
+def _store_file(path: object, what: str) -> str:
+    """The absolute path of a store's file: a valid path that is not a directory."""
+    absolute = os.path.abspath(check_path(path, what))
+    if os.path.isdir(absolute):
+        raise _invalid(f"{what} {absolute} is a directory, not a file")
+    return absolute
+
+
 def _fsync_dir(directory: str) -> None:
     """Make a rename durable: the directory entry lives in the directory's own blocks."""
     if sys.platform == "win32":  # pragma: no cover - directories cannot be opened there
@@ -915,7 +923,7 @@ class JsonFileStore(_DictStore):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
-        self._path = os.path.abspath(check_path(path, "JsonFileStore path"))
+        self._path = _store_file(path, "JsonFileStore path")
         self._dir, self._name = os.path.split(self._path)
         self._lock_fd = self._take_file_lock()
         try:
@@ -1083,11 +1091,10 @@ class SqliteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         """``timeout``: seconds to wait for another process's write transaction."""
-        raw_path = check_path(path, "SqliteStore path")
-        if raw_path == ":memory:":
+        if path == ":memory:":
             raise _invalid("SqliteStore needs a file path (use MemoryStore for no file)")
         wait = _check_timeout(timeout)
-        self._path = os.path.abspath(raw_path)
+        self._path = _store_file(path, "SqliteStore path")
         self._lock = threading.RLock()
         self._closed = False
         if not os.path.lexists(self._path):

@@ -159,6 +159,8 @@ def test_huge_ints_in_localchain_and_session_options(world: World) -> None:
         (lambda: SqliteStore("bot\x00.db"), "NUL"),
         (lambda: JsonFileStore(None), "path"),  # type: ignore[arg-type]
         (lambda: JsonFileStore("bot\x00.json"), "NUL"),
+        (lambda: SqliteStore(Path(__file__).parent), "directory"),
+        (lambda: JsonFileStore(Path(__file__).parent), "directory"),
         (lambda: HighEntropyKey.generate(-1), "size"),
         (lambda: HighEntropyKey.generate(8), "size"),
         (lambda: HighEntropyKey.generate("32"), "size"),  # type: ignore[arg-type]
@@ -166,7 +168,7 @@ def test_huge_ints_in_localchain_and_session_options(world: World) -> None:
         (lambda: Vault(cost="DEFAULT"), "cost"),  # type: ignore[arg-type]
         (lambda: encode_short_string(None), "short string"),  # type: ignore[arg-type]
         (lambda: encode_short_string("é"), "ASCII"),
-        (lambda: BlockingChipiSession(backend_name="curio"), "backend_name"),
+        (lambda: BlockingChipiSession(async_backend="curio"), "async_backend"),
     ],
     ids=lambda v: "" if callable(v) else str(v),
 )
@@ -226,7 +228,10 @@ def test_blocking_session_validates_on_construction(world: World) -> None:
     kwargs: dict[str, Any] = {"wallet": world.wallet, "encrypt_key": PIN, "backend": world.chain}
     invalid_input(lambda: BlockingChipiSession(**kwargs, clock=5))
     invalid_input(lambda: BlockingChipiSession(**kwargs, not_an_option=1))
-    invalid_input(lambda: BlockingChipiSession(backend_name=None, **kwargs))  # type: ignore[arg-type]
+    invalid_input(lambda: BlockingChipiSession(async_backend=None, **kwargs))  # type: ignore[arg-type]
+    with pytest.warns(DeprecationWarning):  # the old spelling is still checked
+        error = invalid_input(lambda: BlockingChipiSession(backend_name="curio", **kwargs))
+    assert "backend_name" in error.message
 
 
 def test_a_bad_stored_wallet_is_invalid_stored_data() -> None:
@@ -386,7 +391,7 @@ def _only_typed_errors(fn: Callable[[], object]) -> None:
             lambda j: split_u256(j),
             lambda j: encode_short_string(j),
             lambda j: Broadcaster().subscribe(j),
-            lambda j: BlockingChipiSession(backend_name=j),
+            lambda j: BlockingChipiSession(async_backend=j),
         ]
     ),
 )
