@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "JsonFileStore": "store",
     "SqliteStore": "store",
     "PostgresStore": "pgstore",
+    "ChipiMetrics": "metrics",
     "Vault": "vault",
     "KdfCost": "vault",
     "HighEntropyKey": "vault",
@@ -60,7 +61,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 #: Importable only with an extra installed, so not part of ``from chipi_session import *``.
-_NEEDS_EXTRA: dict[str, str] = {"PostgresStore": "postgres"}
+_NEEDS_EXTRA: dict[str, str] = {"PostgresStore": "postgres", "ChipiMetrics": "metrics"}
 
 __all__ = sorted(set(_EXPORTS) - set(_NEEDS_EXTRA))
 
@@ -85,6 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .hub import SessionHub
     from .keys import KeySource, SecretKey
     from .localchain import LocalChain
+    from .metrics import ChipiMetrics
     from .pgstore import PostgresStore
     from .pubsub import Subscription
     from .renewal import RenewalPolicy

@@ -16,10 +16,15 @@ import argparse
 import anyio
 from prometheus_client import start_http_server
 
-from chipi_session import Call, RenewalPolicy, SessionHub
-from chipi_session.localchain import LocalChain
-from chipi_session.metrics import ChipiMetrics
-from chipi_session.vault import KdfCost, Vault
+from chipi_session import (
+    Call,
+    ChipiMetrics,
+    KdfCost,
+    LocalChain,
+    RenewalPolicy,
+    SessionHub,
+    Vault,
+)
 
 PIN = "1234"
 

@@ -46,6 +46,10 @@ def test_application_names_come_from_the_package() -> None:
     # PostgresStore needs an extra: lazily importable, but not in ``import *``
     assert chipi_session.PostgresStore is pgstore.PostgresStore
     assert "PostgresStore" not in chipi_session.__all__
+    from chipi_session import metrics
+
+    assert chipi_session.ChipiMetrics is metrics.ChipiMetrics
+    assert "ChipiMetrics" not in chipi_session.__all__
 
 
 def test_postgres_store_without_its_extra_says_which_extra() -> None:

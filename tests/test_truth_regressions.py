@@ -17,15 +17,10 @@ from chipi_session.backends.faults import FaultInjectingBackend
 from chipi_session.events import TransactionConfirmed, TransactionFailed
 from chipi_session.types import ExecutionStatus
 
-from .helpers import World, make_world, settle
+from .helpers import World, settle
 from .outcome_helpers import active, record, transfer
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
 
 
 class _WritesAndStatusOnly:
