@@ -125,7 +125,7 @@ def _timed_h11_protocol(request_timeout: float) -> type[asyncio.Protocol]:
             self._deadline = None
             waiting = self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
             if waiting and not self.transport.is_closing():
-                logger.info(
+                logger.debug(  # debug: a flood of these must not flood the log
                     "closing a connection from %s: request not received within %.3g s",
                     self.client,
                     request_timeout,
