@@ -122,3 +122,27 @@ def test_the_plain_pool_context_fails_closed() -> None:
     ctx = http_module._no_tls_context()
     assert ctx.verify_mode is ssl.CERT_REQUIRED and ctx.check_hostname
     assert ctx.cert_store_stats()["x509_ca"] == 0  # trusts nobody
+
+
+async def test_query_params_give_the_url_httpx_would_build() -> None:
+    """URLs are parsed once per (url, params); what goes out is what httpx itself builds."""
+    import httpx
+
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json={"ok": True})
+
+    url = "http://127.0.0.1:9/v1/x?drop=me"
+    async with HttpClient(timeouts=FAST, transport=httpx.MockTransport(handler)) as http:
+        for params in ({"__chipi_api_version": "2025-12-30"}, {"v": "a b"}, None):
+            for _ in range(2):
+                await http.post_json(url, {}, params=params, idempotent=True)
+    assert [str(u) for u in seen] == [
+        str(httpx.URL(url, params=p) if p else httpx.URL(url))
+        for p in ({"__chipi_api_version": "2025-12-30"}, {"v": "a b"}, None)
+        for _ in range(2)
+    ]
+    assert str(seen[0]) == "http://127.0.0.1:9/v1/x?__chipi_api_version=2025-12-30"
+    assert str(seen[-1]) == url
