@@ -43,8 +43,11 @@ def test_a_localnet_view_follows_the_chain(chipi_localnet: LocalnetServer) -> No
                     valid_until=valid_until, max_calls=3, allowed_entrypoints=[],
                 )
             )  # fmt: skip
-        frame = render(read_localnet(url, client))
-        assert "sessions 1: active 1" in frame and "0/3" in frame and "9m" in frame
+        snapshot = read_localnet(url, client)
+        frame = render(snapshot)
+        left = valid_until - snapshot.now  # the chain's clock is wall time: read, not assumed
+        assert "sessions 1: active 1" in frame and "0/3" in frame
+        assert f"{left // 60}m{left % 60:02d}s" in frame
         with chipi_localnet.locked() as chain:
             pay = Call(to=token, selector="transfer", calldata=[0xB0B, 1, 0])
             tx = anyio.run(
