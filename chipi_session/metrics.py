@@ -21,9 +21,11 @@ so without the extra it costs nothing. Series (``chipi_session_`` prefix):
 * ``backend_request_seconds{method}`` (histogram): each backend call (``execute_with_session``
   is the execute latency, ``add_or_update_session_key`` the register latency), and
   ``backend_errors_total{method,code}``;
-* ``subscriber_dropped_events{subscriber}`` (gauge): events a watched subscription lost.
-
-The status poller's batches and rate-limit waits publish no events and are not exported yet.
+* ``subscriber_dropped_events{subscriber}`` (gauge): events a watched subscription lost;
+* ``status_poll_batches_total`` and ``status_poll_reads_total`` (counters, observed hubs): the
+  status poller's batched reads and the sessions they covered, read from its public counters.
+  Every batch is followed by the rate limit's gap, so rate-limit waits equal batches; the time
+  spent waiting is not measured.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .engine import ChipiSession
@@ -159,6 +161,9 @@ class ChipiMetrics:
             else:
                 yield source
 
+    def hubs(self) -> tuple[SessionHub, ...]:
+        return tuple(s for s in tuple(self._sources) if isinstance(s, SessionHub))
+
     def subscriptions(self) -> Iterable[tuple[str, Subscription[Any]]]:
         return tuple(self._subscriptions.items())
 
@@ -170,7 +175,7 @@ class _Gauges(Collector):
         self._metrics = metrics
         self._ns = namespace
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         ns = self._ns
         by_state = dict.fromkeys(SessionState, 0)
         renewing = in_doubt = 0
@@ -192,6 +197,16 @@ class _Gauges(Collector):
         for name, subscription in self._metrics.subscriptions():
             dropped.add_metric([name], subscription.dropped)
         yield dropped
+        batches = reads = 0
+        for hub in self._metrics.hubs():
+            batches += hub.scheduler.poller.batches
+            reads += hub.scheduler.poller.reads
+        yield CounterMetricFamily(
+            f"{ns}_status_poll_batches", "Batched status reads of the hubs' pollers", value=batches
+        )
+        yield CounterMetricFamily(
+            f"{ns}_status_poll_reads", "Session statuses the pollers read", value=reads
+        )
 
 
 class _TimedBackend:

@@ -122,6 +122,26 @@ async def test_a_scripted_run_shows_on_metrics() -> None:
         assert value(samples, ns + "subscriber_dropped_events", subscriber="slow") == slow.dropped
 
 
+@pytest.mark.anyio
+async def test_the_pollers_batches_are_counted() -> None:
+    world = make_world()
+    metrics = ChipiMetrics()
+    async with SessionHub(
+        backend=world.chain, clock=world.clock, vault=world.vault, status_interval=30
+    ) as hub:
+        metrics.observe(hub)
+        for key in ("a", "b"):
+            s = await hub.open(key=key, wallet=world.new_wallet(), encrypt_key=world.pin)
+            await s.create_session(3600)
+            await s.register_session(max_calls=2)
+        await travel(world.clock, 61)
+        poller = hub.scheduler.poller
+        assert poller.batches >= 2 and poller.reads >= 4
+        samples = scrape(prometheus_client.generate_latest(metrics.registry).decode())
+        assert value(samples, "chipi_session_status_poll_batches_total") == poller.batches
+        assert value(samples, "chipi_session_status_poll_reads_total") == poller.reads
+
+
 def test_the_example_serves_metrics() -> None:
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "metrics_server.py"), "--port", "0"],
