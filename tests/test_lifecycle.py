@@ -8,15 +8,17 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from chipi_session import ChipiSessionError, SessionState, SessionStatus
+from chipi_session import ChipiSessionError, ErrorCode, SessionState, SessionStatus
 from chipi_session.felts import selector
 from chipi_session.lifecycle import (
+    REFUSALS,
     TRANSITIONS,
     SessionModel,
     can_fire,
     derive_state,
     fire,
     mermaid_diagram,
+    refusal,
 )
 from chipi_session.policy import ADMIN_SELECTORS, check_session_allowed
 from chipi_session.types import Call
@@ -54,6 +56,83 @@ def test_illegal_trigger_is_a_typed_error_and_changes_nothing() -> None:
     with pytest.raises(ChipiSessionError):
         fire(model, "register", now=3, valid_until=2)  # guard: past valid_until
     assert model.current is SessionState.CREATED
+
+
+# -- every row of the tables, driven ---------------------------------------------------------
+
+S = SessionState
+_TRIGGER_ARGS = {
+    "register": {"now": 10, "valid_until": 20},
+    "reconcile": {},
+}
+
+
+@pytest.mark.parametrize(
+    ("trigger", "source", "dest"),
+    [
+        (t.trigger, s, t.dest)
+        for t in TRANSITIONS
+        if not t.derived
+        for s in t.sources
+    ],
+)
+def test_each_transition_row_fires_and_is_allowed_by_refusal(
+    trigger: str, source: SessionState, dest: SessionState
+) -> None:
+    model = SessionModel(source, "setup")
+    assert refusal(source, "setup", trigger, **_TRIGGER_ARGS.get(trigger, {})) is None
+    assert fire(model, trigger, **_TRIGGER_ARGS.get(trigger, {})) == (source, dest)
+    assert "    " + f"{source.value} --> {dest.value}: {trigger}\n" in mermaid_diagram()
+
+
+@pytest.mark.parametrize("row", REFUSALS, ids=lambda r: f"{r.action}-{r.state.value}-{r.reason}")
+def test_each_refusal_row_gives_its_code_and_changes_nothing(row: object) -> None:
+    from chipi_session.lifecycle import Refusal
+
+    assert isinstance(row, Refusal)
+    reason = row.reason if row.reason is not None else "setup"
+    error = refusal(row.state, reason, row.action)
+    assert error is not None and error.code is row.code and error.message == row.message
+    model = SessionModel(row.state, reason)
+    if not can_fire(model, row.action):
+        with pytest.raises(ChipiSessionError):
+            fire(model, row.action)
+    assert (model.current, model.reason) == (row.state, reason)
+    assert f"{row.action} in {row.state.value}" in mermaid_diagram()
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "kwargs", "code"),
+    [
+        (S.EXPIRED, "time", {"now": 5, "valid_until": 9}, ErrorCode.SESSION_EXPIRED),
+        (S.CREATED, "create", {"now": 10, "valid_until": 9}, ErrorCode.SESSION_EXPIRED),
+        (S.ACTIVE, "register", {"now": 10, "valid_until": 9}, ErrorCode.SESSION_EXPIRED),
+        (S.EXPIRED, "calls", {"now": 9, "valid_until": 9}, None),
+        (S.EXPIRED, "time", {"now": 5, "valid_until": 9, "applied": True}, None),
+    ],
+)
+def test_the_register_guard_refuses_with_its_code(
+    state: SessionState, reason: str, kwargs: dict[str, int], code: ErrorCode | None
+) -> None:
+    error = refusal(state, reason, "register", **kwargs)
+    assert (None if error is None else error.code) is code
+    model = SessionModel(state, reason)
+    if code is None:
+        assert fire(model, "register", **kwargs)[1] is S.ACTIVE
+    else:
+        with pytest.raises(ChipiSessionError):
+            fire(model, "register", **kwargs)
+        assert model.current is state
+
+
+def test_an_action_without_a_row_is_a_programming_error() -> None:
+    error = refusal(S.ACTIVE, "x", "restore")
+    assert error is not None and error.code is ErrorCode.INVALID_INPUT
+
+
+def test_clear_never_fires_from_none_and_the_diagram_does_not_show_it() -> None:
+    assert not can_fire(SessionModel(), "clear")
+    assert "none --> none" not in mermaid_diagram()
 
 
 @pytest.mark.parametrize(
@@ -207,6 +286,9 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule()
     def clear(self) -> None:
+        if self.ref_state == "none":  # clearing nothing is a no-op, not a transition
+            assert not can_fire(self.model, "clear")
+            return
         fire(self.model, "clear")
         self.chain = None
         self.ref_state, self.ref_reason = "none", "clear"
