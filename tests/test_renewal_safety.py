@@ -24,17 +24,12 @@ from chipi_session.felts import selector
 from chipi_session.store import MemoryStore
 
 from .gated import GatedChain
-from .helpers import PIN, RECIPIENT, World, eventually, make_world, settle
+from .helpers import PIN, RECIPIENT, World, eventually, settle
 
 pytestmark = pytest.mark.anyio
 
 REGISTER = "add_or_update_session_key"
 REVOKE = "revoke_session_key"
-
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
 
 
 def registered_keys(world: World) -> list[int]:
