@@ -127,9 +127,9 @@ def _run_tests(tests: list[str], timeout: float | None) -> tuple[str, float]:
             os.chdir(_WORKDIR)
             sys.path.insert(0, str(_WORKDIR))
             if not os.environ.get("MUTATION_DEBUG"):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, 1)
-                os.dup2(devnull, 2)
+                log = os.open(_WORKDIR / "last-run.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
             import pytest
 
             # one file at a time: a mutant the first (targeted) file kills never pays for
@@ -163,10 +163,13 @@ def _run_tests(tests: list[str], timeout: float | None) -> tuple[str, float]:
     return "killed", elapsed  # died on a signal: a crash is a detected change
 
 
-def _baseline(path: str, tests: list[str]) -> tuple[str, float]:
+def _baseline(path: str, tests: list[str]) -> tuple[str, float, str]:
+    """The unmutated module's tests must pass; on failure, the tail of pytest's output."""
     assert _WORKDIR is not None
     shutil.copy2(ROOT / path, _WORKDIR / path)
-    return _run_tests(tests, None)
+    outcome, seconds = _run_tests(tests, None)
+    log = (_WORKDIR / "last-run.log").read_text(errors="replace").splitlines()
+    return outcome, seconds, "\n".join(log[-25:])
 
 
 def _run_mutant(path: str, source: str, original: str, tests: list[str],
@@ -284,8 +287,9 @@ def main(argv: list[str] | None = None) -> int:
             if any(m.module == s.name for m in todo)
         ]
         for s, baseline in baselines:
-            outcome, seconds = baseline.result()
+            outcome, seconds, tail = baseline.result()
             if outcome != "survived":
+                _out(tail)
                 _out(f"{s.name}: the unmutated tests fail ({outcome}); fix them first")
                 return 2
             timeouts[s.name] = float(config["timeout_factor"]) * seconds + float(  # type: ignore[arg-type]
