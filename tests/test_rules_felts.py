@@ -175,6 +175,12 @@ def test_short_strings_of_exactly_31_bytes_encode_and_32_do_not() -> None:
     assert "31" in error.message
 
 
+def test_encode_short_string_refuses_non_text_and_non_ascii() -> None:
+    for bad in (5, b"abc", None):
+        assert "expected a str" in invalid(lambda bad=bad: encode_short_string(bad)).message
+    assert "ASCII" in invalid(lambda: encode_short_string("héllo")).message
+
+
 def test_parse_felt_or_short_string() -> None:
     assert parse_felt_or_short_string("VALID") == 0x56414C4944
     assert parse_felt_or_short_string(" hi ") == encode_short_string("hi")
