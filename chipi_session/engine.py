@@ -691,7 +691,8 @@ class ChipiSession:
             log.warning("%s failed after it was sent: %s", action, type(exc).__name__)
             await self._unknown_outcome(action, submitted[-1], token)
         if journal is not None:
-            await journal.finish(token)
+            with anyio.CancelScope(shield=True):  # it executed: the caller applies it next
+                await journal.finish(token)
         return tx
 
     async def _unknown_outcome(
@@ -699,7 +700,12 @@ class ChipiSession:
     ) -> NoReturn:
         """A sent write whose response never came: resolve it from the chain now if it can
         be, else hold it in doubt. Always raises (``_AppliedHashLost`` if it executed)."""
-        applied = await self._resolve_outcome(info)
+        try:
+            applied = await self._resolve_outcome(info)
+        except anyio.get_cancelled_exc_class():
+            if info is not None:  # the caller gave up while we read: held like a timeout
+                self._hold_cancelled(action, info, token)
+            raise
         if applied is None:
             if info is not None:
                 self._hold_in_doubt(info, count=action == "execute", token=token)
@@ -711,7 +717,8 @@ class ChipiSession:
                 retryable=False,
             ) from None
         if token is not None and self._journal is not None:
-            await self._journal.finish(token)
+            with anyio.CancelScope(shield=True):  # decided: the caller must hear it
+                await self._journal.finish(token)
         if applied:
             assert info is not None
             raise _AppliedHashLost(info) from None

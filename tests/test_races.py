@@ -451,3 +451,28 @@ async def test_an_owner_write_cancelled_after_it_was_sent_converges_to_the_chain
         assert s.session_state is expected
         assert chain_status(world, s).exists is (action == "register")
         assert not s.is_registering and not s.is_revoking
+
+
+async def test_an_execute_cancelled_while_its_outcome_is_being_read_is_held_in_doubt(
+    world: World,
+) -> None:
+    gated = GatedChain(world.chain)
+    seen: list[Event] = []
+    async with world.session(backend=gated) as s:
+        s.add_listener(seen.append)
+        await s.create_session()
+        await s.register_session(max_calls=3)
+        gated.raise_after(EXECUTE, ChipiSessionError(ErrorCode.UNKNOWN_OUTCOME, "timeout"))
+        gate = gated.hold("outside_nonce_used", "before")  # the caller gives up meanwhile
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.execute_with_session, world.transfer(5))
+                await gate.reached.wait()
+                scope.cancel()
+        assert world.balance(RECIPIENT) == 5
+        failed = [e for e in seen if isinstance(e, ActionFailed) and e.action == "execute"]
+        assert failed and failed[-1].error.code is ErrorCode.UNKNOWN_OUTCOME
+        await settle()
+        await eventually(lambda: not s.in_doubt)
+        await settle()
+        assert s.remaining_calls == 2 == chain_status(world, s).remaining_calls
