@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 from chipi_session.backends.base import (
@@ -14,10 +15,12 @@ from chipi_session.backends.base import (
     TransactionConfirmer,
 )
 from chipi_session.backends.faults import FaultInjectingBackend
+from chipi_session.errors import ChipiSessionError, ErrorCode
 from chipi_session.events import TransactionConfirmed, TransactionFailed
 from chipi_session.types import ExecutionStatus
 
-from .helpers import World, settle
+from .gated import GatedChain
+from .helpers import RECIPIENT, World, settle
 from .outcome_helpers import active, record, transfer
 
 pytestmark = pytest.mark.anyio
@@ -67,3 +70,78 @@ async def test_fault_wrapper_keeps_the_inner_backends_confirmation_reads(world: 
         assert fb.count("error_before_send", "get_execution_result") == 1
         assert not any(isinstance(e, TransactionFailed) for e in events)
         assert session.remaining_calls == 2
+
+
+# -- found by the truth model ---------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine.py _register_locked/_apply_register: a re-register sets the local calls_used "
+    "to 0 when its response arrives, forgetting an execute that landed on chain after the "
+    "register but returned before the register's response (not in flight, so not in "
+    "_reserved); local remaining_calls > the chain's and the pre-flight then sends an execute "
+    "the chain refuses with SESSION_MAX_CALLS_EXCEEDED (issue 9 §2, re-register vs executes)",
+)
+async def test_an_execute_landing_after_a_reregister_is_still_counted(world: World) -> None:
+    gated = GatedChain(world.chain)
+    async with world.session(backend=gated) as s, anyio.create_task_group() as tg:
+        await s.create_session(duration_seconds=3600)
+        await s.register_session(max_calls=2)
+        gate = gated.hold("add_or_update_session_key")  # registered; the response is late
+        tg.start_soon(s.register_session, 2)
+        await gate.reached.wait()
+        await s.execute_with_session(world.transfer(1))  # lands after the register: used 1
+        gate.release()
+        await settle()
+        assert s.session is not None
+        chain = world.chain.session_status(world.wallet.address, s.session.public_key)
+        assert chain.calls_used == 1
+        assert s.remaining_calls is not None and s.remaining_calls <= chain.remaining_calls
+        # what the under-count costs: an execute sent that the chain refuses for its budget
+        refused_by_chain = 0
+        for amount in (2, 3):
+            sent = gated.calls["execute_with_session"]
+            try:
+                await s.execute_with_session(world.transfer(amount))
+            except ChipiSessionError as exc:
+                if gated.calls["execute_with_session"] > sent:
+                    assert exc.code is ErrorCode.SESSION_MAX_CALLS_EXCEEDED
+                    refused_by_chain += 1
+        assert refused_by_chain == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine.py _write: a caller cancelled while the engine resolves an execute's "
+    "UNKNOWN_OUTCOME (awaiting _unknown_outcome's nonce read, after the request was sent) "
+    "loses the execute: the cancellation is only handled around send(), so nothing is held "
+    "in doubt, nothing counted; the chain used the call and the pre-flight then sends an "
+    "execute the chain refuses with SESSION_MAX_CALLS_EXCEEDED (issue 9 §2, cancel after send)",
+)
+async def test_an_execute_cancelled_while_its_outcome_is_resolved_stays_counted(
+    world: World,
+) -> None:
+    gated = GatedChain(world.chain)
+    fb = FaultInjectingBackend(gated)
+    async with active(world, max_calls=1, backend=fb) as s:
+        fb.fail_next("execute_with_session", "drop_response")  # it runs; the answer is lost
+        gate = gated.hold("outside_nonce_used", when="before")  # "did it execute?" pending
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.execute_with_session, world.transfer(1))
+                await gate.reached.wait()
+                scope.cancel()  # the caller's fail_after fires now
+        gate.release()
+        await settle()
+        assert world.balance(RECIPIENT) == 1  # it executed: the chain used the only call
+        assert s.remaining_calls == 0 or len(s.in_doubt) == 1
+        sent = (
+            fb.applied["execute_with_session"]
+            + fb.rejected[("execute_with_session", ErrorCode.SESSION_MAX_CALLS_EXCEEDED.value)]
+        )
+        with pytest.raises(ChipiSessionError) as info:
+            await s.execute_with_session(world.transfer(2))
+        assert info.value.code is ErrorCode.SESSION_MAX_CALLS_EXCEEDED
+        refused = fb.rejected[("execute_with_session", ErrorCode.SESSION_MAX_CALLS_EXCEEDED.value)]
+        assert refused == 0 and sent == 1  # refused by the pre-flight, never sent
