@@ -483,3 +483,31 @@ async def test_a_successor_whose_register_is_in_doubt_is_decided_when_its_window
         assert not is_valid_on_chain(world, pending)
     record = store.load("u")
     assert record is not None and record.successor is None and record.retiring == ()
+
+
+async def test_a_revoke_during_renewal_waits_and_revokes_the_session_in_charge(
+    world: World,
+) -> None:
+    """Owner-signed writes run one at a time: a user's revoke that arrives while the
+    successor is being registered runs after the switch, so it revokes the successor; the
+    replaced key is retired as well. Nothing registered stays valid; the app says revoked."""
+    gated = GatedChain(world.chain)
+    policy = RenewalPolicy(min_remaining_calls=2)
+    async with world.session(backend=gated, renewal=policy) as s:
+        first = await s.create_session()
+        await s.register_session(max_calls=5)
+        gate = gated.hold(REGISTER, "before")  # the successor's register
+        for _ in range(3):
+            await s.execute_with_session(world.transfer(1))
+        await gate.reached.wait()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(s.revoke_session)
+            await settle()
+            assert gated.calls[REVOKE] == 0  # waits for the renewal's writes
+            gate.release()
+        await eventually(lambda: not s.is_renewing)
+        await settle()
+        assert s.session_state is SessionState.REVOKED
+        assert s.session.public_key != first.public_key  # type: ignore[union-attr]
+        for key in registered_keys(world):
+            assert not is_valid_on_chain(world, key)
