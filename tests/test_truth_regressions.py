@@ -111,17 +111,12 @@ async def test_an_execute_landing_after_a_reregister_is_still_counted(world: Wor
         assert refused_by_chain == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py _write: a caller cancelled while the engine resolves an execute's "
-    "UNKNOWN_OUTCOME (awaiting _unknown_outcome's nonce read, after the request was sent) "
-    "loses the execute: the cancellation is only handled around send(), so nothing is held "
-    "in doubt, nothing counted; the chain used the call and the pre-flight then sends an "
-    "execute the chain refuses with SESSION_MAX_CALLS_EXCEEDED (issue 9 §2, cancel after send)",
-)
 async def test_an_execute_cancelled_while_its_outcome_is_resolved_stays_counted(
     world: World,
 ) -> None:
+    """A caller cancelled while the engine resolves an execute's UNKNOWN_OUTCOME (the nonce
+    read after the request was sent) must not lose it: held in doubt / counted like a timeout,
+    else the pre-flight sends an execute the chain refuses for its budget."""
     gated = GatedChain(world.chain)
     fb = FaultInjectingBackend(gated)
     async with active(world, max_calls=1, backend=fb) as s:
