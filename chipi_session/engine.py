@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from . import lifecycle, policy, validate
+from . import policy, validate
 from .backends.base import (
     ClockProvider,
     ExecutionResultReader,
@@ -53,6 +53,7 @@ from .outcome import resolve_outcome
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
 from .scheduling import Scheduler, TimerHandle, backend_status_reader
+from .session_core import SessionCore
 from .types import (
     Call,
     ExecutionResult,
@@ -68,6 +69,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from .attachment import HubAttachment
     from .backends.base import SessionReader
     from .journal import ActionJournal
     from .vault import HighEntropyKey, Vault
@@ -143,19 +145,12 @@ class ChipiSession:
         "_key_source",
         "_event_buffer_size",
         "_renewal",
-        "_model",
+        "_core",
         "_session",
-        "_status",
         "_session_key",
         "_key_lock",
         "_owner_lock",
-        "_generation",
-        "_version",
-        "_writing",
         "_poll_version",
-        "_seen_registered",
-        "_reserved",
-        "_in_doubt",
         "_policies",
         "_pending",
         "_error",
@@ -166,12 +161,8 @@ class ChipiSession:
         "_journal",
         "_expiry_timer",
         "_renewal_timer",
-        "_renewal_attempts",
-        "_renewal_retry_at",
-        "_renewing",
         "_renewal_done",
         "_retiring",
-        "_successor",
         "_retire_pending",
         "_scopes",
         "_entered",
@@ -252,24 +243,15 @@ class ChipiSession:
         self._event_buffer_size = event_buffer_size
         self._renewal = renewal
 
-        self._model = lifecycle.SessionModel()
+        #: the session's state and its rules (pure: session_core.py)
+        self._core = SessionCore()
         self._session: SessionKeyData | None = None
-        self._status: SessionStatus | None = None
         self._session_key: SecretKey | None = None
         self._key_lock: anyio.Lock | None = None
         #: owner-signed writes of this session (register, revoke, policies, renewal's) run
         #: one at a time, each checking the state it acts on once it holds the lock
         self._owner_lock: anyio.Lock | None = None
-        self._generation = 0
-        #: bumped by every local write and state change: a status read that started at an
-        #: older version (or overlapped a write of its key) is stale and never applied
-        self._version = 0
-        #: writes in flight, by session public key (their effect on chain is not known yet)
-        self._writing: dict[int, int] = {}
         self._poll_version = -1
-        self._seen_registered = False
-        self._reserved = 0
-        self._in_doubt: list[SubmitInfo] = []
         self._policies: dict[int, SpendingPolicy] | None = None
         self._pending = [0, 0, 0, 0, 0, 0]
         self._error: ChipiSessionError | None = None
@@ -280,15 +262,10 @@ class ChipiSession:
         self._journal: ActionJournal | None = None
         self._expiry_timer: TimerHandle | None = None
         self._renewal_timer: TimerHandle | None = None
-        self._renewal_attempts = 0
-        self._renewal_retry_at = 0.0
-        self._renewing = False
         self._renewal_done: anyio.Event | None = None
         #: keys being retired after a renewal:
         #: [generation, executes still in flight with that key, drained event]
         self._retiring: list[list[Any]] | None = None
-        #: a renewal's successor, persisted before it is registered, until it is switched to
-        self._successor: SessionKeyData | None = None
         #: public keys of replaced sessions not yet revoked (persisted: resumed on open)
         self._retire_pending: list[int] = []
         self._scopes: set[anyio.CancelScope] | None = None
@@ -368,29 +345,29 @@ class ChipiSession:
 
     @property
     def session_status(self) -> SessionStatus | None:
-        return self._status
+        return self._core.status
 
     @property
     def session_state(self) -> SessionState:
-        return self._model.current
+        return self._core.model.current
 
     @property
     def state_reason(self) -> str:
         """Why the session is in its state, e.g. ``time`` or ``calls`` when expired."""
-        return self._model.reason
+        return self._core.model.reason
 
     @property
     def has_active_session(self) -> bool:
-        return self._model.current is S.ACTIVE
+        return self._core.model.current is S.ACTIVE
 
     @property
     def is_session_expired(self) -> bool:
-        return self._model.current is S.EXPIRED
+        return self._core.model.current is S.EXPIRED
 
     @property
     def remaining_calls(self) -> int | None:
         """Calls left on chain as last known (None until a status is known)."""
-        return None if self._status is None else self._status.remaining_calls
+        return None if self._core.status is None else self._core.status.remaining_calls
 
     @property
     def supports_session(self) -> bool:
@@ -419,13 +396,13 @@ class ChipiSession:
     @property
     def is_renewing(self) -> bool:
         """A successor is being prepared, or a replaced key is still being revoked."""
-        return self._renewing or self._retiring is not None
+        return self._core.renewing or self._retiring is not None
 
     @property
     def renewal_successor(self) -> SessionKeyData | None:
         """A renewal's successor that is on record but not switched to yet (a store keeps
         it, encrypted, so a crash mid-renewal cannot lose a registered key)."""
-        return self._successor
+        return self._core.successor
 
     @property
     def retiring_keys(self) -> tuple[int, ...]:
@@ -436,7 +413,7 @@ class ChipiSession:
     @property
     def in_doubt(self) -> tuple[SubmitInfo, ...]:
         """Writes whose outcome is not known yet (each is counted against the budget)."""
-        return tuple(self._in_doubt)
+        return tuple(self._core.in_doubt)
 
     @property
     def error(self) -> ChipiSessionError | None:
@@ -449,7 +426,7 @@ class ChipiSession:
     def __repr__(self) -> str:
         pub = None if self._session is None else to_hex(self._session.public_key)
         return (
-            f"ChipiSession(wallet={to_hex(self._wallet.address)}, state={self._model.state}, "
+            f"ChipiSession(wallet={to_hex(self._wallet.address)}, state={self._core.model.state}, "
             f"session={pub})"
         )
 
@@ -540,15 +517,15 @@ class ChipiSession:
 
     def clear_session(self) -> None:
         """Forget the local session (does not revoke it on chain) and zero its key."""
-        if self._model.current is S.NONE:
+        if self._core.model.current is S.NONE:
             self._error = None
             return
         self._new_generation()
         self._session = None
-        self._status = None
+        self._core.status = None
         self._policies = None
         self._error = None
-        self._seen_registered = False
+        self._core.seen_registered = False
         self._transition("clear")
         self._persist()
 
@@ -745,7 +722,7 @@ class ChipiSession:
             ),
         )
         if action == "execute":
-            self._spawn(self._recheck_doubts(self._generation))
+            self._spawn(self._recheck_doubts(self._core.generation))
         else:
             self._spawn(self._quiet_refetch())
 
@@ -778,8 +755,8 @@ class ChipiSession:
         entry, finished once the outcome is known; ``mine=False`` (a write of an older key of
         this slot) may not change this session's state."""
         if count:
-            self._in_doubt.append(info)
-        generation = self._generation if mine else -1
+            self._core.in_doubt.append(info)
+        generation = self._core.generation if mine else -1
         if self._scheduler is None or self._closed:
             return  # closing: the journal entry stays and the next open resolves it
         self._scheduler.timers.schedule(
@@ -793,10 +770,10 @@ class ChipiSession:
         if (
             applied
             and info.action in ("register", "revoke")
-            and generation == self._generation
-            and not self._seen_registered
+            and generation == self._core.generation
+            and not self._core.seen_registered
         ):
-            self._seen_registered = True
+            self._core.seen_registered = True
             self._persist()
 
     async def _settle_doubt(self, info: SubmitInfo, generation: int, token: object) -> None:
@@ -810,11 +787,11 @@ class ChipiSession:
                 )
             return
         self._learn(info, applied, generation)
-        if info in self._in_doubt:
-            self._in_doubt.remove(info)
+        if info in self._core.in_doubt:
+            self._core.in_doubt.remove(info)
         if token is not None and self._journal is not None:
             await self._journal.finish(token)
-        if generation == self._generation:
+        if generation == self._core.generation:
             await self._quiet_refetch()
 
     # ------------------------------------------------------------------ effects
@@ -827,11 +804,11 @@ class ChipiSession:
         self._new_generation()
         self._session = data
         self._session_key = key
-        self._status = None
+        self._core.status = None
         self._policies = None
-        self._seen_registered = False
-        self._renewal_attempts = 0
-        self._renewal_retry_at = 0.0
+        self._core.seen_registered = False
+        self._core.renewal_attempts = 0
+        self._core.renewal_retry_at = 0.0
         self._transition("create")
         self._persist()
         return data
@@ -899,15 +876,10 @@ class ChipiSession:
                 "valid_until may not exceed the session's own validUntil: session signatures "
                 "carry that value, so a later on-chain expiry would never be usable",
             )
-        state = self._model.current
-        if state is S.REVOKED:
-            raise ChipiSessionError(
-                ErrorCode.SESSION_REVOKED, "the session was revoked; create a new one"
-            )
-        now = int(self._clock.now())
-        if now > until or (state is S.EXPIRED and self._model.reason == ExpiryReason.TIME):
-            raise ChipiSessionError(ErrorCode.SESSION_EXPIRED, "the session has expired")
-        generation = self._generation
+        refused = self._core.refusal("register", now=int(self._clock.now()), valid_until=until)
+        if refused is not None:
+            raise refused
+        generation = self._core.generation
         lost: _AppliedHashLost | None = None
         with self._in_flight(session.public_key):
             try:
@@ -915,7 +887,7 @@ class ChipiSession:
                 await self._confirm(tx)
             except _AppliedHashLost as exc:
                 tx, lost = "", exc
-            if generation != self._generation:
+            if generation != self._core.generation:
                 return tx  # the session was replaced meanwhile; its state is not ours
             self._apply_register(tx, lost is not None, until, calls_budget, allowed)
         if lost is not None:
@@ -927,12 +899,13 @@ class ChipiSession:
     ) -> None:
         """The chain registered this session: calls_used is 0 again. Executes still in
         flight or in doubt stay counted (they may land after the register)."""
-        self._seen_registered = True
-        self._status = SessionStatus(until, calls_budget, 0, allowed)
+        self._core.seen_registered = True
+        self._core.status = SessionStatus(until, calls_budget, 0, allowed)
         if not lost:
             self._publish(TransactionSubmitted, action="register", tx_hash=tx)
-        self._transition("register", now=int(self._clock.now()), valid_until=until)
-        self._publish(StatusRefreshed, status=self._status)
+        # the chain registered it: only the bound it registered counts (lifecycle guard)
+        self._transition("register", now=int(self._clock.now()), valid_until=until, applied=True)
+        self._publish(StatusRefreshed, status=self._core.status)
         self._check_exhausted()
         self._persist()
 
@@ -978,24 +951,20 @@ class ChipiSession:
         self._require_supported()
         while True:
             session = self._require_session()
-            if self._renewal is not None and not self._renewing:
+            if self._renewal is not None and not self._core.renewing:
                 self._maybe_renew_by_calls()
-            renewal_done = self._renewal_done if self._renewing else None
+            renewal_done = self._renewal_done if self._core.renewing else None
+            now = int(self._clock.now())
             try:
-                status = self._require_active()
+                # the contract's rules, with in-flight and in-doubt executes counted
+                denial = self._core.preflight(
+                    self._wallet.address, parsed, now, session.valid_until
+                )
             except ChipiSessionError as exc:
                 if renewal_done is not None and exc.code in _RENEWABLE_CODES:
                     await renewal_done.wait()  # a successor is on its way: wait for it
                     continue
                 raise
-            now = int(self._clock.now())
-            # Pre-flight: the contract's rules, with in-flight and in-doubt executes counted.
-            projected = attrs.evolve(
-                status,
-                valid_until=min(status.valid_until, session.valid_until),
-                calls_used=status.calls_used + self._reserved + len(self._in_doubt),
-            )
-            denial = policy.check_session_allowed(projected, self._wallet.address, parsed, now)
             if (
                 renewal_done is not None
                 and denial in (policy.Denial.EXHAUSTED, policy.Denial.EXPIRED)
@@ -1004,19 +973,18 @@ class ChipiSession:
                 continue
             break
         if denial is not None:
-            if denial is policy.Denial.EXPIRED:
-                self._expire(ExpiryReason.TIME)
-            elif denial is policy.Denial.EXHAUSTED and self._reserved == 0 and not self._in_doubt:
-                self._expire(ExpiryReason.CALLS)
+            expiry = self._core.expiry_for(denial)
+            if expiry is not None:
+                self._expire(expiry)
             raise policy.denial_error(denial)
         if self._policies:
             try:
                 policy.apply_spending(self._policies, parsed, now)
             except policy.SpendingViolation as violation:
                 raise violation.to_error() from None
-        generation = self._generation
-        self._reserved += 1
-        self._begin_write(session.public_key)
+        generation = self._core.generation
+        self._core.reserved += 1
+        self._core.begin_write(session.public_key)
         lost: _AppliedHashLost | None = None
         try:
             key = await self._session_key_for(session)
@@ -1038,21 +1006,21 @@ class ChipiSession:
         except _AppliedHashLost as exc:
             tx, lost = "", exc
         except ChipiSessionError as exc:
-            if generation == self._generation and exc.code in _CHAIN_STATE_CODES:
+            if generation == self._core.generation and exc.code in _CHAIN_STATE_CODES:
                 self._spawn(self._quiet_refetch())
             raise
         finally:
-            self._end_write(session.public_key)  # its effect is applied below, no await
-            if generation == self._generation:
-                self._reserved -= 1
+            self._core.end_write(session.public_key)  # its effect is applied below, no await
+            if generation == self._core.generation:
+                self._core.reserved -= 1
             elif self._retiring is not None:
                 for record in self._retiring:
                     if record[0] == generation:
                         record[1] -= 1
                         if record[1] <= 0:
                             record[2].set()
-        if generation == self._generation and self._status is not None:
-            self._status = attrs.evolve(self._status, calls_used=self._status.calls_used + 1)
+        if generation == self._core.generation and self._core.status is not None:
+            self._core.executed()
             if self._policies:
                 try:
                     self._policies.update(
@@ -1062,7 +1030,7 @@ class ChipiSession:
                     self._policies = None  # our view is stale; the chain accepted it
             if lost is None:
                 self._publish(TransactionSubmitted, action="execute", tx_hash=tx)
-            if self._model.current is S.ACTIVE:
+            if self._core.model.current is S.ACTIVE:
                 self._transition("execute")
                 self._check_exhausted()
                 self._maybe_renew_by_calls()
@@ -1122,7 +1090,7 @@ class ChipiSession:
                 error=error,
                 session_public_key=to_hex(public_key),
             )
-            if generation == self._generation:
+            if generation == self._core.generation:
                 await self._quiet_refetch()  # never executed: the chain's count did not move
             return ExecutionResult.unknown(tx, len(calls)), error
         if not result.failed:
@@ -1144,7 +1112,7 @@ class ChipiSession:
             error=error,
             session_public_key=to_hex(public_key),
         )
-        if result.status is ExecutionStatus.REVERTED and generation == self._generation:
+        if result.status is ExecutionStatus.REVERTED and generation == self._core.generation:
             await self._follow_revert(calls)
         return result, error
 
@@ -1193,9 +1161,10 @@ class ChipiSession:
     async def _revoke_locked(self) -> str:
         self._require_supported()
         session = self._require_session()
-        if self._model.current is S.REVOKED:
-            raise ChipiSessionError(ErrorCode.SESSION_REVOKED, "the session is already revoked")
-        generation = self._generation
+        refused = self._core.refusal("revoke")
+        if refused is not None:
+            raise refused
+        generation = self._core.generation
         lost = False
         with self._in_flight(session.public_key):
             try:
@@ -1203,10 +1172,10 @@ class ChipiSession:
                 await self._confirm(tx)
             except _AppliedHashLost:
                 tx, lost = "", True
-        if generation != self._generation:
+        if generation != self._core.generation:
             return tx
-        self._seen_registered = True
-        self._status = SessionStatus(0, 0, 0, ())
+        self._core.seen_registered = True
+        self._core.status = SessionStatus(0, 0, 0, ())
         self._zero_session_key()
         self._cancel_renewal()
         if not lost:
@@ -1242,37 +1211,37 @@ class ChipiSession:
         self._require_supported()
         status: SessionStatus | None = None
         for _ in range(attempts):
-            version = self._version
+            version = self._core.version
             if self._session is not session:
                 break  # replaced meanwhile: what the old key reads is not ours to apply
             status = await self._backend.get_session_status(
                 self._wallet.address, session.public_key
             )
-            if self._fresh(version, session.public_key):
+            if self._core.fresh(version, session.public_key):
                 self._apply_status(status)
                 break
             # a local write or state change overlapped the read: it may predate it
         return status
 
     def _apply_status(self, status: SessionStatus) -> None:
-        self._version += 1
-        self._status = status
+        self._core.version += 1
+        self._core.status = status
         self._publish(StatusRefreshed, status=status)
         self._reconcile(status)
-        if self._in_doubt:
-            self._spawn(self._recheck_doubts(self._generation))
+        if self._core.in_doubt:
+            self._spawn(self._recheck_doubts(self._core.generation))
 
     async def _recheck_doubts(self, generation: int) -> None:
         """Resolve in-doubt executes early when their nonces can be read: one the chain
         already counts must not be counted twice until its window closes."""
         resolved = False
-        for info in list(self._in_doubt):
+        for info in list(self._core.in_doubt):
             applied = await self._resolve_outcome(info)
             self._learn(info, applied, generation)
-            if applied is not None and info in self._in_doubt:
-                self._in_doubt.remove(info)
+            if applied is not None and info in self._core.in_doubt:
+                self._core.in_doubt.remove(info)
                 resolved = True
-        if resolved and generation == self._generation:
+        if resolved and generation == self._core.generation:
             await self._quiet_refetch()  # read after the nonce: calls_used includes it
 
     async def _do_set_policy(
@@ -1283,7 +1252,7 @@ class ChipiSession:
         self._require_supported()
         async with self._owner_guard():
             session = self._require_session()
-            generation = self._generation
+            generation = self._core.generation
             with self._in_flight(session.public_key):
                 try:
                     tx = await self._set_policy_for(
@@ -1292,7 +1261,7 @@ class ChipiSession:
                     )
                 except _AppliedHashLost:
                     tx = ""
-        if generation == self._generation:
+        if generation == self._core.generation:
             if self._policies is None:
                 self._policies = {}
             self._policies[token_addr] = SpendingPolicy(
@@ -1334,12 +1303,12 @@ class ChipiSession:
         token_addr = _parse_token(token)
         self._require_supported()
         session = self._require_session()
-        version = self._version
+        version = self._core.version
         found = await self._backend.get_spending_policy(
             self._wallet.address, session.public_key, token_addr
         )
-        if self._fresh(version, session.public_key):
-            self._version += 1
+        if self._core.fresh(version, session.public_key):
+            self._core.version += 1
             if found.exists:
                 if self._policies is None:
                     self._policies = {}
@@ -1353,7 +1322,7 @@ class ChipiSession:
         self._require_supported()
         async with self._owner_guard():
             session = self._require_session()
-            generation = self._generation
+            generation = self._core.generation
             with self._in_flight(session.public_key):
                 try:
                     tx = await self._owner_write(
@@ -1372,7 +1341,7 @@ class ChipiSession:
                     )
                 except _AppliedHashLost:
                     tx = ""
-        if generation == self._generation:
+        if generation == self._core.generation:
             if self._policies is not None:
                 self._policies.pop(token_addr, None)
             if tx:
@@ -1383,10 +1352,10 @@ class ChipiSession:
 
     # ---------------------------------------------------------------- renewal
     def _maybe_renew_by_calls(self) -> None:
-        renewal, status = self._renewal, self._status
-        if renewal is None or status is None or self._model.current is not S.ACTIVE:
+        renewal, status = self._renewal, self._core.status
+        if renewal is None or status is None or self._core.model.current is not S.ACTIVE:
             return
-        if renewal.due_by_calls(status.remaining_calls - self._reserved):
+        if renewal.due_by_calls(status.remaining_calls - self._core.reserved):
             self._start_renewal()
 
     def _arm_renewal_timer(self) -> None:
@@ -1394,26 +1363,24 @@ class ChipiSession:
             self._renewal_timer.cancel()
             self._renewal_timer = None
         renewal, session = self._renewal, self._session
-        if renewal is None or session is None or self._model.current is not S.ACTIVE:
+        if renewal is None or session is None or self._core.model.current is not S.ACTIVE:
             return
         bound = session.valid_until
-        if self._status is not None and self._status.exists:
-            bound = min(bound, self._status.valid_until)
+        if self._core.status is not None and self._core.status.exists:
+            bound = min(bound, self._core.status.valid_until)
         due = renewal.due_at(bound)
         if due is not None and self._scheduler is not None:
             self._renewal_timer = self._scheduler.timers.schedule(due, self._start_renewal)
 
     def _start_renewal(self) -> None:
-        if self._renewing or self._closed or self._model.current is not S.ACTIVE:
-            return
-        if self._successor is not None:
-            return  # a previous run's successor is still being decided
         renewal = self._renewal
-        if renewal is None or self._renewal_attempts >= renewal.max_attempts:
-            return  # gave up: the last failure stays in .error
-        if self._clock.now() < self._renewal_retry_at:
-            return  # backing off: the retry timer will start it
-        self._renewing = True
+        if renewal is None or self._closed:
+            return
+        # not while renewing, backing off (the retry timer starts it), given up (the last
+        # failure stays in .error) or deciding a previous run's successor
+        if not self._core.may_start_renewal(self._clock.now(), renewal.max_attempts):
+            return
+        self._core.renewing = True
         self._renewal_done = anyio.Event()
         self._spawn(self._renew())
 
@@ -1435,7 +1402,7 @@ class ChipiSession:
         """
         assert self._renewal is not None
         renewal = self._renewal
-        old, old_status, generation = self._session, self._status, self._generation
+        old, old_status, generation = self._session, self._core.status, self._core.generation
         new_key: SecretKey | None = None
         data: SessionKeyData | None = None
         sent = committed = False
@@ -1447,15 +1414,13 @@ class ChipiSession:
             try:
                 renewal.check_successor(duration, max_calls)
             except ChipiSessionError:
-                self._renewal_attempts = renewal.max_attempts  # no retry can fix this
+                self._core.renewal_attempts = renewal.max_attempts  # no retry can fix this
                 raise
             data, new_key = await self._new_session_key(duration)
             async with self._owner_guard():
-                if generation != self._generation or not lifecycle.can_fire(
-                    self._model, "register"
-                ):
+                if generation != self._core.generation or not self._core.can("register"):
                     return  # replaced or revoked meanwhile (spent is fine: that is why)
-                self._successor = data
+                self._core.successor = data
                 await self._save_record()  # on record (encrypted) before it is sent
                 sent = True
                 allowed = old_status.allowed_entrypoints
@@ -1477,9 +1442,7 @@ class ChipiSession:
                         )
                     except _AppliedHashLost:
                         pass
-                if generation != self._generation or not lifecycle.can_fire(
-                    self._model, "register"
-                ):
+                if generation != self._core.generation or not self._core.can("register"):
                     return
                 if int(self._clock.now()) > data.valid_until:
                     raise ChipiSessionError(
@@ -1488,26 +1451,26 @@ class ChipiSession:
                 self._commit_renewal(old, data, new_key, max_calls, allowed)
                 new_key, committed = None, True
         except ChipiSessionError as exc:
-            self._renewal_attempts += 1
+            self._core.renewal_attempts += 1
             self._record_failure("renew", exc)
             if (
-                self._renewal_attempts < renewal.max_attempts
-                and generation == self._generation
+                self._core.renewal_attempts < renewal.max_attempts
+                and generation == self._core.generation
                 and self._scheduler is not None
             ):
-                self._renewal_retry_at = self._clock.now() + renewal.backoff(
-                    self._renewal_attempts
+                self._core.renewal_retry_at = self._clock.now() + renewal.backoff(
+                    self._core.renewal_attempts
                 )
-                self._scheduler.timers.schedule(self._renewal_retry_at, self._start_renewal)
+                self._scheduler.timers.schedule(self._core.renewal_retry_at, self._start_renewal)
         finally:
             if new_key is not None:
                 new_key.zero()
-            if not committed and data is not None and self._successor is data:
-                self._successor = None
+            if not committed and data is not None and self._core.successor is data:
+                self._core.successor = None
                 if sent:  # it may be registered: an unused key must not stay valid
                     self._retire_later(data.public_key, None)
                 self._persist()
-            self._renewing = False
+            self._core.renewing = False
             if self._renewal_done is not None:
                 self._renewal_done.set()
                 self._renewal_done = None
@@ -1529,29 +1492,33 @@ class ChipiSession:
     ) -> None:
         """Switch to a registered successor: synchronous, so it happens all at once."""
         old_key = self._session_key
-        old_generation, in_flight = self._generation, self._reserved
-        self._generation += 1
-        self._version += 1
-        self._session, self._session_key, self._successor = data, key, None
-        self._status = SessionStatus(data.valid_until, max_calls, 0, allowed)
-        self._reserved = 0
-        self._in_doubt.clear()
-        self._seen_registered = True
+        old_generation, in_flight = self._core.generation, self._core.reserved
+        self._core.generation += 1
+        self._core.version += 1
+        self._session, self._session_key, self._core.successor = data, key, None
+        self._core.status = SessionStatus(data.valid_until, max_calls, 0, allowed)
+        self._core.reserved = 0
+        self._core.in_doubt.clear()
+        self._core.seen_registered = True
         if self._policies is not None:
             now = int(self._clock.now())
             self._policies = {
                 t: attrs.evolve(p, spent_in_window=0, window_start=now)
                 for t, p in self._policies.items()
             }
-        self._renewal_attempts = 0
-        self._renewal_retry_at = 0.0
+        self._core.renewal_attempts = 0
+        self._core.renewal_retry_at = 0.0
         self._publish(
             SessionRenewed,
             previous_public_key=to_hex(old.public_key),
             new_public_key=to_hex(data.public_key),
         )
         self._transition(
-            "register", reason="renewed", now=int(self._clock.now()), valid_until=data.valid_until
+            "register",
+            reason="renewed",
+            now=int(self._clock.now()),
+            valid_until=data.valid_until,
+            applied=True,
         )
         # the successor is usable now; retire the old key once its executes have finished
         self._retire_later(old.public_key, old_key, old_generation, in_flight)
@@ -1632,7 +1599,7 @@ class ChipiSession:
             self._retire_later(successor.public_key, None)
             self._persist()
             return
-        self._successor = successor
+        self._core.successor = successor
         if in_doubt is not None:  # decided once its register's window closes; on record
             if self._scheduler is not None:
                 self._scheduler.timers.schedule(
@@ -1648,9 +1615,9 @@ class ChipiSession:
             log.warning("renewal left by a previous run stays pending: %s", exc.code.value)
             return  # still on record: the next open tries again
         async with self._owner_guard():
-            if self._successor is not successor:
+            if self._core.successor is not successor:
                 return
-            self._successor = None
+            self._core.successor = None
             if not status.exists:
                 self._persist()  # never registered: nothing to adopt
                 self._arm_renewal_timer()
@@ -1659,8 +1626,8 @@ class ChipiSession:
             old = self._session
             self._new_generation()
             self._session = successor
-            self._status = None
-            self._seen_registered = True
+            self._core.status = None
+            self._core.seen_registered = True
             self._apply_status(status)
             self._reschedule()
             if old is not None:
@@ -1675,7 +1642,7 @@ class ChipiSession:
     # ---------------------------------------------------------------- helpers
     def _restore(self, data: SessionKeyData) -> None:
         # not _new_generation(): in-doubt writes a hub resolved from its journal stay counted
-        self._generation += 1
+        self._core.generation += 1
         self._session = data
         self._transition("restore")
 
@@ -1691,23 +1658,6 @@ class ChipiSession:
         if self._session is None:
             raise ChipiSessionError(ErrorCode.NO_SESSION, "no session: call create_session()")
         return self._session
-
-    def _require_active(self) -> SessionStatus:
-        state = self._model.current
-        if state is S.ACTIVE and self._status is not None:
-            return self._status
-        if state is S.EXPIRED:
-            if self._model.reason == ExpiryReason.CALLS:
-                raise ChipiSessionError(
-                    ErrorCode.SESSION_MAX_CALLS_EXCEEDED, "the session has used all of its calls"
-                )
-            raise ChipiSessionError(ErrorCode.SESSION_EXPIRED, "the session has expired")
-        if state is S.REVOKED:
-            raise ChipiSessionError(ErrorCode.SESSION_REVOKED, "the session was revoked")
-        raise ChipiSessionError(
-            ErrorCode.SESSION_NOT_REGISTERED,
-            "the session is not registered: call register_session()",
-        )
 
     async def _bearer_token(self) -> str | None:
         needs = needs_bearer_token(self._backend)
@@ -1766,33 +1716,14 @@ class ChipiSession:
             self._session_key.zero()
             self._session_key = None
 
-    def _begin_write(self, public_key: int) -> None:
-        """A write of ``public_key`` is about to be sent: reads overlapping it are stale."""
-        self._writing[public_key] = self._writing.get(public_key, 0) + 1
-        self._version += 1
-
-    def _end_write(self, public_key: int) -> None:
-        left = self._writing.get(public_key, 0) - 1
-        if left > 0:
-            self._writing[public_key] = left
-        else:
-            self._writing.pop(public_key, None)
-        self._version += 1
-
     @contextlib.contextmanager
     def _in_flight(self, public_key: int) -> Iterator[None]:
-        """Mark a write in flight until its local effect is applied (see ``_fresh``)."""
-        self._begin_write(public_key)
+        """Mark a write in flight until its local effect is applied (``SessionCore.fresh``)."""
+        self._core.begin_write(public_key)
         try:
             yield
         finally:
-            self._end_write(public_key)
-
-    def _fresh(self, version: int, public_key: int) -> bool:
-        """May a read of ``public_key`` started at ``version`` be applied? Only if nothing
-        changed locally since and no write of that key is in flight: the read may or may not
-        include such a write, so applying it could undo or double-count it."""
-        return self._version == version and public_key not in self._writing
+            self._core.end_write(public_key)
 
     def _owner_guard(self) -> anyio.Lock:
         if self._owner_lock is None:
@@ -1800,56 +1731,42 @@ class ChipiSession:
         return self._owner_lock
 
     def _new_generation(self) -> None:
-        self._version += 1
-        self._generation += 1
-        self._reserved = 0
-        self._in_doubt.clear()
+        self._core.new_generation()
         self._zero_session_key()
         self._cancel_renewal()
         self._reschedule()
 
     def _transition(self, trigger: str, *, reason: str | None = None, **kwargs: Any) -> None:
-        previous, current = lifecycle.fire(self._model, trigger, reason=reason, **kwargs)
-        self._version += 1
-        if previous is not current or trigger in ("create", "register"):
-            log.debug("session %s: %s -> %s (%s)", self._pub_hex(), previous, current, trigger)
+        change = self._core.transition(trigger, reason=reason, **kwargs)
+        if change is not None:
+            log.debug(
+                "session %s: %s -> %s (%s)",
+                self._pub_hex(), change.previous, change.current, trigger,
+            )
             self._publish(
-                StateChanged, previous=previous, current=current, reason=self._model.reason
+                StateChanged, previous=change.previous, current=change.current,
+                reason=change.reason,
             )
         self._reschedule()
 
     def _expire(self, reason: ExpiryReason) -> None:
-        if lifecycle.can_fire(self._model, "expire"):
+        if self._core.can("expire"):
             self._transition("expire", reason=reason.value)
 
     def _check_exhausted(self) -> None:
-        status = self._status
-        if (
-            status is not None
-            and self._model.current is S.ACTIVE
-            and status.calls_used >= status.max_calls
-        ):
+        if self._core.exhausted():
             self._expire(ExpiryReason.CALLS)
 
     def _reconcile(self, status: SessionStatus) -> None:
         session = self._session
         if session is None:
             return
-        if self._model.current is S.REVOKED and not status.exists:
-            return
-        target, reason = lifecycle.derive_state(
-            status,
-            int(self._clock.now()),
-            local_valid_until=session.valid_until,
-            seen_registered=self._seen_registered,
-        )
-        if status.exists and not self._seen_registered:
-            self._seen_registered = True
+        learned, found = self._core.reconcile(status, int(self._clock.now()), session.valid_until)
+        if learned:
             self._persist()
-        if target is self._model.current and reason == self._model.reason:
+        if found is None:
             return
-        if target is S.ACTIVE and self._model.current is S.ACTIVE:
-            return
+        target, reason = found
         self._transition("reconcile", target=target, reason=reason)
         if target is S.ACTIVE:
             self._maybe_renew_by_calls()
@@ -1897,11 +1814,71 @@ class ChipiSession:
     def _pub_hex(self) -> str | None:
         return None if self._session is None else to_hex(self._session.public_key)
 
+    # ------------------------------------- hub attachment (attachment.py; internal)
+    def attach(self, attachment: HubAttachment) -> None:
+        """Join a hub: its scheduler, event sink, journal and stored flag (once, before the
+        session starts; see :mod:`chipi_session.attachment`)."""
+        if self._entered or self._scheduler is not None:
+            raise ChipiSessionError(ErrorCode.CLOSED, "a session can be attached once, unstarted")
+        self._scheduler = attachment.scheduler
+        self._hub_events = attachment.events
+        if attachment.journal is not None:
+            self._journal = attachment.journal(self)
+        self._core.seen_registered = attachment.seen_registered
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def seen_registered(self) -> bool:
+        return self._core.seen_registered
+
+    @property
+    def journal(self) -> ActionJournal | None:
+        return self._journal
+
+    def learn_registered(self) -> bool:
+        learned = not self._core.seen_registered
+        self._core.seen_registered = True
+        return learned
+
+    async def start_attached(self) -> None:
+        await self._start()
+
+    def shutdown(self) -> None:
+        self._shutdown()
+
+    def hold_in_doubt(
+        self, info: SubmitInfo, *, count: bool, token: object, mine: bool
+    ) -> None:
+        self._hold_in_doubt(info, count=count, token=token, mine=mine)
+
+    async def resolve_outcome(self, info: SubmitInfo | None) -> bool | None:
+        return await self._resolve_outcome(info)
+
+    async def resume_renewal(
+        self,
+        successor: SessionKeyData | None,
+        retiring: Iterable[int],
+        in_doubt: SubmitInfo | None = None,
+    ) -> None:
+        await self._resume_renewal(successor, retiring, in_doubt)
+
+    def persist(self) -> None:
+        self._persist()
+
+    def record_failure(self, action: str, error: ChipiSessionError) -> None:
+        self._record_failure(action, error)
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        self._spawn(coro)
+
     # ------------------------------------------------------- polling (Pollable)
     def poll_target(self) -> tuple[int, int] | None:
         if self._closed or self._session is None or self._pending[_STATUS]:
             return None
-        self._poll_version = self._version  # a result older than a local write is dropped
+        self._poll_version = self._core.version  # a result older than a local write is dropped
         return (self._wallet.address, self._session.public_key)
 
     def poll_result(self, status: Any) -> None:
@@ -1910,7 +1887,7 @@ class ChipiSession:
             not self._closed
             and session is not None
             and isinstance(status, SessionStatus)
-            and self._fresh(self._poll_version, session.public_key)
+            and self._core.fresh(self._poll_version, session.public_key)
         ):
             self._apply_status(status)
 
@@ -1939,12 +1916,7 @@ class ChipiSession:
 
     def _expiry_deadline(self) -> float | None:
         session = self._session
-        if session is None or self._model.current not in (S.CREATED, S.ACTIVE):
-            return None
-        bound = session.valid_until
-        if self._status is not None and self._status.exists:
-            bound = min(bound, self._status.valid_until)
-        return float(bound)
+        return self._core.expiry_bound(None if session is None else session.valid_until)
 
     def _on_expiry_due(self) -> None:
         self._expiry_timer = None

@@ -20,6 +20,7 @@ import anyio
 import attrs
 
 from . import validate
+from .attachment import AttachedSession, HubAttachment
 from .backends.base import ClockProvider
 from .clock import Clock, SystemClock
 from .engine import BearerTokenSource, ChipiSession, SessionCreatedCallback
@@ -34,6 +35,7 @@ from .types import SessionKeyData, SubmitInfo, WalletData
 if TYPE_CHECKING:
     from .asyncstore import AsyncSessionStore
     from .backends.base import SessionReader
+    from .journal import ActionJournal
     from .store import JournalEntry, SessionStore
     from .vault import HighEntropyKey, Vault
 
@@ -177,7 +179,7 @@ class SessionHub:
                     if not slot.startswith("#"):
                         await self._release_lease(slot)
         for session in list(self._sessions.values()):
-            session._shutdown()
+            session.shutdown()
         self._sessions.clear()
         self._slots.clear()
         self._events.close()
@@ -314,13 +316,16 @@ class SessionHub:
             event_buffer_size=self._event_buffer_size,
             renewal=options.renewal if options.renewal is not None else self._renewal,
         )
-        session._scheduler = self._scheduler
-        session._hub_events = self._events
-        if self._store is not None and key is not None:
-            session._journal = _StoreJournal(
-                self._store, key, session, self._clock, fencing_token
-            )
-        session._seen_registered = seen_registered
+        store = self._store
+        journal = None
+        if store is not None and key is not None:
+            clock, store_key = self._clock, key
+
+            def journal(attached: AttachedSession) -> ActionJournal:
+                assert isinstance(attached, ChipiSession)
+                return _StoreJournal(store, store_key, attached, clock, fencing_token)
+
+        session.attach(HubAttachment(self._scheduler, self._events, journal, seen_registered))
         self._sessions[slot] = session
         self._slots[id(session)] = slot
         current_key = None if stored_session is None else stored_session.public_key
@@ -333,16 +338,15 @@ class SessionHub:
                 if applied is None and info is not None:
                     unresolved.append((entry, info, mine))
                 if applied and mine and entry.action in ("register", "revoke"):
-                    learned = learned or not session._seen_registered
-                    session._seen_registered = True
-            await session._start()
+                    learned = session.learn_registered() or learned
+            await session.start_attached()
             for entry, info, mine in unresolved:
                 # counted against the budget and settled by the session's own timer
-                session._hold_in_doubt(
+                session.hold_in_doubt(
                     info, count=mine and entry.action == "execute", token=entry, mine=mine
                 )
             if learned:
-                session._persist()  # what the journal taught must survive the next restart
+                session.persist()  # what the journal taught must survive the next restart
             # a renewal the previous run left unfinished: adopt or drop its successor, revoke
             # the keys it replaced
             successor_in_doubt = next(
@@ -355,11 +359,11 @@ class SessionHub:
                 ),
                 None,
             )
-            await session._resume_renewal(successor, retiring, successor_in_doubt)
+            await session.resume_renewal(successor, retiring, successor_in_doubt)
         except BaseException:
             self._sessions.pop(slot, None)
             self._slots.pop(id(session), None)
-            session._shutdown()
+            session.shutdown()
             raise
         return session
 
@@ -393,12 +397,12 @@ class SessionHub:
         start = self._clock.now() if since is None else since
         self._scheduler.timers.schedule(
             start + self._lease_ttl / 3,
-            lambda: session._spawn(self._renew_lease(session, key)),
+            lambda: session.spawn(self._renew_lease(session, key)),
         )
 
     async def _renew_lease(self, session: ChipiSession, key: str) -> None:
         """Keep the lease while the session is open; losing it closes the session."""
-        if session._closed or self._sessions.get(key) is not session:
+        if session.closed or self._sessions.get(key) is not session:
             return
         store, owner = self._store, self._lease_owner
         assert store is not None and owner is not None
@@ -433,10 +437,10 @@ class SessionHub:
             False,
         )
         log.warning("lease on %r lost; closing the session", key)
-        session._record_failure("lease", lost)
+        session.record_failure("lease", lost)
         self._sessions.pop(key, None)
         self._slots.pop(id(session), None)
-        session._shutdown()
+        session.shutdown()
 
     async def close(self, session: ChipiSession | str) -> None:
         """Close one session: cancel its actions, drop its timers, zero its key."""
@@ -469,7 +473,7 @@ class SessionHub:
         Returns its SubmitInfo and whether it executed (None: not known yet — the caller
         hands it to the session to settle). Resolved entries leave the journal.
         """
-        journal = session._journal
+        journal = session.journal
         assert journal is not None
         if entry.outside_nonce is None:
             # on_submit runs before anything is sent: no nonce, nothing was sent
@@ -482,7 +486,7 @@ class SessionHub:
             entry.message_hash or 0,
             entry.execute_before or 0,
         )
-        applied = await session._resolve_outcome(info)
+        applied = await session.resolve_outcome(info)
         if applied is not None:
             await journal.finish(entry)
             log.info("resolved %s from a previous run: applied=%s", entry.action, applied)
@@ -504,9 +508,10 @@ class SessionHub:
 
 
 async def _flush_journal(session: ChipiSession) -> None:
-    if session._journal is not None:
+    journal = session.journal
+    if journal is not None:
         try:
-            await session._journal.flush()
+            await journal.flush()
         except Exception:
             log.exception("saving a session record on close failed")
 
@@ -591,7 +596,7 @@ class _StoreJournal:
             key=self._key,
             wallet=s.wallet,
             session=s.session,
-            seen_registered=s._seen_registered,
+            seen_registered=s.seen_registered,
             registered_max_calls=None if status is None else status.max_calls,
             registered_allowed_entrypoints=() if status is None else status.allowed_entrypoints,
             updated_at=self._clock.now(),

@@ -241,9 +241,9 @@ async def test_cancelled_execute_releases_its_reservation(world: World) -> None:
             tg.start_soon(run)
             while backend.entered == 0:
                 await anyio.sleep(0)
-            assert s.is_executing and s._reserved == 1
+            assert s.is_executing and s._core.reserved == 1
             cancel.cancel()
-        assert not s.is_executing and s._reserved == 0
+        assert not s.is_executing and s._core.reserved == 0
         assert s.session_state is SessionState.ACTIVE
         assert world.chain.session_status(world.wallet.address, data.public_key).calls_used == 0
         backend.gate.set()
