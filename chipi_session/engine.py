@@ -12,7 +12,6 @@ state is left as it was before it.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -24,14 +23,13 @@ import anyio
 import anyio.abc
 import attrs
 
-from . import policy, validate
+from . import credentials, policy, validate
 from .backends.base import (
     ClockProvider,
     ExecutionResultReader,
     NonceReader,
     OnSubmit,
     TransactionConfirmer,
-    needs_bearer_token,
     require_writer,
 )
 from .clock import Clock, SystemClock
@@ -47,13 +45,20 @@ from .events import (
     TransactionSubmitted,
 )
 from .execution import fit_to_calls
-from .felts import U32_MAX, U64_MAX, parse_felt, parse_selector, to_hex
+from .felts import U64_MAX, to_hex
 from .keys import KeySource, SecretKey
 from .outcome import resolve_outcome
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
 from .scheduling import Scheduler, TimerHandle, backend_status_reader
 from .session_core import SessionCore
+from .session_inputs import call_failed_error as _call_failed_error
+from .session_inputs import check_count as _check_count
+from .session_inputs import check_policy as _check_policy
+from .session_inputs import check_positive_int as _check_positive_int
+from .session_inputs import hash_lost_error as _hash_lost_error
+from .session_inputs import parse_entrypoints as _parse_entrypoints
+from .session_inputs import parse_token as _parse_token
 from .types import (
     Call,
     ExecutionResult,
@@ -814,39 +819,14 @@ class ChipiSession:
         return data
 
     async def _new_session_key(self, duration: int) -> tuple[SessionKeyData, SecretKey]:
-        """Generate, encrypt and persist (``on_session_created``) a new session key."""
-        valid_until = int(self._clock.now()) + duration
-        if valid_until > U64_MAX:
-            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "duration_seconds too large")
-        try:
-            key = SecretKey.generate(self._key_source)
-        except ChipiSessionError as exc:
-            raise ChipiSessionError(
-                ErrorCode.SESSION_CREATION_FAILED, f"key generation failed: {exc.message}"
-            ) from None
-        try:
-            blob = await anyio.to_thread.run_sync(self._encrypt, key)
-            data = SessionKeyData(
-                public_key=key.public_key, encrypted_private_key=blob, valid_until=valid_until
-            )
-            if self._on_session_created is not None:
-                try:
-                    result = self._on_session_created(data)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception as exc:
-                    raise ChipiSessionError(
-                        ErrorCode.SESSION_CREATION_FAILED,
-                        f"on_session_created failed ({type(exc).__name__}); "
-                        "the new session was discarded",
-                    ) from None
-        except BaseException:
-            key.zero()
-            raise
-        return data, key
-
-    def _encrypt(self, key: SecretKey) -> str:
-        return self._vault.encrypt(key.reveal(), self._encrypt_key)
+        return await credentials.new_session_key(
+            now=int(self._clock.now()),
+            duration=duration,
+            key_source=self._key_source,
+            vault=self._vault,
+            encrypt_key=self._encrypt_key,
+            on_session_created=self._on_session_created,
+        )
 
     async def _do_register(
         self,
@@ -1660,32 +1640,10 @@ class ChipiSession:
         return self._session
 
     async def _bearer_token(self) -> str | None:
-        needs = needs_bearer_token(self._backend)
-        if self._get_bearer_token is None:
-            if needs:
-                raise ChipiSessionError(
-                    ErrorCode.UNAUTHORIZED, "this backend needs get_bearer_token"
-                )
-            return None
-        try:
-            token = await self._get_bearer_token()
-        except ChipiSessionError:
-            raise
-        except Exception as exc:
-            raise ChipiSessionError(
-                ErrorCode.UNAUTHORIZED, f"get_bearer_token failed: {type(exc).__name__}"
-            ) from None
-        if token is None and needs:
-            raise ChipiSessionError(ErrorCode.UNAUTHORIZED, "bearer token is required")
-        return token
+        return await credentials.bearer_token(self._backend, self._get_bearer_token)
 
     async def _owner_key(self) -> SecretKey:
-        """Decrypt the owner key for one owner-signed action (the caller zeroes it)."""
-        blob = self._wallet.encrypted_private_key
-        expected = self._wallet.owner_public_key
-        return await anyio.to_thread.run_sync(
-            lambda: self._vault.decrypt(blob, self._encrypt_key, expected_public_key=expected)
-        )
+        return await credentials.owner_key(self._vault, self._wallet, self._encrypt_key)
 
     async def _session_key_for(self, session: SessionKeyData) -> SecretKey:
         """The decrypted session key: derived once per session, kept in memory only."""
@@ -1698,13 +1656,7 @@ class ChipiSession:
             key = self._session_key
             if key is not None and not key.is_zeroed and key.public_key == session.public_key:
                 return key
-            key = await anyio.to_thread.run_sync(
-                lambda: self._vault.decrypt(
-                    session.encrypted_private_key,
-                    self._encrypt_key,
-                    expected_public_key=session.public_key,
-                )
-            )
+            key = await credentials.decrypt_session_key(self._vault, session, self._encrypt_key)
             if self._session is not session:
                 key.zero()
                 raise ChipiSessionError(ErrorCode.NO_SESSION, "the session changed meanwhile")
@@ -1933,79 +1885,3 @@ class ChipiSession:
 _RENEWABLE_CODES = frozenset(
     {ErrorCode.SESSION_MAX_CALLS_EXCEEDED, ErrorCode.SESSION_EXPIRED}
 )
-
-
-def _call_failed_error(result: ExecutionResult) -> ChipiSessionError:
-    """``CALL_FAILED``: included and counted (``applied=True``), not retryable."""
-    if result.status is ExecutionStatus.REVERTED:
-        detail = f"the transaction reverted: {result.revert_reason or 'no reason given'}"
-    else:
-        index = result.failed_call_index
-        reason = result.calls[index].reason if index is not None else None
-        detail = f"call {index} failed: {reason or 'no reason given'}"
-    return ChipiSessionError(
-        ErrorCode.CALL_FAILED,
-        f"execute {result.tx_hash}: {detail[:300]}",
-        retryable=False,
-        applied=True,
-        result=result,
-    )
-
-
-def _hash_lost_error(action: str) -> ChipiSessionError:
-    return ChipiSessionError(
-        ErrorCode.UNKNOWN_OUTCOME,
-        f"{action} executed on chain (its SNIP-9 nonce is used) but the response was lost, so "
-        "its transaction hash is unknown; do not resend",
-        retryable=False,
-        applied=True,
-    )
-
-
-def _check_positive_int(value: object, what: str, upper: int) -> None:
-    validate.check_int(value, what, low=1, high=upper)
-
-
-def _check_count(value: object, what: str) -> None:
-    validate.check_int(value, what, low=0, high=U32_MAX)
-
-
-def _parse_entrypoints(values: Iterable[int | str] | None) -> tuple[int, ...]:
-    if values is None:
-        return ()
-    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-        raise ChipiSessionError(
-            ErrorCode.INVALID_INPUT,
-            "allowed_entrypoints must be a list of names or selectors, "
-            f"got {validate.describe(values)}",
-        )
-    try:
-        return tuple(parse_selector(v, "allowed_entrypoints") for v in values)
-    except ChipiSessionError as exc:
-        raise ChipiSessionError(ErrorCode.SESSION_ENTRYPOINT_NOT_ALLOWED, exc.message) from None
-
-
-def _parse_token(token: object) -> int:
-    if isinstance(token, str) and not token.strip():
-        raise ChipiSessionError(ErrorCode.INVALID_SPENDING_POLICY, "token must not be blank")
-    value = parse_felt(token, "token")
-    if value == 0:
-        raise ChipiSessionError(ErrorCode.INVALID_SPENDING_POLICY, "token must not be zero")
-    return value
-
-
-def _check_policy(max_per_call: object, max_per_window: object, window_seconds: object) -> None:
-    def is_int(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if not (is_int(window_seconds) and 0 < window_seconds <= U64_MAX):  # type: ignore[operator]
-        raise ChipiSessionError(
-            ErrorCode.INVALID_SPENDING_POLICY, "window_seconds must be a positive u64"
-        )
-    for name, v in (("max_per_call", max_per_call), ("max_per_window", max_per_window)):
-        if not (is_int(v) and 0 <= v < 2**256):  # type: ignore[operator]
-            raise ChipiSessionError(ErrorCode.INVALID_SPENDING_POLICY, f"{name} must be a u256")
-    if max_per_window > 0 and max_per_call > max_per_window:  # type: ignore[operator]
-        raise ChipiSessionError(
-            ErrorCode.INVALID_SPENDING_POLICY, "max_per_call may not exceed max_per_window"
-        )
