@@ -38,11 +38,6 @@ HUGE = 10**5000  # str(HUGE) raises ValueError (more than 4,300 digits)
 NEG_HUGE = -(10**5000)
 
 
-@pytest.fixture
-def world() -> World:
-    return make_world()
-
-
 def invalid_input(fn: Callable[[], object]) -> ChipiSessionError:
     """``fn()`` raises INVALID_INPUT whose message and repr can be built and are short."""
     with pytest.raises(ChipiSessionError) as info:
