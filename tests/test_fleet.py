@@ -197,7 +197,7 @@ def test_fleet_of_processes_under_faults(backend: str, pg_url: str, tmp_path: Pa
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "fleet.py"), "--db", pg_url, "--json"]
-        + ["--backend", backend, "--users", "90", "--phase", "3", "--workdir", str(tmp_path)],
+        + ["--backend", backend, "--users", "60", "--phase", "3", "--workdir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=170,
