@@ -881,6 +881,7 @@ class ChipiSession:
         flight or in doubt stay counted (they may land after the register)."""
         self._core.seen_registered = True
         self._core.status = SessionStatus(until, calls_budget, 0, allowed)
+        self._core.renewal_reset()  # a new budget: what a successor inherits changed
         if not lost:
             self._publish(TransactionSubmitted, action="register", tx_hash=tx)
         # the chain registered it: only the bound it registered counts (lifecycle guard)

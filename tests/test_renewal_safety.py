@@ -511,3 +511,22 @@ async def test_a_revoke_during_renewal_waits_and_revokes_the_session_in_charge(
         assert s.session.public_key != first.public_key  # type: ignore[union-attr]
         for key in registered_keys(world):
             assert not is_valid_on_chain(world, key)
+
+
+async def test_a_register_with_a_bigger_budget_re_enables_a_refused_renewal(
+    world: World,
+) -> None:
+    renewed: list[Event] = []
+    refused: list[Event] = []
+    async with world.session(renewal=RenewalPolicy(min_remaining_calls=5)) as s:
+        s.add_listener(lambda e: renewed.append(e) if isinstance(e, SessionRenewed) else None)
+        s.add_listener(lambda e: refused.append(e) if isinstance(e, ActionFailed) else None)
+        await s.create_session()
+        await s.register_session(max_calls=3)  # the successor would be due at once: refused
+        await s.execute_with_session(world.transfer(1))
+        await eventually(lambda: not s.is_renewing and len(refused) == 1)
+        await s.register_session(max_calls=10)
+        for _ in range(6):
+            await s.execute_with_session(world.transfer(1))
+        await eventually(lambda: len(renewed) == 1 and not s.is_renewing)
+        assert s.remaining_calls == 10
