@@ -14,6 +14,7 @@ from chipi_session.clock import ManualClock
 from chipi_session.felts import U64_MAX, selector
 from chipi_session.hashing import ANY_CALLER
 from chipi_session.keys import SecretKey
+from chipi_session.keys import verify as keys_verify
 from chipi_session.localchain import ContractPanic, LocalChain
 from chipi_session.localchain.account import VALID
 from chipi_session.localchain.testing import outside_execute, session_invoke_signature
@@ -222,3 +223,67 @@ def test_outside_execution_nonce_is_single_use(env: Env) -> None:
     assert env.chain.call(env.account, "is_valid_outside_execution_nonce", [8]) == [1]
     with _panics("SRC9: duplicated nonce"):
         _outside(env, [wave()], nonce=7, valid_until=None, key=OWNER)
+
+
+# -- SRC-5, deploy validation, revocation and policy removal leave exact state --------------
+
+
+@pytest.mark.parametrize(
+    "interface",
+    [
+        0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87748628532A055,  # ISRC5
+        0x2CECCEF7F994940B3962A6C67E0BA4FCD37DF7D131417C604F91E03CAECC1CD,  # ISRC6
+        0x1D1144BB2138366FF28D8E9AB57456B1D332AC42196230C3A602003C89872,  # ISRC9_V2
+        0x037AB4F01106526662A612EAA2926DF2AA314C4144B964F183805880BBCFA55D,  # session keys
+    ],
+)
+def test_supports_the_documented_interface_ids(env: Env, interface: int) -> None:
+    """docs/contract.md §10: the exact ids, and nothing one off."""
+    ask = lambda i: env.chain.call(env.account, "supports_interface", [i])  # noqa: E731
+    assert ask(interface) == [1]
+    assert ask(interface + 1) == [0] and ask(interface - 1) == [0]
+
+
+def test_validate_deploy_and_declare_return_valid_for_the_owner(env: Env) -> None:
+    tx_hash = 0xABCDEF
+    r, s = OWNER.sign(tx_hash)
+    for entrypoint, calldata in (("__validate_deploy__", [1, 2, 3]), ("__validate_declare__", [1])):
+        assert env.chain.call(
+            env.account, entrypoint, calldata, signature=[r, s], transaction_hash=tx_hash
+        ) == [VALID]
+        with pytest.raises(ContractPanic, match="invalid signature"):
+            env.chain.call(env.account, entrypoint, calldata, signature=[r, s + 1],
+                           transaction_hash=tx_hash)
+
+
+def test_revoke_clears_every_whitelist_slot(env: Env) -> None:
+    env.add_session(valid_until=START + 100, allowed=[WAVE, TRANSFER])
+    env.as_self("revoke_session_key", [SESSION.public_key])
+    for index in range(3):
+        assert env.chain.call(
+            env.account, "get_session_allowed_entrypoint_at", [SESSION.public_key, index]
+        ) == [0]
+    assert env.chain.call(env.account, "get_session_data", [SESSION.public_key]) == [0, 0, 0, 0]
+
+
+def test_removed_policy_reads_back_as_all_zeros(env: Env) -> None:
+    env.add_session(valid_until=START + 100)
+    token = 0xDA1
+    env.as_self("set_spending_policy", [SESSION.public_key, token, 10, 0, 50, 0, 3600])
+    env.as_self("remove_spending_policy", [SESSION.public_key, token])
+    got = env.chain.call(env.account, "get_spending_policy", [SESSION.public_key, token])
+    assert got == [0] * 8
+
+
+def test_compute_session_message_hash_is_what_a_session_signs(env: Env) -> None:
+    vu = env.add_session(valid_until=START + 100)
+    calls = [wave(), transfer()]
+    calldata = [len(calls)]
+    for c in calls:
+        calldata += [c.to, c.selector, len(c.calldata), *c.calldata]
+    nonce = env.chain.get_nonce(env.account)
+    (got,) = env.chain.call(env.account, "compute_session_message_hash", [*calldata, vu],
+                            nonce=nonce)
+    _, r, s, _ = session_invoke_signature(env.chain, env.account, SESSION, calls,
+                                          valid_until=vu)
+    assert keys_verify(SESSION.public_key, got, r, s)
