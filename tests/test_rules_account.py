@@ -16,7 +16,7 @@ from chipi_session.hashing import ANY_CALLER
 from chipi_session.keys import SecretKey
 from chipi_session.keys import verify as keys_verify
 from chipi_session.localchain import ContractPanic, LocalChain
-from chipi_session.localchain.account import VALID
+from chipi_session.localchain.account import VALID, accept_ownership_hash
 from chipi_session.localchain.testing import outside_execute, session_invoke_signature
 from chipi_session.types import Call
 
@@ -287,3 +287,11 @@ def test_compute_session_message_hash_is_what_a_session_signs(env: Env) -> None:
     _, r, s, _ = session_invoke_signature(env.chain, env.account, SESSION, calls,
                                           valid_until=vu)
     assert keys_verify(SESSION.public_key, got, r, s)
+
+
+def test_set_public_key_returns_nothing_and_rotates_the_owner(env: Env) -> None:
+    new_owner = SecretKey(0x5EC0DD)
+    message = accept_ownership_hash(env.account, OWNER.public_key)
+    r, s = new_owner.sign(message)
+    assert env.as_self("set_public_key", [new_owner.public_key, 2, r, s]) == []
+    assert env.chain.call(env.account, "get_public_key") == [new_owner.public_key]
