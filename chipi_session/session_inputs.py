@@ -11,9 +11,10 @@ from collections.abc import Iterable, Mapping
 from . import validate
 from .errors import ChipiSessionError, ErrorCode
 from .felts import U32_MAX, U64_MAX, parse_felt, parse_selector
-from .types import ExecutionResult, ExecutionStatus
+from .types import ExecutionResult, ExecutionStatus, SubmitInfo
 
 __all__ = [
+    "AppliedHashLost",
     "call_failed_error",
     "check_count",
     "check_policy",
@@ -98,3 +99,10 @@ def check_policy(max_per_call: object, max_per_window: object, window_seconds: o
         raise ChipiSessionError(
             ErrorCode.INVALID_SPENDING_POLICY, "max_per_call may not exceed max_per_window"
         )
+
+
+class AppliedHashLost(Exception):
+    """Internal: the write executed on chain (its nonce is used) but its hash was lost."""
+
+    def __init__(self, info: SubmitInfo) -> None:
+        self.info = info
