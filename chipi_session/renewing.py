@@ -1,5 +1,5 @@
 """Auto-renewal, the part of ``ChipiSession`` that replaces a session key before it runs out
-(docs/engine.md, "Renewal"; ``renewal.RenewalPolicy`` says when, ``session_core.RenewalState``
+(docs/engine.md, "Auto-renewal"; ``renewal.RenewalPolicy`` says when, ``session_core.RenewalState``
 holds the sub-state).
 
 A successor is created, persisted, registered (with its spending policies) and switched to in
@@ -19,6 +19,7 @@ import anyio
 from .errors import ChipiSessionError, ErrorCode
 from .events import Event, SessionRenewed, TransactionSubmitted
 from .felts import to_hex
+from .policy_actions import SpendingPolicyMixin
 from .session_inputs import AppliedHashLost as _AppliedHashLost
 from .types import SessionKeyData, SessionState, SessionStatus, SubmitInfo
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from .renewal import RenewalPolicy
     from .scheduling import Scheduler, TimerHandle
     from .session_core import SessionCore
-    from .types import SpendingPolicy, WalletData
+    from .types import WalletData
 
 __all__ = ["RenewalMixin"]
 
@@ -38,7 +39,7 @@ log = logging.getLogger("chipi_session.engine")
 S = SessionState
 
 
-class RenewalMixin:
+class RenewalMixin(SpendingPolicyMixin):
     """Renewal's effects on a ``ChipiSession`` (the attributes below are the session's)."""
 
     #: renewal's own state (its sub-state proper is in ``SessionCore``)
@@ -56,7 +57,6 @@ class RenewalMixin:
         _scheduler: Scheduler | None
         _renewal: RenewalPolicy | None
         _clock: Clock
-        _policies: dict[int, SpendingPolicy] | None
         _session_key: SecretKey | None
         _wallet: WalletData
         _journal: ActionJournal | None
@@ -73,14 +73,6 @@ class RenewalMixin:
         def _transition(
             self, trigger: str, *, reason: str | None = None, **kwargs: Any
         ) -> None: ...
-        async def _set_policy_for(
-            self,
-            public_key: int,
-            token: int,
-            max_per_call: int,
-            max_per_window: int,
-            window_seconds: int,
-        ) -> str: ...
         async def _revoke_key(self, public_key: int) -> str: ...
         async def _register_key(
             self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]

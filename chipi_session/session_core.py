@@ -68,11 +68,13 @@ class StateChange:
     trigger: str
 
 
-class SessionCore:
-    """The state of one session and every rule that changes it (see the module docstring)."""
+class SessionCore(lifecycle.SessionModel):
+    """The state of one session and every rule that changes it (see the module docstring).
+
+    It is its own lifecycle model (``state`` and ``reason`` are inherited slots): one object
+    per session instead of two, since a hub holds thousands."""
 
     __slots__ = (
-        "model",
         "status",
         "generation",
         "version",
@@ -87,7 +89,7 @@ class SessionCore:
     )
 
     def __init__(self) -> None:
-        self.model = lifecycle.SessionModel()
+        super().__init__()
         self.status: SessionStatus | None = None
         self.generation = 0
         self.version = 0
@@ -110,8 +112,9 @@ class SessionCore:
 
     # ------------------------------------------------------------ lifecycle
     @property
-    def state(self) -> SessionState:
-        return self.model.current
+    def model(self) -> lifecycle.SessionModel:
+        """The lifecycle model the table's machine fires (this object)."""
+        return self
 
     def transition(
         self, trigger: str, *, reason: str | None = None, **kwargs: Any

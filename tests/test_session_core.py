@@ -59,7 +59,7 @@ def test_transition_bumps_the_version_and_says_what_to_publish(
     core = core_in(state)
     version = core.version
     change = core.transition(trigger, **kwargs)  # type: ignore[arg-type]
-    assert core.state is end and core.version == version + 1
+    assert core.current is end and core.version == version + 1
     if event:
         assert change == StateChange(state, end, core.model.reason, trigger)
     else:
@@ -70,7 +70,7 @@ def test_a_refused_transition_changes_nothing() -> None:
     core = core_in(S.REVOKED)
     with pytest.raises(ChipiSessionError):
         core.transition("execute")
-    assert core.state is S.REVOKED and core.version == 0
+    assert core.current is S.REVOKED and core.version == 0
 
 
 @pytest.mark.parametrize(
@@ -194,7 +194,7 @@ def test_reconcile_table(
     core.seen_registered = seen
     assert core.reconcile(status, now, local_valid_until=200) == (learned, target)
     assert core.seen_registered is (seen or status.exists)
-    assert core.state is state  # the core says where to go; the transition is fired apart
+    assert core.current is state  # the core says where to go; the transition is fired apart
 
 
 @pytest.mark.parametrize(

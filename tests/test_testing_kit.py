@@ -17,8 +17,9 @@ from hypothesis.stateful import rule
 from chipi_session import ChipiSession, ChipiSessionError, ErrorCode, SessionHub, SessionState
 from chipi_session.backends.faults import FaultInjectingBackend
 from chipi_session.clock import ManualClock
-from chipi_session.engine import _check_policy, _parse_entrypoints
 from chipi_session.felts import parse_felt
+from chipi_session.session_inputs import check_policy as _check_policy
+from chipi_session.session_inputs import parse_entrypoints as _parse_entrypoints
 from chipi_session.testing import ChainWorld, SessionLifecycleMachine, make_world, travel
 from chipi_session.testing import strategies as cst
 from chipi_session.testing.plugin import FIXTURES_MODULE, fixtures_enabled
