@@ -1,7 +1,7 @@
 """Issue 9's proof: what the engine reports is what the chain did, under everything at once.
 
 A hypothesis state machine drives three ChipiSessions on one LocalChain (two share a wallet,
-the third renews itself) through a FaultInjectingBackend (a few event-loop checkpoints of
+the third renews itself; standalone, or opened in one SessionHub with a store) through a FaultInjectingBackend (a few event-loop checkpoints of
 latency on every call, confirmation reads included; scripted faults on the next call) on a
 ManualClock. One step is a *burst*: executes (``wait=True`` and ``wait=False``, multicalls
 whose calls may fail inside the non-atomic v33 multicall), executes whose caller cancels them
@@ -27,6 +27,7 @@ remaining_calls are the chain's; and the spending policy the engine enforces is 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -43,10 +44,12 @@ from chipi_session import (
     ChipiSessionError,
     ErrorCode,
     RenewalPolicy,
+    SessionHub,
     SessionState,
     WalletData,
 )
 from chipi_session.backends.faults import FaultInjectingBackend, FaultRates
+from chipi_session.store import MemoryStore
 from chipi_session.types import ExecutionResult
 
 from .helpers import PIN, World, make_world
@@ -100,7 +103,7 @@ class TruthMachine(RuleBasedStateMachine):
         self.portal = self.portal_cm.__enter__()
         self.world: World = self.portal.call(make_world)
         self.sessions: list[ChipiSession] = []
-        self.session_cms: list[AbstractContextManager[ChipiSession]] = []
+        self.context_managers: list[AbstractContextManager[Any]] = []
         self.wallets: list[WalletData] = []
         self.start_balance: dict[int, int] = {}
         self.attempts: list[Attempt] = []
@@ -109,7 +112,6 @@ class TruthMachine(RuleBasedStateMachine):
         self.events = EventLog()
         self.fb: Any = None
         self.wire: WireRecorder | None = None
-        self.probes = 0
         self.racing: set[int] = set()
         self.broken = False
 
@@ -122,10 +124,16 @@ class TruthMachine(RuleBasedStateMachine):
             raise
 
     def on_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        return self.portal.call(fn, *args)
+        try:
+            return self.portal.call(fn, *args)
+        except BaseException:
+            self.broken = True
+            raise
 
-    @initialize(seed=st.integers(0, 2**16))
-    def setup(self, seed: int) -> None:
+    @initialize(seed=st.integers(0, 2**16), hub=st.booleans())
+    def setup(self, seed: int, hub: bool) -> None:
+        """Three sessions, standalone or opened in one SessionHub (its shared timer heap,
+        status poller and journal in a MemoryStore)."""
         world = self.world
         other = self.on_loop(world.chain.create_wallet, PIN)
         self.on_loop(world.chain.mint, world.token, other.address, 1_000_000)
@@ -136,20 +144,39 @@ class TruthMachine(RuleBasedStateMachine):
             world.chain, seed=seed, rates=LATENCY, per_method={"get_execution_result": LATENCY}
         )
         self.wire = WireRecorder(self.fb, seed=seed, max_response_checkpoints=3)
+        session_hub: SessionHub | None = None
+        if hub:
+            session_hub = SessionHub(
+                backend=self.wire, clock=world.clock, vault=world.vault, store=MemoryStore()
+            )
+            cm: AbstractContextManager[Any] = self.portal.wrap_async_context_manager(session_hub)
+            cm.__enter__()
+            self.context_managers.append(cm)
         for slot, wallet in enumerate(self.wallets):
             renewal = (
                 RenewalPolicy(min_remaining_calls=1, max_calls=4) if slot == RENEWING_SLOT else None
             )
-            session = world.session(
-                wallet=wallet,
-                backend=self.wire,
-                auto_check_status=True,
-                status_interval=30.0,
-                renewal=renewal,
-            )
-            cm = self.portal.wrap_async_context_manager(session)
-            self.sessions.append(cm.__enter__())
-            self.session_cms.append(cm)
+            if session_hub is not None:
+                opener = functools.partial(
+                    session_hub.open,
+                    key=f"slot-{slot}",
+                    wallet=wallet,
+                    encrypt_key=PIN,
+                    renewal=renewal,
+                )
+                session = self.run(opener)
+            else:
+                session = world.session(
+                    wallet=wallet,
+                    backend=self.wire,
+                    auto_check_status=True,
+                    status_interval=30.0,
+                    renewal=renewal,
+                )
+                cm = self.portal.wrap_async_context_manager(session)
+                cm.__enter__()
+                self.context_managers.append(cm)
+            self.sessions.append(session)
             self.on_loop(self.events.listen, session)
 
     def teardown(self) -> None:
@@ -158,7 +185,7 @@ class TruthMachine(RuleBasedStateMachine):
                 self.converge()
         finally:
             try:
-                for cm in reversed(self.session_cms):
+                for cm in reversed(self.context_managers):
                     cm.__exit__(None, None, None)
             finally:
                 self.portal_cm.__exit__(None, None, None)
@@ -419,7 +446,6 @@ class TruthMachine(RuleBasedStateMachine):
         pub = s.session.public_key
         policy = chain.spending_policy(s.wallet.address, pub, self.world.token)
         room = spending_room(policy, now)
-        self.probes += 1
         if room is not None:
             over = self._new_attempt(POLICY_SLOT, [("ok", room + 1)], True)
             await self._execute(over)
