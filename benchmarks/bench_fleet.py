@@ -30,9 +30,8 @@ from typing import Any
 
 import anyio
 
-from chipi_session.asyncstore import ThreadedStore
-from chipi_session.pgstore import PostgresStore
-from chipi_session.store import JournalEntry, MemoryStore, SqliteStore
+from chipi_session.stores import JournalEntry, MemoryStore, SqliteStore, ThreadedStore
+from chipi_session.stores.postgres import PostgresStore
 
 ROOT = Path(__file__).resolve().parent.parent
 

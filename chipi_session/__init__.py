@@ -43,11 +43,11 @@ _EXPORTS: dict[str, str] = {
     "SecretKey": "keys",
     "KeySource": "keys",
     "Subscription": "pubsub",
-    "SessionStore": "store",
-    "MemoryStore": "store",
-    "JsonFileStore": "store",
-    "SqliteStore": "store",
-    "PostgresStore": "pgstore",
+    "SessionStore": "stores.protocol",
+    "MemoryStore": "stores.memory",
+    "JsonFileStore": "stores.json_file",
+    "SqliteStore": "stores.sqlite",
+    "PostgresStore": "stores.postgres",
     "ChipiMetrics": "metrics",
     "Vault": "vault",
     "KdfCost": "vault",
@@ -87,10 +87,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from .keys import KeySource, SecretKey
     from .localchain import LocalChain
     from .metrics import ChipiMetrics
-    from .pgstore import PostgresStore
     from .pubsub import Subscription
     from .renewal import RenewalPolicy
-    from .store import JsonFileStore, MemoryStore, SessionStore, SqliteStore
+    from .stores.json_file import JsonFileStore
+    from .stores.memory import MemoryStore
+    from .stores.postgres import PostgresStore
+    from .stores.protocol import SessionStore
+    from .stores.sqlite import SqliteStore
     from .types import (
         Call,
         CallOutcome,

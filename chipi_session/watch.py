@@ -117,7 +117,7 @@ def read_localnet(url: str, client: httpx.Client) -> Snapshot:
 
 def read_store(path: str, rpc_url: str | None, client: httpx.Client) -> Snapshot:
     """Every slot of a hub's store; with ``rpc_url``, each session's state on chain."""
-    from .store import JsonFileStore, SessionStore, SqliteStore
+    from .stores import JsonFileStore, SessionStore, SqliteStore
 
     store: SessionStore = (
         SqliteStore(path) if path.endswith((".db", ".sqlite", ".sqlite3")) else JsonFileStore(path)

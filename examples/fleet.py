@@ -47,7 +47,7 @@ async def worker(args: argparse.Namespace) -> None:
     from chipi_session.backends.chipi_api import ChipiApiBackend
     from chipi_session.fleet import Fleet
     from chipi_session.keys import generate_private_key
-    from chipi_session.pgstore import PostgresStore
+    from chipi_session.stores.postgres import PostgresStore
     from chipi_session.types import WalletData
     from chipi_session.vault import KdfCost, Vault
 
@@ -348,7 +348,7 @@ def _balances(info: dict[str, Any], owners: list[int]) -> list[int]:
 def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     import psycopg
 
-    from chipi_session.pgstore import PostgresStore
+    from chipi_session.stores.postgres import PostgresStore
     from chipi_session.vault import Vault
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="chipi-fleet-"))

@@ -9,10 +9,16 @@ from typing import Any
 import anyio
 import pytest
 
-from chipi_session.asyncstore import AsyncSessionStore, ThreadedStore, as_async_store
 from chipi_session.errors import ChipiSessionError, ErrorCode
-from chipi_session.pgstore import PostgresStore
-from chipi_session.store import JsonFileStore, MemoryStore, SqliteStore
+from chipi_session.stores import (
+    AsyncSessionStore,
+    JsonFileStore,
+    MemoryStore,
+    SqliteStore,
+    ThreadedStore,
+    as_async_store,
+)
+from chipi_session.stores.postgres import PostgresStore
 
 from .helpers import eventually
 from .test_store import make_entry, make_record

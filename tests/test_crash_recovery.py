@@ -25,7 +25,7 @@ from chipi_session.backends.base import OnSubmit, notify_submit
 from chipi_session.felts import selector
 from chipi_session.lifecycle import derive_state
 from chipi_session.localchain import LocalChain
-from chipi_session.store import JsonFileStore, SessionStore, SqliteStore
+from chipi_session.stores import JsonFileStore, SessionStore, SqliteStore
 from chipi_session.types import SubmitInfo, WalletData
 
 from .helpers import (

@@ -17,8 +17,8 @@ import pytest
 
 from chipi_session import ChipiSession, ChipiSessionError, ErrorCode, SessionHub
 from chipi_session.fleet import Fleet, rendezvous_owner
-from chipi_session.pgstore import PostgresStore
-from chipi_session.store import JournalEntry
+from chipi_session.stores import JournalEntry
+from chipi_session.stores.postgres import PostgresStore
 
 from .helpers import PIN, World, eventually
 

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from chipi_session import ChipiSession, ChipiSessionError, ErrorCode, SessionHub, SystemClock
-from chipi_session.store import JsonFileStore, MemoryStore, SessionStore, SqliteStore
+from chipi_session.stores import JsonFileStore, MemoryStore, SessionStore, SqliteStore
 
 from .helpers import PIN, World, eventually
 
@@ -248,7 +248,7 @@ async def test_a_sleep_to_a_past_deadline_still_yields() -> None:
 
 
 def _filled_sqlite_store(world: World, path: Path) -> None:
-    from chipi_session.store import JournalEntry, SessionRecord
+    from chipi_session.stores import JournalEntry, SessionRecord
 
     store = SqliteStore(path)
     store.save(SessionRecord(key="alice", wallet=world.wallet, session=None))

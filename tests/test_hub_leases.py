@@ -8,7 +8,7 @@ import pytest
 
 from chipi_session import ActionFailed, ChipiSessionError, ErrorCode, SessionHub, SessionState
 from chipi_session.events import Event
-from chipi_session.store import SqliteStore
+from chipi_session.stores import SqliteStore
 
 from .helpers import PIN, RECIPIENT, World, eventually, settle
 

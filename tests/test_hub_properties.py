@@ -45,7 +45,7 @@ from chipi_session import (
 from chipi_session.backends.faults import FaultInjectingBackend, FaultRates
 from chipi_session.felts import selector
 from chipi_session.lifecycle import derive_state
-from chipi_session.store import MemoryStore, SessionStore, SqliteStore
+from chipi_session.stores import MemoryStore, SessionStore, SqliteStore
 from chipi_session.types import WalletData
 
 from .helpers import PIN, RECIPIENT, World, make_world, settle

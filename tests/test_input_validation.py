@@ -28,7 +28,7 @@ from chipi_session import (
 from chipi_session.cli import main as cli_main
 from chipi_session.felts import encode_short_string, parse_felt, parse_felts, split_u256
 from chipi_session.pubsub import Broadcaster
-from chipi_session.store import JsonFileStore, MemoryStore, SqliteStore
+from chipi_session.stores import JsonFileStore, MemoryStore, SqliteStore
 from chipi_session.validate import describe
 from chipi_session.vault import HighEntropyKey, KdfCost, Vault
 
@@ -91,7 +91,7 @@ def test_huge_ints_in_clocks_stores_and_transports(world: World) -> None:
     from chipi_session.backends.starknet_rpc import StarknetRpcBackend
     from chipi_session.clock import ManualClock
     from chipi_session.http import Timeouts
-    from chipi_session.store import SessionRecord
+    from chipi_session.stores import SessionRecord
 
     clock = ManualClock(5.0)
     for fn in (

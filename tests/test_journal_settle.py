@@ -7,7 +7,7 @@ import pytest
 
 from chipi_session import ChipiSessionError, ErrorCode, SessionHub
 from chipi_session.backends.faults import FaultInjectingBackend
-from chipi_session.store import MemoryStore
+from chipi_session.stores import MemoryStore
 
 from .helpers import PIN, RECIPIENT, World, eventually, make_world, settle
 

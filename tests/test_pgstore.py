@@ -18,8 +18,8 @@ import pytest
 from hypothesis.stateful import run_state_machine_as_test
 
 from chipi_session.errors import ChipiSessionError, ErrorCode
-from chipi_session.pgstore import SCHEMA_VERSION, PostgresStore
-from chipi_session.store import Lease, LeaseLostError
+from chipi_session.stores import Lease, LeaseLostError
+from chipi_session.stores.postgres import SCHEMA_VERSION, PostgresStore
 
 from .pg_fixtures import PgServer
 from .test_store import (  # noqa: F401  (collected here again, on PostgresStore)
@@ -251,7 +251,7 @@ def test_fenced_write_waits_for_an_acquisition_in_progress(pg_url: str) -> None:
 _LEASE_CHILD = textwrap.dedent(
     """
     import json, os, sys, time
-    from chipi_session.pgstore import PostgresStore
+    from chipi_session.stores.postgres import PostgresStore
     url, owner, go, ready = sys.argv[1:5]
     keys = json.loads(sys.argv[5])
     store = PostgresStore(url)

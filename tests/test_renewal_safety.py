@@ -21,7 +21,7 @@ from chipi_session import (
 )
 from chipi_session.events import Event
 from chipi_session.felts import selector
-from chipi_session.store import MemoryStore
+from chipi_session.stores import MemoryStore
 
 from .gated import GatedChain
 from .helpers import PIN, RECIPIENT, World, eventually, settle

@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 from chipi_session.errors import ChipiSessionError, ErrorCode
 from chipi_session.keys import generate_private_key, public_key_of
 from chipi_session.localchain import LocalChain
-from chipi_session.store import (
+from chipi_session.stores import (
     JOURNAL_ACTIONS,
     JournalEntry,
     JsonFileStore,
@@ -792,7 +792,7 @@ def test_sqlite_failed_transaction_changes_nothing(tmp_path: Path) -> None:
 _CRASH_CHILD = textwrap.dedent(
     """
     import json, os, sys
-    from chipi_session.store import SessionRecord, SqliteStore
+    from chipi_session.stores import SessionRecord, SqliteStore
     store = SqliteStore(sys.argv[1])
     store.save(SessionRecord.from_json(json.loads(sys.argv[2])))  # committed
     conn = store._conn
@@ -857,7 +857,7 @@ def test_threads_share_a_store(store: Any) -> None:
 _LEASE_CHILD = textwrap.dedent(
     """
     import json, os, sys, time
-    from chipi_session.store import SqliteStore
+    from chipi_session.stores import SqliteStore
     path, owner, go, ready = sys.argv[1:5]
     keys = json.loads(sys.argv[5])
     store = SqliteStore(path, timeout=20)

@@ -18,7 +18,7 @@ pytest.importorskip("uvicorn")
 from chipi_session import SessionHub  # noqa: E402
 from chipi_session.keys import SecretKey, generate_private_key, public_key_of  # noqa: E402
 from chipi_session.localnet import LocalnetServer  # noqa: E402
-from chipi_session.store import SqliteStore  # noqa: E402
+from chipi_session.stores import SqliteStore  # noqa: E402
 from chipi_session.testing import make_world  # noqa: E402
 from chipi_session.types import Call  # noqa: E402
 from chipi_session.watch import CLEAR, read_localnet, read_store, render, run  # noqa: E402
