@@ -12,7 +12,6 @@ state is left as it was before it.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -23,7 +22,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from . import credentials, policy, validate
+from . import credentials, logs, policy, validate
 from .backends.base import (
     ClockProvider,
     ExecutionResultReader,
@@ -46,6 +45,7 @@ from .events import (
 from .execution import fit_to_calls
 from .felts import U64_MAX, to_hex
 from .keys import KeySource, SecretKey
+from .logs import get_logger
 from .outcome import resolve_outcome
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
@@ -80,7 +80,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ChipiSession", "RenewalPolicy"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 T = TypeVar("T")
 
 S = SessionState
@@ -159,6 +159,7 @@ class ChipiSession(RenewalMixin):
         "_scopes",
         "_entered",
         "_closed",
+        "_log_context",
         "__weakref__",
     )
 
@@ -234,6 +235,8 @@ class ChipiSession(RenewalMixin):
         self._key_source = key_source
         self._event_buffer_size = event_buffer_size
         self._renewal = renewal
+        #: what this session's log records carry (docs/observability.md, "Logging")
+        self._log_context = logs.session_context(self)
 
         #: the session's state and its rules (pure: session_core.py)
         self._core = SessionCore()
@@ -550,6 +553,14 @@ class ChipiSession(RenewalMixin):
     async def _action(
         self, action: str, flag: int, fn: Callable[..., Awaitable[T]], *args: Any
     ) -> T:
+        """Run ``fn`` as a task of the scheduler's task group and wait for it; its records
+        (and its tasks') carry this session and ``action`` (docs/observability.md)."""
+        with logs.action(self._log_context, action):
+            return await self._run_action(action, flag, fn, *args)
+
+    async def _run_action(
+        self, action: str, flag: int, fn: Callable[..., Awaitable[T]], *args: Any
+    ) -> T:
         """Run ``fn`` as a task of the scheduler's task group and wait for it.
 
         Cancelling the caller cancels the effect; closing the session cancels it and the
@@ -638,6 +649,7 @@ class ChipiSession(RenewalMixin):
 
         try:
             tx = await send(on_submit)
+            logs.note_tx_hash(tx)
         except anyio.get_cancelled_exc_class():
             if submitted:  # it may have left: held in doubt exactly like a timeout
                 self._hold_cancelled(action, submitted[-1], token)
@@ -753,7 +765,7 @@ class ChipiSession(RenewalMixin):
             return  # closing: the journal entry stays and the next open resolves it
         self._scheduler.timers.schedule(
             float(info.execute_before),
-            lambda: self._spawn(self._settle_doubt(info, generation, token)),
+            lambda: self._spawn(self._settle_doubt(info, generation, token), "settle_doubt"),
         )
 
     def _learn(self, info: SubmitInfo, applied: bool | None, generation: int) -> None:
@@ -775,7 +787,9 @@ class ChipiSession(RenewalMixin):
                 assert self._scheduler is not None
                 self._scheduler.timers.schedule(
                     self._clock.now() + self._status_interval,
-                    lambda: self._spawn(self._settle_doubt(info, generation, token)),
+                    lambda: self._spawn(
+                        self._settle_doubt(info, generation, token), "settle_doubt"
+                    ),
                 )
             return
         self._learn(info, applied, generation)
@@ -1108,7 +1122,7 @@ class ChipiSession(RenewalMixin):
         scopes = self._scopes
 
         async def run() -> None:
-            with anyio.CancelScope() as scope:
+            with anyio.CancelScope() as scope, logs.adopt(self._log_context, "background"):
                 scopes.add(scope)
                 try:
                     await fn(*args)
@@ -1335,7 +1349,9 @@ class ChipiSession(RenewalMixin):
             journal.mark_dirty()
             self._spawn(journal.flush())
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any], action: str | None = None) -> None:
+        """Run ``coro`` in the background; its records carry this session and ``action``
+        (by default the action it was spawned in, else ``background``)."""
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running or self._closed:
             close = getattr(coro, "close", None)
@@ -1344,8 +1360,13 @@ class ChipiSession(RenewalMixin):
             return
 
         async def run() -> None:
+            if action is None:
+                context = logs.adopt(self._log_context, "background")
+            else:
+                context = logs.action(self._log_context, action)
             try:
-                await coro
+                with context:
+                    await coro
             except ChipiSessionError:
                 pass
             except Exception:
@@ -1447,13 +1468,15 @@ class ChipiSession(RenewalMixin):
             and isinstance(status, SessionStatus)
             and self._core.fresh(self._poll_version, session.public_key)
         ):
-            self._apply_status(status)
+            with logs.action(self._log_context, "status_poll"):  # the shared poller's task
+                self._apply_status(status)
 
     def poll_failed(self, error: Exception) -> None:
-        if isinstance(error, ChipiSessionError):
-            self._record_failure("refetch_status", error)
-        else:
-            log.warning("status poll failed: %s", type(error).__name__)
+        with logs.action(self._log_context, "status_poll"):
+            if isinstance(error, ChipiSessionError):
+                self._record_failure("refetch_status", error)
+            else:
+                log.warning("status poll failed: %s", type(error).__name__)
 
     # ------------------------------------------------------------- expiry timer
     def _reschedule(self) -> None:
@@ -1482,7 +1505,8 @@ class ChipiSession(RenewalMixin):
         if deadline is None:
             return
         if self._clock.now() > deadline:
-            self._expire(ExpiryReason.TIME)
+            with logs.action(self._log_context, "expire"):  # the shared timer's task
+                self._expire(ExpiryReason.TIME)
         else:
             self._reschedule()
 

@@ -26,7 +26,6 @@ not serve safely (its last successful renewal is older than the lease's safety m
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ import anyio.to_thread
 import attrs
 
 from .errors import ChipiSessionError, ErrorCode
+from .logs import get_logger
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Fleet", "FleetStats", "FleetStore", "OpenSession", "rendezvous_owner"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: ``await open_session(hub, key)``: open (and if needed create/register) ``key``'s session.
 OpenSession = Callable[["SessionHub", str], Awaitable["ChipiSession"]]

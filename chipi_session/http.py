@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import math
 import random
 import ssl
@@ -34,6 +33,7 @@ import attrs
 import httpx
 
 from .errors import ChipiSessionError, ErrorCode
+from .logs import get_logger
 from .validate import check_number
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
     "REDACTED_PATH",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Statuses that say "not processed, try again" for an idempotent request.
 DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})

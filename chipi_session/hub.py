@@ -10,7 +10,6 @@ session from the chain and the journal: nothing lost, nothing applied twice.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from . import validate
+from . import logs, validate
 from .attachment import AttachedSession, HubAttachment
 from .backends.base import ClockProvider
 from .clock import Clock, SystemClock
@@ -27,6 +26,7 @@ from .engine import BearerTokenSource, ChipiSession, SessionCreatedCallback
 from .errors import ChipiSessionError, ErrorCode
 from .events import Event
 from .keys import KeySource
+from .logs import get_logger
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
 from .scheduling import Scheduler, backend_status_reader
@@ -56,7 +56,7 @@ class _OpenOptions:
     renewal: RenewalPolicy | None
     key_source: KeySource | None
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: What the hub calls on its store (leases only with ``lease_owner``).
 _STORE_METHODS = (
@@ -279,6 +279,18 @@ class SessionHub:
         fencing_token: int | None,
         options: _OpenOptions,
     ) -> ChipiSession:
+        """The open's records, and the session built in it, carry the slot
+        (docs/observability.md, "Logging")."""
+        with logs.bind(slot=slot, wallet=options.wallet.address, action="open"):
+            return await self._load_slot(slot, key, fencing_token, options)
+
+    async def _load_slot(
+        self,
+        slot: str,
+        key: str | None,
+        fencing_token: int | None,
+        options: _OpenOptions,
+    ) -> ChipiSession:
         """Load what the store holds for ``key``, build the session and resolve its journal."""
         wallet = options.wallet
         stored_session = options.stored_session
@@ -456,7 +468,7 @@ class SessionHub:
             # a reopen would load a stale record, and this release would drop its lease
             self._closing.add(slot)
         try:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), logs.bind(owner=session, slot=slot, action="close"):
                 await _flush_journal(session)
                 await session.aclose()
                 if slot is not None and self._lease_owner is not None and self._store is not None:

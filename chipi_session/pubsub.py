@@ -7,7 +7,6 @@ listener that raises is logged and kept. Events reach every subscriber in publis
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -15,11 +14,12 @@ from typing import Generic, TypeVar
 
 import anyio
 
+from .logs import get_logger
 from .validate import check_int
 
 __all__ = ["Subscription", "Broadcaster", "check_buffer_size"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 T = TypeVar("T")
 
 

@@ -10,7 +10,6 @@ module stays readable.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ import anyio
 from .errors import ChipiSessionError, ErrorCode
 from .events import Event, SessionRenewed, TransactionSubmitted
 from .felts import to_hex
+from .logs import get_logger
 from .policy_actions import SpendingPolicyMixin
 from .session_inputs import AppliedHashLost as _AppliedHashLost
 from .types import SessionKeyData, SessionState, SessionStatus, SubmitInfo
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RenewalMixin"]
 
-log = logging.getLogger("chipi_session.engine")
+log = get_logger("chipi_session.engine")
 S = SessionState
 
 
@@ -66,7 +66,7 @@ class RenewalMixin(SpendingPolicyMixin):
         _backend: SessionReader
 
         def _persist(self) -> None: ...
-        def _spawn(self, coro: Awaitable[Any]) -> None: ...
+        def _spawn(self, coro: Awaitable[Any], action: str | None = None) -> None: ...
         def _publish(self, cls: type[Event], **fields: Any) -> None: ...
         def _owner_guard(self) -> anyio.Lock: ...
         def _record_failure(self, action: str, error: ChipiSessionError) -> None: ...
@@ -118,7 +118,7 @@ class RenewalMixin(SpendingPolicyMixin):
             return
         self._core.renewing = True
         self._renewal_done = anyio.Event()
-        self._spawn(self._renew())
+        self._spawn(self._renew(), "renew")
 
     def _cancel_renewal(self) -> None:
         if self._renewal_timer is not None:
@@ -273,7 +273,7 @@ class RenewalMixin(SpendingPolicyMixin):
         self._retiring.append(record)
         if public_key not in self._retire_pending:
             self._retire_pending.append(public_key)
-        self._spawn(self._retire_key(public_key, key, record))
+        self._spawn(self._retire_key(public_key, key, record), "revoke_previous")
 
     async def _retire_key(
         self, public_key: int, key: SecretKey | None, record: list[Any]
@@ -335,7 +335,7 @@ class RenewalMixin(SpendingPolicyMixin):
             if self._scheduler is not None:
                 self._scheduler.timers.schedule(
                     float(in_doubt.execute_before),
-                    lambda: self._spawn(self._resume_renewal(successor, ())),
+                    lambda: self._spawn(self._resume_renewal(successor, ()), "renew"),
                 )
             return
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ import anyio.abc
 
 from .backends.base import BatchStatusReader, SessionReader
 from .clock import Clock
+from .logs import get_logger
 from .validate import check_int, check_number
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "backend_status_reader",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class TimerHandle:

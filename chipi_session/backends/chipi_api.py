@@ -21,7 +21,6 @@ What this does that the official SDKs do not:
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -55,6 +54,7 @@ from ..hashing import (
 )
 from ..http import Exchange, HttpClient, HttpResponse, Timeouts, safe_origin
 from ..keys import SIGNER_BACKEND, SecretKey, session_signature
+from ..logs import get_logger
 from ..outcome import OutcomeResolution, resolve_outcome
 from ..types import (
     Call,
@@ -81,7 +81,7 @@ __all__ = [
     "CHIPI_CLASS_HASH",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_BASE_URL = "https://api.chipipay.com/v1"
 API_VERSION_DATE = "2025-12-30"

@@ -16,7 +16,6 @@ methods, and a session on it refuses writes with ``NOT_SUPPORTED``. For transact
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +28,7 @@ from ..errors import ChipiSessionError, ErrorCode
 from ..execution import result_from_rpc
 from ..felts import parse_felt, parse_felts, parse_selector, selector, to_hex
 from ..http import HttpClient, HttpResponse, Timeouts, safe_origin
+from ..logs import get_logger
 from ..types import (
     ExecutedEvent,
     ExecutionResult,
@@ -47,7 +47,7 @@ __all__ = [
     "RPC_CONTRACT_ERROR",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 BlockId = str | Mapping[str, Any]
 

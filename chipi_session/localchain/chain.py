@@ -13,7 +13,6 @@ chain history and unique.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from ..felts import (
 )
 from ..hashing import SN_MAIN, poseidon_many
 from ..keys import generate_private_key, public_key_of
+from ..logs import get_logger
 from ..types import Call, SessionStatus, SpendingPolicy, WalletData, WalletType
 from ..validate import check_clock, check_int, check_vault
 from . import account as v33
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalChain", "ChainSnapshot", "DEFAULT_RELAYER", "default_chain"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: The paymaster's relayer account (the immediate caller of ``execute_from_outside_v2``).
 DEFAULT_RELAYER = encode_short_string("CHIPI_LOCAL_RELAYER")

@@ -8,7 +8,6 @@ Chipi API reports, so ChipiApiBackend tests and the localnet server see Chipi-sh
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ import attrs
 from ..errors import ChipiSessionError, ErrorCode
 from ..felts import parse_felt, parse_felts
 from ..hashing import ANY_CALLER, outside_execution_typed_data
+from ..logs import get_logger
 from ..policy import check_session_allowed, denial_error
 from ..types import Call, SessionStatus, coerce_calls
 from ..validate import check_int
@@ -25,7 +25,7 @@ from .model import ContractPanic, Receipt
 
 __all__ = ["Paymaster", "IssuedRequest", "map_outside_execution_panic"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: The typed data's window: starts a minute in the past (clock skew), lasts an hour.
 WINDOW_BEFORE = 60

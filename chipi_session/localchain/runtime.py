@@ -10,9 +10,9 @@ transaction runs to completion before anything else touches the state.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from ..logs import get_logger
 from .abi import Calldata
 from .model import ChainEvent, ContractPanic, Invocation, TxInfo
 from .state import ChainState
@@ -26,7 +26,7 @@ __all__ = [
     "VALIDATE_BLOCK_NUMBER_ROUNDING",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Starknet's versioned constants ``validate_timestamp_rounding`` and
 #: ``validate_block_number_rounding``.

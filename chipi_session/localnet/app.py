@@ -34,12 +34,13 @@ from starlette.routing import Route
 from ..errors import ChipiSessionError, ErrorCode
 from ..felts import to_hex
 from ..localchain import LocalChain
+from ..logs import get_logger
 from .rpc import RpcDispatcher
 from .wire import API_KEY_PATTERN, WireError, wire_calls, wire_felt, wire_signature
 
 __all__ = ["AuthConfig", "Faults", "create_app", "MAX_BODY_BYTES"]
 
-logger = logging.getLogger("chipi_session.localnet")
+logger = get_logger("chipi_session.localnet")
 
 MAX_BODY_BYTES = 1024 * 1024
 

@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import ChipiSessionError
 from ..felts import parse_felt, selector, to_hex
 from ..localchain import ContractPanic, LocalChain
+from ..logs import get_logger
 from ..types import SessionStatus
 from .trace import render_trace
 
 __all__ = ["RpcDispatcher", "RpcFault", "SPEC_VERSION", "block_hash"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 SPEC_VERSION = "0.8.1"
 _MAX_BATCH = 256

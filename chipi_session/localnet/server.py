@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import secrets
 import signal
 import socket
@@ -28,6 +27,7 @@ from ..errors import ChipiSessionError, ErrorCode
 from ..felts import parse_felt, to_hex
 from ..hashing import SN_MAIN
 from ..localchain import LocalChain
+from ..logs import get_logger
 from ..types import WalletData
 from ..validate import check_clock, check_instance, check_int, check_number, describe, invalid
 from ..vault import KdfCost, Vault
@@ -36,7 +36,7 @@ from .wire import API_KEY_PATTERN
 
 __all__ = ["LocalnetServer", "DemoWallet", "generate_api_key"]
 
-logger = logging.getLogger("chipi_session.localnet")
+logger = get_logger("chipi_session.localnet")
 
 _ALNUM = string.ascii_letters + string.digits
 
