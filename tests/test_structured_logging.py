@@ -23,14 +23,22 @@ import anyio.lowlevel
 import pytest
 
 import chipi_session
-from chipi_session import Call, ChipiSession, ManualClock, SessionHub, WalletData
+from chipi_session import (
+    Call,
+    ChipiSession,
+    ManualClock,
+    RenewalPolicy,
+    SessionHub,
+    SessionState,
+    WalletData,
+)
 from chipi_session.felts import to_hex
 from chipi_session.keys import SecretKey, generate_private_key
 from chipi_session.localchain import LocalChain
 from chipi_session.logs import FIELDS, ContextFilter, bind, get_logger
 from chipi_session.vault import KdfCost, Vault
 
-from .helpers import RECIPIENT, secret_text_forms
+from .helpers import RECIPIENT, eventually, secret_text_forms, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -430,3 +438,69 @@ async def test_no_secret_over_http_at_debug(records: Records) -> None:
         for r in got
     )
     _assert_no_secret(got, keys.issued + [owner], [PIN, BEARER, api_key])
+
+
+async def test_background_work_carries_its_slot_and_names_itself(
+    records: Records,
+) -> None:
+    """Work a shared timer or the shared poller starts — a renewal and the revoke of the key
+    it replaced, an expiry, a status read finding the session revoked — carries the session's
+    slot, wallet and (current) key, with its own action name."""
+    world = Setup()
+    slots = {"alice": world.wallets[0], "bob": world.wallets[1]}
+    keys: dict[str, set[str]] = {}
+    policy = RenewalPolicy(min_remaining_seconds=60, duration_seconds=600)
+    owner_bob = SecretKey(world.owner_keys[1])
+    async with SessionHub(
+        backend=world.chain, clock=world.clock, vault=world.vault, status_interval=30
+    ) as hub:
+        alice = await hub.open(
+            key="alice",
+            wallet=slots["alice"],
+            encrypt_key=PIN,
+            key_source=world.keys,
+            auto_check_status=False,
+            renewal=policy,
+        )
+        bob = await hub.open(key="bob", wallet=slots["bob"], encrypt_key=PIN, key_source=world.keys)
+        carol = await hub.open(
+            key="carol",
+            wallet=slots["alice"],
+            encrypt_key=PIN,
+            key_source=world.keys,
+            auto_check_status=False,
+        )
+        for slot, session in (("alice", alice), ("bob", bob), ("carol", carol)):
+            data = await session.create_session(300)
+            keys.setdefault(slot, set()).add(to_hex(data.public_key))
+            await session.register_session(max_calls=10)
+        first = alice.session
+        assert first is not None and bob.session is not None
+        await world.chain.revoke_session_key(
+            slots["bob"], owner_bob, session_public_key=bob.session.public_key
+        )
+        start = len(records)
+        world.clock.advance(30)  # the poller finds bob revoked
+        await settle()
+        assert bob.session_state is SessionState.REVOKED
+        world.clock.set(first.valid_until - 60)  # alice renews, then revokes her first key
+        await eventually(lambda: alice.session.public_key != first.public_key)  # type: ignore[union-attr]
+        await eventually(lambda: not alice.is_renewing and not alice.retiring_keys)
+        keys["alice"].add(to_hex(alice.session.public_key))  # type: ignore[union-attr]
+        world.clock.set(first.valid_until + 1)  # carol's first (and only) key expires
+        await settle()
+        assert carol.session_state is SessionState.EXPIRED
+    got = [r for r in library(records[start:]) if r.chipi_slot is not None]
+    by_action: dict[str, set[str]] = {}
+    for record in got:
+        slot = record.chipi_slot
+        wallet = world.wallets[1] if slot == "bob" else world.wallets[0]
+        assert record.chipi_wallet == to_hex(wallet.address), fields(record)
+        assert record.chipi_session_key in keys[slot], (record.getMessage(), fields(record))
+        by_action.setdefault(record.chipi_action, set()).add(slot)
+        if hasattr(record, "called") and record.called[0] not in ("register", "revoke"):
+            check_called(record)  # renewal's writes name the successor / the old key
+    assert by_action.get("status_poll") == {"bob"}, by_action
+    assert by_action.get("renew") == {"alice"}, by_action
+    assert by_action.get("revoke_previous") == {"alice"}, by_action
+    assert by_action.get("expire") == {"carol"}, by_action
