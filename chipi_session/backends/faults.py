@@ -39,12 +39,10 @@ other methods stays what it was.
 from __future__ import annotations
 
 import collections
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, Literal, TypeVar, get_args
+from typing import Any, Final, TypeVar
 
 import anyio
-import attrs
 
 from ..clock import Clock
 from ..errors import ChipiSessionError, ErrorCode
@@ -60,6 +58,19 @@ from .base import (
     TransactionConfirmer,
     notify_submit,
 )
+from .fault_plan import (
+    AFTER_SEND,
+    DOWN,
+    FAULT_KINDS,
+    NO_FAULTS,
+    READ_METHODS,
+    RESULT_METHODS,
+    WRITE_METHODS,
+    FaultKind,
+    FaultRates,
+    FaultSchedule,
+    Plan,
+)
 
 __all__ = [
     "FaultKind",
@@ -73,83 +84,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-FaultKind = Literal[
-    "error_before_send", "timeout_after_send", "drop_response", "lost_request", "restart"
-]
-#: Every fault kind, in the order a random draw considers them.
-FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
-#: Counter key of calls refused because a restart is in progress (not a kind you can inject).
-DOWN: Final = "down"
-
-WRITE_METHODS: Final = (
-    "add_or_update_session_key",
-    "revoke_session_key",
-    "execute_with_session",
-    "set_spending_policy",
-    "remove_spending_policy",
-)
-READ_METHODS: Final = (
-    "get_session_status",
-    "get_spending_policy",
-    "outside_nonce_used",
-    "chain_time",
-)
-#: Confirmation reads, present when the inner backend has them; faulted only when named.
-RESULT_METHODS: Final = ("confirm_transaction", "get_execution_result")
-_READ_KINDS: Final[frozenset[FaultKind]] = frozenset({"error_before_send", "restart"})
-_AFTER_SEND: Final[frozenset[FaultKind]] = frozenset({"timeout_after_send", "drop_response"})
-
-
-def _probability(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{attribute.name} must be a probability in [0, 1], got {value!r}")
-
-
-def _non_negative(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
-
-
-@attrs.frozen
-class FaultRates:
-    """Per-call probabilities of each fault kind, and the latency added before a call.
-
-    One uniform draw per call picks at most one fault, so the probabilities must sum to at most
-    1. For reads only ``error_before_send`` and ``restart`` apply (the rest count as no fault).
-    Latency: ``0..max_checkpoints`` event-loop checkpoints and ``0..max_delay`` seconds on the
-    clock (with a ManualClock the test moves time; see ``waiting_on_clock``).
-    """
-
-    error_before_send: float = attrs.field(default=0.0, validator=_probability)
-    timeout_after_send: float = attrs.field(default=0.0, validator=_probability)
-    drop_response: float = attrs.field(default=0.0, validator=_probability)
-    lost_request: float = attrs.field(default=0.0, validator=_probability)
-    restart: float = attrs.field(default=0.0, validator=_probability)
-    max_checkpoints: int = attrs.field(default=0, validator=_non_negative)
-    max_delay: float = attrs.field(default=0.0, validator=_non_negative)
-
-    def __attrs_post_init__(self) -> None:
-        if sum(self.probability(kind) for kind in FAULT_KINDS) > 1 + 1e-9:
-            raise ValueError("fault probabilities must sum to at most 1")
-
-    def probability(self, kind: FaultKind) -> float:
-        return float(getattr(self, kind))
-
-
-NO_FAULTS: Final = FaultRates()
-
 
 class _RequestLost(Exception):
     """Raised from ``on_submit`` to abort the inner call after it reported its nonce."""
-
-
-@attrs.frozen
-class _Plan:
-    """What one call will suffer, decided synchronously when it starts (determinism)."""
-
-    fault: FaultKind | Literal["down"] | None
-    checkpoints: int
-    delay: float
 
 
 class FaultInjectingBackend:
@@ -198,14 +135,12 @@ class FaultInjectingBackend:
         for method, method_rates in (per_method or {}).items():
             self._check_method(method)
             self.per_method[method] = method_rates
-        self.restart_down_calls = restart_down_calls
         self.timeout_seconds = float(timeout_seconds)
-        self._rng = random.Random(seed)
-        self._scripted: dict[str, collections.deque[FaultKind]] = {}
-        self._down = 0
+        self._schedule = FaultSchedule(seed, restart_down_calls)
         self._waiting = 0
-        self.calls: collections.Counter[str] = collections.Counter()
-        self.injected: collections.Counter[tuple[str, str]] = collections.Counter()
+        #: the schedule's own counters (one object each, so they stay in step)
+        self.calls: collections.Counter[str] = self._schedule.calls
+        self.injected: collections.Counter[tuple[str, str]] = self._schedule.injected
         self.applied: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[tuple[str, str]] = collections.Counter()
 
@@ -215,9 +150,18 @@ class FaultInjectingBackend:
         return self._inner
 
     @property
+    def restart_down_calls(self) -> int:
+        """Calls refused after a restart (injected or :meth:`restart` without a count)."""
+        return self._schedule.restart_down_calls
+
+    @restart_down_calls.setter
+    def restart_down_calls(self, value: int) -> None:
+        self._schedule.restart_down_calls = value
+
+    @property
     def down_for(self) -> int:
         """Calls still to be refused by a restart in progress."""
-        return self._down
+        return self._schedule.down
 
     @property
     def waiting_on_clock(self) -> int:
@@ -228,42 +172,26 @@ class FaultInjectingBackend:
         """Script the next ``times`` calls of ``method`` to suffer ``kind`` (before any random
         fault; queued kinds run in order). Reads accept only before-send kinds."""
         self._check_method(method)
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
-        if (method in READ_METHODS or method in RESULT_METHODS) and kind not in _READ_KINDS:
-            raise ValueError(f"{method} is a read: it can only fail before send")
         if method == "outside_nonce_used" and not isinstance(self, NonceReader):
             raise ValueError("the inner backend has no outside_nonce_used")
-        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
-            raise ValueError("times must be a positive int")
-        self._scripted.setdefault(method, collections.deque()).extend([kind] * times)
+        self._schedule.script(method, kind, times)
 
     def restart(self, down_for: int | None = None) -> None:
         """Take the backend down now: the next ``down_for`` calls (default
         ``restart_down_calls``) fail with ``BACKEND_UNAVAILABLE``."""
-        count = self.restart_down_calls if down_for is None else down_for
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError("down_for must be an int >= 0")
-        self._down = count
+        self._schedule.restart(down_for)
 
     def clear(self) -> None:
         """Drop scripted faults and any downtime (the rates stay)."""
-        self._scripted.clear()
-        self._down = 0
+        self._schedule.clear()
 
     def pending(self, method: str | None = None) -> int:
         """Scripted faults not yet consumed (for ``method``, or for all)."""
-        if method is not None:
-            return len(self._scripted.get(method, ()))
-        return sum(len(q) for q in self._scripted.values())
+        return self._schedule.pending(method)
 
     def count(self, kind: str | None = None, method: str | None = None) -> int:
         """How many faults were injected, optionally of one kind and/or on one method."""
-        return sum(
-            n
-            for (m, k), n in self.injected.items()
-            if (kind is None or k == kind) and (method is None or m == method)
-        )
+        return self._schedule.count(kind, method)
 
     def _check_method(self, method: str) -> None:
         if method in RESULT_METHODS:
@@ -276,36 +204,12 @@ class FaultInjectingBackend:
     def __repr__(self) -> str:
         return (
             f"FaultInjectingBackend(inner={type(self._inner).__name__}, "
-            f"injected={sum(self.injected.values())}, down_for={self._down})"
+            f"injected={sum(self.injected.values())}, down_for={self.down_for})"
         )
 
     # ------------------------------------------------------------------ machinery
-    def _plan(self, method: str) -> _Plan:
-        """Decide the call's fate now, synchronously, so a seed replays the same faults."""
-        self.calls[method] += 1
-        rates = self.per_method.get(method, self.rates)
-        checkpoints = self._rng.randint(0, rates.max_checkpoints) if rates.max_checkpoints else 0
-        delay = self._rng.uniform(0, rates.max_delay) if rates.max_delay else 0.0
-        fault: FaultKind | Literal["down"] | None = None
-        draw = self._rng.random()
-        if self._down > 0:
-            self._down -= 1
-            fault = DOWN
-        elif self._scripted.get(method):
-            fault = self._scripted[method].popleft()
-        else:
-            allowed = _READ_KINDS if method not in WRITE_METHODS else FAULT_KINDS
-            edge = 0.0
-            for kind in FAULT_KINDS:
-                edge += rates.probability(kind)
-                if draw < edge:
-                    fault = kind if kind in allowed else None
-                    break
-        if fault is not None:
-            self.injected[(method, fault)] += 1
-        if fault == "restart":
-            self._down = self.restart_down_calls
-        return _Plan(fault, checkpoints, delay)
+    def _plan(self, method: str) -> Plan:
+        return self._schedule.plan(method, self.per_method.get(method, self.rates))
 
     async def _sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -321,7 +225,7 @@ class FaultInjectingBackend:
         finally:
             self._waiting -= 1
 
-    async def _latency(self, plan: _Plan) -> None:
+    async def _latency(self, plan: Plan) -> None:
         for _ in range(plan.checkpoints):
             await anyio.sleep(0)
         await self._sleep(plan.delay)
@@ -340,7 +244,7 @@ class FaultInjectingBackend:
             retryable=False,
         )
 
-    async def _before_send(self, method: str, plan: _Plan) -> None:
+    async def _before_send(self, method: str, plan: Plan) -> None:
         await self._latency(plan)
         if plan.fault == DOWN:
             raise self._unavailable(method, "backend is restarting")
@@ -364,7 +268,7 @@ class FaultInjectingBackend:
     async def _result_read(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
         """A confirmation read: through the fault plan only when a test named ``method``
         (``per_method`` or :meth:`fail_next`), else straight to the inner backend."""
-        if method in self.per_method or self._scripted.get(method):
+        if method in self.per_method or self._schedule.is_scripted(method):
             return await self._read(method, call)
         return await self._inner_call(method, call())
 
@@ -376,7 +280,7 @@ class FaultInjectingBackend:
     ) -> str:
         plan = self._plan(method)
         await self._before_send(method, plan)
-        if plan.fault in _AFTER_SEND:
+        if plan.fault in AFTER_SEND:
             try:
                 await self._inner_call(method, call(on_submit))
                 self.applied[method] += 1
