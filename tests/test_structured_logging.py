@@ -30,6 +30,7 @@ from chipi_session import (
     RenewalPolicy,
     SessionHub,
     SessionState,
+    SqliteStore,
     WalletData,
 )
 from chipi_session.felts import to_hex
@@ -99,6 +100,15 @@ class TracedChain(LocalChain):
         _trace_call("status", wallet_address, session_public_key)
         await anyio.lowlevel.checkpoint()
         return await super().get_session_status(wallet_address, session_public_key)
+
+
+class TracedStore(SqliteStore):
+    """A SqliteStore (run in worker threads by the hub) whose journal says which slot and
+    action each entry is for, and which thread wrote it."""
+
+    def journal_append(self, entry: Any, *, fencing_token: int | None = None) -> None:
+        _trace.debug("journal %s %s", entry.key, entry.action, extra={"journal": entry})
+        super().journal_append(entry, fencing_token=fencing_token)
 
 
 #: which actions may call which traced backend method
@@ -268,14 +278,20 @@ def test_every_library_logger_is_made_by_get_logger() -> None:
             assert any(isinstance(f, ContextFilter) for f in logger.filters), name
 
 
+@pytest.mark.parametrize("with_store", [False, True], ids=["no-store", "sqlite"])
 async def test_two_hub_slots_concurrently_never_cross_talk(
-    records: Records,
+    records: Records, tmp_path: Path, with_store: bool
 ) -> None:
+    """With a SqliteStore the journal's writes run in worker threads: they carry the fields
+    too (anyio copies the context into them)."""
     world = Setup()
     slots = {"alice": world.wallets[0], "bob": world.wallets[1]}
     keys: dict[str, set[str]] = {slot: set() for slot in slots}
+    store = TracedStore(tmp_path / "hub.db") if with_store else None
     start = len(records)
-    async with SessionHub(backend=world.chain, clock=world.clock, vault=world.vault) as hub:
+    async with SessionHub(
+        backend=world.chain, clock=world.clock, vault=world.vault, store=store
+    ) as hub:
 
         async def worker(slot: str) -> None:
             session = await hub.open(
@@ -315,6 +331,14 @@ async def test_two_hub_slots_concurrently_never_cross_talk(
             check_called(record)
     actions = {r.chipi_action for r in got}
     assert {"create", "register", "execute", "revoke", "refetch_status"} <= actions
+    journal = [r for r in got if hasattr(r, "journal")]
+    assert bool(journal) is with_store
+    for record in journal:
+        assert record.chipi_slot == record.journal.key, fields(record)
+        assert record.chipi_action == record.journal.action, fields(record)
+        assert record.chipi_session_key == to_hex(record.journal.session_public_key)
+    if with_store:  # written from anyio's worker threads, stamped all the same
+        assert all(r.threadName != "MainThread" for r in journal)
 
 
 def _json_formatter() -> type[logging.Formatter]:
