@@ -17,9 +17,9 @@ from chipi_session import (
     SessionHub,
     SessionState,
 )
-from chipi_session.backends.base import SubmitInfo
 from chipi_session.events import Event
 from chipi_session.outcome import OutcomeResolution, resolve_outcome
+from chipi_session.types import SubmitInfo
 
 from .gated import BatchedGatedChain, GatedChain
 from .helpers import PIN, RECIPIENT, World, eventually, settle
