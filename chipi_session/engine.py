@@ -1,8 +1,10 @@
 """``ChipiSession``: the headless ``useChipiSession`` (docs/engine.md, docs/architecture.md).
 
-The lifecycle and the policy are pure (``lifecycle``, ``policy``); this module adds the effects:
-key generation and encryption, backend calls, expiry deadlines, status polling, auto-renewal
-and event publishing. Background work runs in a :class:`~chipi_session.scheduling.Scheduler`
+The session's state and every rule that changes it are pure (``session_core``, over the
+``lifecycle`` table and ``policy``); this module is the facade and runs the effects the core
+asks for: backend calls, the write journal, expiry deadlines, status polling and event
+publishing (keys and tokens: ``credentials``; spending policies: ``policy_actions``;
+auto-renewal: ``renewing``). Background work runs in a :class:`~chipi_session.scheduling.Scheduler`
 (one timer heap, one poller, one task group): a standalone session owns a private one, a
 ``SessionHub`` shares one among thousands. Leaving ``async with`` (or closing the session)
 cancels the session's actions; an action in flight is then reported as failed and the local
