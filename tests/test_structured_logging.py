@@ -218,6 +218,8 @@ async def test_a_session_s_records_carry_its_key_wallet_action_and_tx(
             assert record.chipi_wallet == wallet and record.chipi_slot is None
             if hasattr(record, "called"):
                 check_called(record)
+            if record.name.endswith("localchain.chain") and str(record.msg).startswith("block"):
+                assert record.chipi_tx_hash == record.args[1]  # the chain names its block's tx
         return result, got
 
     async with world.session(world.wallets[0]) as session:
@@ -229,6 +231,7 @@ async def test_a_session_s_records_carry_its_key_wallet_action_and_tx(
         assert {r.chipi_session_key for r in got} == {key}
         assert {r.chipi_tx_hash for r in got} <= {None, tx}
         assert any(r.chipi_tx_hash == tx for r in got)  # records after the write name it
+        assert any(str(r.msg).startswith("block") and r.args[1] == tx for r in got)
         result, got = await run(
             "execute", session.execute_with_session(world.transfer(), wait=True)
         )

@@ -493,6 +493,7 @@ class LocalChain(PaymasterSessionBackend):
             receipt.tx_hash,
             receipt.status,
             f" ({revert_reason})" if revert_reason else "",
+            extra={"chipi_tx_hash": receipt.tx_hash},  # the write has not returned it yet
         )
         return receipt
 
