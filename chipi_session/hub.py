@@ -281,7 +281,8 @@ class SessionHub:
     ) -> ChipiSession:
         """The open's records, and the session built in it, carry the slot
         (docs/observability.md, "Logging")."""
-        with logs.bind(slot=slot, wallet=options.wallet.address, action="open"):
+        opening = logs.LogContext(slot=slot, wallet=options.wallet.address)  # whoever calls
+        with logs.action(opening, "open"):
             return await self._load_slot(slot, key, fencing_token, options)
 
     async def _load_slot(

@@ -531,3 +531,27 @@ async def test_background_work_carries_its_slot_and_names_itself(
     assert by_action.get("renew") == {"alice"}, by_action
     assert by_action.get("revoke_previous") == {"alice"}, by_action
     assert by_action.get("expire") == {"carol"}, by_action
+
+
+async def test_a_slot_opened_inside_another_session_s_context_is_its_own(
+    records: Records,
+) -> None:
+    """Opening (and then using) slot bob from code running under alice's context: bob's
+    records name bob only."""
+    world = Setup()
+    async with SessionHub(backend=world.chain, clock=world.clock, vault=world.vault) as hub:
+        alice = await hub.open(key="alice", wallet=world.wallets[0], encrypt_key=PIN)
+        await alice.create_session(3600)
+        start = len(records)
+        with bind(owner=alice, slot="alice", action="execute"):
+            bob = await hub.open(
+                key="bob", wallet=world.wallets[1], encrypt_key=PIN, auto_check_status=False
+            )
+            data = await bob.create_session(3600)
+            await bob.register_session(max_calls=2)
+    got = [r for r in library(records[start:]) if r.chipi_action != "close"]
+    assert got
+    for record in got:
+        assert record.chipi_slot == "bob", fields(record)
+        assert record.chipi_wallet == to_hex(world.wallets[1].address), fields(record)
+        assert record.chipi_session_key in (None, to_hex(data.public_key)), fields(record)
