@@ -465,6 +465,16 @@ async def test_no_secret_over_http_at_debug(records: Records) -> None:
         for r in got
     )
     _assert_no_secret(got, keys.issued + [owner], [PIN, BEARER, api_key])
+    client = [r for r in got if r.name.startswith(("chipi_session.http", "chipi_session.backends"))]
+    for record in client:  # the client's records, made inside the session's actions
+        assert record.chipi_wallet == to_hex(wallet.address), (record.getMessage(), fields(record))
+        assert record.chipi_action is not None, (record.getMessage(), fields(record))
+    submitted = [r for r in client if "submitted" in str(r.msg)]
+    assert [r.args[0] for r in submitted] == ["register", "execute", "revoke"]
+    for record in submitted:
+        assert record.chipi_tx_hash == record.args[2] and record.chipi_action == record.args[0]
+    served = [r for r in got if r.name.startswith("chipi_session.localnet")]
+    assert served and all(fields(r) == dict.fromkeys(FIELDS) for r in served)  # its thread
 
 
 async def test_background_work_carries_its_slot_and_names_itself(

@@ -421,7 +421,13 @@ class ChipiApiBackend:
             self._timing("check", t2 - t1)
             self._timing("sign", t3 - t2)
             self._timing("execute", t4 - t3)
-        logger.info("%s on %s submitted: %s", action, to_hex(wallet.address), tx_hash)
+        logger.info(
+            "%s on %s submitted: %s",
+            action,
+            to_hex(wallet.address),
+            tx_hash,
+            extra={"chipi_tx_hash": tx_hash},  # the engine learns it only once we return
+        )
         return tx_hash
 
     def _timing(self, phase: str, seconds: float) -> None:
