@@ -519,10 +519,9 @@ class ChipiSession(RenewalMixin):
             return
         self._new_generation()
         self._session = None
-        self._core.status = None
+        self._core.forget()
         self._policies = None
         self._error = None
-        self._core.seen_registered = False
         self._transition("clear")
         self._persist()
 
@@ -761,7 +760,7 @@ class ChipiSession(RenewalMixin):
         entry, finished once the outcome is known; ``mine=False`` (a write of an older key of
         this slot) may not change this session's state."""
         if count:
-            self._core.in_doubt.append(info)
+            self._core.hold(info)
         generation = self._core.generation if mine else -1
         if self._scheduler is None or self._closed:
             return  # closing: the journal entry stays and the next open resolves it
@@ -795,8 +794,7 @@ class ChipiSession(RenewalMixin):
                 )
             return
         self._learn(info, applied, generation)
-        if info in self._core.in_doubt:
-            self._core.in_doubt.remove(info)
+        self._core.settle(info)
         if token is not None and self._journal is not None:
             await self._journal.finish(token)
         if generation == self._core.generation:
@@ -812,11 +810,9 @@ class ChipiSession(RenewalMixin):
         self._new_generation()
         self._session = data
         self._session_key = key
-        self._core.status = None
+        self._core.forget()
+        self._core.renewal_reset()
         self._policies = None
-        self._core.seen_registered = False
-        self._core.renewal_attempts = 0
-        self._core.renewal_retry_at = 0.0
         self._transition("create")
         self._persist()
         return data
@@ -882,8 +878,7 @@ class ChipiSession(RenewalMixin):
     ) -> None:
         """The chain registered this session: calls_used is 0 again. Executes still in
         flight or in doubt stay counted (they may land after the register)."""
-        self._core.seen_registered = True
-        self._core.status = SessionStatus(until, calls_budget, 0, allowed)
+        self._core.registered(SessionStatus(until, calls_budget, 0, allowed))
         self._core.renewal_reset()  # a new budget: what a successor inherits changed
         if not lost:
             self._publish(TransactionSubmitted, action="register", tx_hash=tx)
@@ -966,8 +961,7 @@ class ChipiSession(RenewalMixin):
                 policy.apply_spending(self._policies, parsed, now)
             except policy.SpendingViolation as violation:
                 raise violation.to_error() from None
-        generation = self._core.generation
-        self._core.reserved += 1
+        generation = self._core.reserve()
         self._core.begin_write(session.public_key)
         lost: _AppliedHashLost | None = None
         try:
@@ -995,9 +989,7 @@ class ChipiSession(RenewalMixin):
             raise
         finally:
             self._core.end_write(session.public_key)  # its effect is applied below, no await
-            if generation == self._core.generation:
-                self._core.reserved -= 1
-            elif self._retiring is not None:
+            if not self._core.release(generation) and self._retiring is not None:
                 for record in self._retiring:
                     if record[0] == generation:
                         record[1] -= 1
@@ -1158,8 +1150,7 @@ class ChipiSession(RenewalMixin):
                 tx, lost = "", True
         if generation != self._core.generation:
             return tx
-        self._core.seen_registered = True
-        self._core.status = SessionStatus(0, 0, 0, ())
+        self._core.revoked()
         self._zero_session_key()
         self._cancel_renewal()
         if not lost:
@@ -1208,8 +1199,7 @@ class ChipiSession(RenewalMixin):
         return status
 
     def _apply_status(self, status: SessionStatus) -> None:
-        self._core.version += 1
-        self._core.status = status
+        self._core.apply_status(status)
         self._publish(StatusRefreshed, status=status)
         self._reconcile(status)
         if self._core.in_doubt:
@@ -1222,8 +1212,7 @@ class ChipiSession(RenewalMixin):
         for info in list(self._core.in_doubt):
             applied = await self._resolve_outcome(info)
             self._learn(info, applied, generation)
-            if applied is not None and info in self._core.in_doubt:
-                self._core.in_doubt.remove(info)
+            if applied is not None and self._core.settle(info):
                 resolved = True
         if resolved and generation == self._core.generation:
             await self._quiet_refetch()  # read after the nonce: calls_used includes it

@@ -228,17 +228,10 @@ class RenewalMixin(SpendingPolicyMixin):
     ) -> None:
         """Switch to a registered successor: synchronous, so it happens all at once."""
         old_key = self._session_key
-        old_generation, in_flight = self._core.generation, self._core.reserved
-        self._core.generation += 1
-        self._core.version += 1
+        old_generation, in_flight = self._core.switch_to_successor(
+            SessionStatus(data.valid_until, max_calls, 0, allowed)
+        )
         self._switch_session(data, key, reset_windows=True)
-        self._core.successor = None
-        self._core.status = SessionStatus(data.valid_until, max_calls, 0, allowed)
-        self._core.reserved = 0
-        self._core.in_doubt.clear()
-        self._core.seen_registered = True
-        self._core.renewal_attempts = 0
-        self._core.renewal_retry_at = 0.0
         self._publish(
             SessionRenewed,
             previous_public_key=to_hex(old.public_key),

@@ -214,7 +214,68 @@ class SessionCore(lifecycle.SessionModel):
         if self.status is not None:
             self.status = attrs.evolve(self.status, calls_used=self.status.calls_used + 1)
 
+    def reserve(self) -> int:
+        """An execute passed the pre-flight and is about to be sent: count it in flight.
+        Returns the generation to :meth:`release` it with."""
+        self.reserved += 1
+        return self.generation
+
+    def release(self, generation: int) -> bool:
+        """The execute reserved at ``generation`` has an outcome; False if the key was
+        replaced meanwhile (its count went with the old key)."""
+        if generation != self.generation:
+            return False
+        self.reserved -= 1
+        return True
+
+    def hold(self, info: SubmitInfo) -> None:
+        """An execute sent without a known outcome: counted until the chain decides it."""
+        self.in_doubt.append(info)
+
+    def settle(self, info: SubmitInfo) -> bool:
+        """The chain decided an in-doubt execute: it stops being counted here."""
+        if info in self.in_doubt:
+            self.in_doubt.remove(info)
+            return True
+        return False
+
+    # ------------------------------------------------------------ writes applied
+    def forget(self) -> None:
+        """A new key (or none): nothing is known of it on chain yet."""
+        self.status = None
+        self.seen_registered = False
+
+    def registered(self, status: SessionStatus) -> None:
+        """The chain registered this key with ``status`` (calls_used 0 again). Executes in
+        flight or in doubt stay counted: they may land after the register."""
+        self.seen_registered = True
+        self.status = status
+
+    def revoked(self) -> None:
+        """The chain revoked this key: a zero status from now on means revoked."""
+        self.seen_registered = True
+        self.status = SessionStatus(0, 0, 0, ())
+
+    def switch_to_successor(self, status: SessionStatus) -> tuple[int, int]:
+        """A renewal's registered successor becomes the session, all at once. Returns the
+        old key's generation and its executes still in flight (retired after them)."""
+        old = (self.generation, self.reserved)
+        self.generation += 1
+        self.version += 1
+        self.successor = None
+        self.status = status
+        self.reserved = 0
+        self.in_doubt.clear()
+        self.seen_registered = True
+        self.renewal_reset()
+        return old
+
     # ------------------------------------------------------------ chain reads
+    def apply_status(self, status: SessionStatus) -> None:
+        """A fresh status read (checked with :meth:`fresh`) becomes what we know."""
+        self.version += 1
+        self.status = status
+
     def reconcile(
         self, status: SessionStatus, now: int, local_valid_until: int
     ) -> tuple[bool, tuple[SessionState, str] | None]:

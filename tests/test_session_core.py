@@ -236,3 +236,56 @@ def test_renewal_sub_state(
     assert core.may_start_renewal(10.0, 3) is (expected is RenewalState.IDLE)
     core.model.state = S.EXPIRED.value
     assert not core.may_start_renewal(10.0, 3)  # only from active
+
+
+# -- writes applied: each input's effect on the state -----------------------------------------
+def test_reserve_and_release_follow_the_generation() -> None:
+    core = core_in(S.ACTIVE)
+    g = core.reserve()
+    assert core.reserved == 1
+    assert core.release(g) and core.reserved == 0
+    g = core.reserve()
+    core.new_generation()  # the key was replaced while it was in flight
+    assert not core.release(g) and core.reserved == 0
+
+
+def test_hold_and_settle_an_in_doubt_execute() -> None:
+    core = core_in(S.ACTIVE)
+    info = _doubt(1)
+    core.hold(info)
+    assert core.in_doubt == [info]
+    assert core.settle(info) and core.in_doubt == []
+    assert not core.settle(info)  # settled once only
+
+
+@pytest.mark.parametrize(
+    ("apply", "status", "seen"),
+    [
+        (lambda c: c.forget(), None, False),
+        (lambda c: c.registered(SessionStatus(9, 5, 0)), SessionStatus(9, 5, 0), True),
+        (lambda c: c.revoked(), SessionStatus(0, 0, 0), True),
+        (lambda c: c.apply_status(SessionStatus(9, 5, 2)), SessionStatus(9, 5, 2), False),
+    ],
+)
+def test_what_each_applied_write_leaves(
+    apply: object, status: SessionStatus | None, seen: bool
+) -> None:
+    core = core_in(S.ACTIVE, status=SessionStatus(1, 1, 1))
+    core.reserved = 1  # in flight: kept by every one of them
+    assert callable(apply)
+    apply(core)
+    assert (core.status, core.seen_registered, core.reserved) == (status, seen, 1)
+
+
+def test_switch_to_successor_starts_the_new_key_from_zero() -> None:
+    core = core_in(S.ACTIVE, status=SessionStatus(100, 3, 2))
+    core.reserved, core.generation = 2, 7
+    core.in_doubt.append(_doubt(1))
+    core.successor = SessionKeyData(2, "blob", 200)
+    core.renewal_attempts, core.renewal_retry_at = 2, 50.0
+    version = core.version
+    assert core.switch_to_successor(SessionStatus(200, 3, 0)) == (7, 2)
+    assert (core.generation, core.reserved, core.in_doubt, core.successor) == (8, 0, [], None)
+    assert core.status == SessionStatus(200, 3, 0) and core.seen_registered
+    assert (core.renewal_attempts, core.renewal_retry_at) == (0, 0.0)
+    assert core.version > version
