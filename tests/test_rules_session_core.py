@@ -119,3 +119,21 @@ def test_reconcile_from_revoked_ignores_a_zero_status_but_not_a_registered_one()
     assert core.reconcile(SessionStatus(100, 3, 0), 5, local_valid_until=100) == (
         False, (S.ACTIVE, "active")
     )
+
+
+@pytest.mark.parametrize("change", ["begin_write", "end_write", "new_generation", "transition"])
+def test_every_local_change_makes_earlier_reads_stale(change: str) -> None:
+    """The module's rule: every local change bumps ``version``, so a read of *any* key that
+    started before it is not applied."""
+    core = core_in(S.ACTIVE, SessionStatus(100, 3, 0))
+    core.begin_write(7)
+    core.end_write(7)
+    before = core.version
+    assert core.fresh(before, 8)
+    if change == "transition":
+        core.transition("execute")
+    elif change == "new_generation":
+        core.new_generation()
+    else:
+        getattr(core, change)(7)
+    assert not core.fresh(before, 8)
