@@ -776,9 +776,8 @@ class ChipiSession(RenewalMixin):
             applied
             and info.action in ("register", "revoke")
             and generation == self._core.generation
-            and not self._core.seen_registered
+            and self._core.learn_registered()
         ):
-            self._core.seen_registered = True
             self._persist()
 
     async def _settle_doubt(self, info: SubmitInfo, generation: int, token: object) -> None:
@@ -1219,8 +1218,7 @@ class ChipiSession(RenewalMixin):
 
     # ---------------------------------------------------------------- helpers
     def _restore(self, data: SessionKeyData) -> None:
-        # not _new_generation(): in-doubt writes a hub resolved from its journal stay counted
-        self._core.generation += 1
+        self._core.restored()
         self._session = data
         self._transition("restore")
 
@@ -1409,9 +1407,7 @@ class ChipiSession(RenewalMixin):
         return self._journal
 
     def learn_registered(self) -> bool:
-        learned = not self._core.seen_registered
-        self._core.seen_registered = True
-        return learned
+        return self._core.learn_registered()
 
     async def start_attached(self) -> None:
         await self._start()

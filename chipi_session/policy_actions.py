@@ -126,7 +126,7 @@ class SpendingPolicyMixin:
             self._wallet.address, session.public_key, token_addr
         )
         if self._core.fresh(version, session.public_key):
-            self._core.version += 1
+            self._core.local_read()
             if found.exists:
                 if self._policies is None:
                     self._policies = {}

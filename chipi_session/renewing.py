@@ -116,7 +116,7 @@ class RenewalMixin(SpendingPolicyMixin):
         # failure stays in .error) or deciding a previous run's successor
         if not self._core.may_start_renewal(self._clock.now(), renewal.max_attempts):
             return
-        self._core.renewing = True
+        self._core.renewal_started()
         self._renewal_done = anyio.Event()
         self._spawn(self._renew(), "renew")
 
@@ -150,7 +150,8 @@ class RenewalMixin(SpendingPolicyMixin):
             try:
                 renewal.check_successor(duration, max_calls)
             except ChipiSessionError:
-                self._core.renewal_attempts = renewal.max_attempts  # no retry can fix this
+                # no retry can fix this
+                self._core.renewal_failed(give_up=True, max_attempts=renewal.max_attempts)
                 raise
             data, new_key = await self._new_session_key(duration)
             async with self._owner_guard():
@@ -187,17 +188,19 @@ class RenewalMixin(SpendingPolicyMixin):
                 self._commit_renewal(old, data, new_key, max_calls, allowed)
                 new_key, committed = None, True
         except ChipiSessionError as exc:
-            self._core.renewal_attempts += 1
+            attempts = self._core.renewal_failed(
+                give_up=self._core.renewal_attempts >= renewal.max_attempts,
+                max_attempts=renewal.max_attempts,
+            )
             self._record_failure("renew", exc)
             if (
-                self._core.renewal_attempts < renewal.max_attempts
+                attempts < renewal.max_attempts
                 and generation == self._core.generation
                 and self._scheduler is not None
             ):
-                self._core.renewal_retry_at = self._clock.now() + renewal.backoff(
-                    self._core.renewal_attempts
-                )
-                self._scheduler.timers.schedule(self._core.renewal_retry_at, self._start_renewal)
+                retry_at = self._clock.now() + renewal.backoff(attempts)
+                self._core.renewal_retry(retry_at)
+                self._scheduler.timers.schedule(retry_at, self._start_renewal)
         finally:
             if new_key is not None:
                 new_key.zero()
@@ -206,7 +209,7 @@ class RenewalMixin(SpendingPolicyMixin):
                 if sent:  # it may be registered: an unused key must not stay valid
                     self._retire_later(data.public_key, None)
                 self._persist()
-            self._core.renewing = False
+            self._core.renewal_ended()
             if self._renewal_done is not None:
                 self._renewal_done.set()
                 self._renewal_done = None
@@ -350,8 +353,8 @@ class RenewalMixin(SpendingPolicyMixin):
             old = self._session
             self._new_generation()
             self._switch_session(successor, None)
-            self._core.status = None
-            self._core.seen_registered = True
+            self._core.forget()
+            self._core.learn_registered()
             self._apply_status(status)
             self._reschedule()
             if old is not None:

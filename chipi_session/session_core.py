@@ -271,6 +271,23 @@ class SessionCore(lifecycle.SessionModel):
         return old
 
     # ------------------------------------------------------------ chain reads
+    def learn_registered(self) -> bool:
+        """The chain has seen this key registered (a write resolved, a journal entry); True
+        if that is news (to be persisted)."""
+        news = not self.seen_registered
+        self.seen_registered = True
+        return news
+
+    def restored(self) -> None:
+        """A stored key was restored: results of earlier actions are not this key's. In-doubt
+        writes a hub resolved from its journal stay counted (unlike :meth:`new_generation`)."""
+        self.generation += 1
+
+    def local_read(self) -> None:
+        """A fresh local read (a spending policy) was applied: later overlapping reads of the
+        status must not undo it."""
+        self.version += 1
+
     def apply_status(self, status: SessionStatus) -> None:
         """A fresh status read (checked with :meth:`fresh`) becomes what we know."""
         self.version += 1
@@ -322,6 +339,21 @@ class SessionCore(lifecycle.SessionModel):
         return self.model.current is S.ACTIVE and (
             self.renewal_state(now, max_attempts) is RenewalState.IDLE
         )
+
+    def renewal_started(self) -> None:
+        self.renewing = True
+
+    def renewal_ended(self) -> None:
+        self.renewing = False
+
+    def renewal_failed(self, *, give_up: bool, max_attempts: int) -> int:
+        """One more failed attempt (all of them if no retry can help); returns the count."""
+        self.renewal_attempts = max_attempts if give_up else self.renewal_attempts + 1
+        return self.renewal_attempts
+
+    def renewal_retry(self, at: float) -> None:
+        """Back off: renewal may start again at ``at``."""
+        self.renewal_retry_at = at
 
     def renewal_reset(self) -> None:
         self.renewal_attempts = 0

@@ -289,3 +289,30 @@ def test_switch_to_successor_starts_the_new_key_from_zero() -> None:
     assert core.status == SessionStatus(200, 3, 0) and core.seen_registered
     assert (core.renewal_attempts, core.renewal_retry_at) == (0, 0.0)
     assert core.version > version
+
+
+def test_renewal_inputs_drive_the_sub_state() -> None:
+    core = core_in(S.ACTIVE)
+    core.renewal_started()
+    assert core.renewal_state(0.0, 3) is RenewalState.RENEWING
+    core.renewal_ended()
+    assert core.renewal_failed(give_up=False, max_attempts=3) == 1
+    core.renewal_retry(20.0)
+    assert core.renewal_state(10.0, 3) is RenewalState.BACKING_OFF
+    assert core.renewal_state(20.0, 3) is RenewalState.IDLE
+    assert core.renewal_failed(give_up=True, max_attempts=3) == 3
+    assert core.renewal_state(30.0, 3) is RenewalState.GAVE_UP
+    core.renewal_reset()
+    assert core.renewal_state(0.0, 3) is RenewalState.IDLE
+
+
+def test_learn_registered_is_news_once_and_restore_keeps_what_is_in_doubt() -> None:
+    core = SessionCore()
+    assert core.learn_registered() and not core.learn_registered()
+    core.in_doubt.append(_doubt(1))
+    g = core.generation
+    core.restored()
+    assert core.generation == g + 1 and len(core.in_doubt) == 1
+    v = core.version
+    core.local_read()
+    assert core.version == v + 1
