@@ -15,7 +15,6 @@ methods, and a session on it refuses writes with ``NOT_SUPPORTED``. For transact
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ import httpx
 from ..errors import ChipiSessionError, ErrorCode
 from ..execution import result_from_rpc
 from ..felts import parse_felt, parse_felts, parse_selector, selector, to_hex
-from ..http import HttpClient, HttpResponse, Timeouts, safe_origin
+from ..http import HttpClient, Timeouts
 from ..logs import get_logger
 from ..types import (
     ExecutedEvent,
@@ -33,6 +32,7 @@ from ..types import (
     SessionStatus,
     SpendingPolicy,
 )
+from .jsonrpc import JsonRpcClient
 from .rpc_wire import (
     RPC_CONTRACT_ERROR,
     RPC_CONTRACT_NOT_FOUND,
@@ -43,7 +43,6 @@ from .rpc_wire import (
     TransactionStatus,
     decode_receipt,
     decode_transaction_status,
-    rpc_error,
 )
 
 __all__ = [
@@ -82,7 +81,7 @@ _SEL_GET_SPENDING_POLICY = selector("get_spending_policy")
 _SEL_NONCE_VALID = selector("is_valid_outside_execution_nonce")
 
 
-class StarknetRpcBackend:
+class StarknetRpcBackend(JsonRpcClient):
     """Reads session state from a Starknet JSON-RPC URL (``http(s)://.../rpc/v0_8`` etc.).
 
     ``block_id`` selects the state read (``"latest"`` by default; ``"pre_confirmed"`` on 0.9
@@ -109,151 +108,25 @@ class StarknetRpcBackend:
         http: HttpClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        try:
-            url = httpx.URL(rpc_url) if isinstance(rpc_url, (str, httpx.URL)) else None
-        except (TypeError, ValueError, httpx.InvalidURL):
-            url = None  # the URL itself stays out of the message: it may hold a provider key
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "rpc_url must be an http(s) URL")
-        self._url = str(url)
-        self._origin = safe_origin(url)
-        self._block_id: BlockId = block_id
-        self._retries = retries
         if not 1 <= batch_size <= 1000:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "batch_size must be in [1, 1000]")
-        self._batch_size = batch_size
         if confirm_finality not in _FINALITY_ORDER:
             raise ChipiSessionError(
                 ErrorCode.INVALID_INPUT,
                 f"confirm_finality must be one of {sorted(_FINALITY_ORDER)}",
             )
+        super().__init__(
+            rpc_url, timeout=timeout, retries=retries, http=http, transport=transport
+        )
+        self._block_id: BlockId = block_id
+        self._batch_size = batch_size
         self._confirm_finality = confirm_finality
         self._confirm_timeout = confirm_timeout
         self._confirm_interval = confirm_poll_interval
-        self._owns_http = http is None
-        self._http = http or HttpClient(timeouts=timeout, transport=transport)
-        self._ids = itertools.count(1)
         self._chain_id: int | None = None
 
     def __repr__(self) -> str:
         return f"StarknetRpcBackend({self._origin}, block_id={self._block_id!r})"
-
-    @property
-    def http(self) -> HttpClient:
-        return self._http
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
-
-    async def __aenter__(self) -> StarknetRpcBackend:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    # -- JSON-RPC plumbing -------------------------------------------------------------
-
-    async def request(self, method: str, params: Mapping[str, Any] | Sequence[Any]) -> Any:
-        """One JSON-RPC call; returns ``result`` or raises :class:`StarknetRpcError`."""
-        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
-        response = await self._post(payload, method)
-        body = response.json
-        if not isinstance(body, Mapping):
-            raise self._bad_response(method, "not a JSON-RPC object")
-        return self._unwrap(body, method)
-
-    async def batch(
-        self, calls: Sequence[tuple[str, Mapping[str, Any] | Sequence[Any]]]
-    ) -> list[Any]:
-        """A JSON-RPC batch in one HTTP round trip; results in request order.
-
-        Raises the first error in request order (as :class:`StarknetRpcError`).
-        """
-        out = await self.batch_items(calls)
-        for item in out:
-            if isinstance(item, StarknetRpcError):
-                raise item
-        return out
-
-    async def batch_items(
-        self, calls: Sequence[tuple[str, Mapping[str, Any] | Sequence[Any]]]
-    ) -> list[Any]:
-        """Like :meth:`batch`, but each failed item is returned as its StarknetRpcError.
-
-        A failure of the whole request (transport, HTTP status, garbage) still raises.
-        """
-        if not calls:
-            return []
-        ids = [next(self._ids) for _ in calls]
-        payload = [
-            {"jsonrpc": "2.0", "id": i, "method": m, "params": p}
-            for i, (m, p) in zip(ids, calls, strict=True)
-        ]
-        what = f"batch of {len(calls)} {calls[0][0]}"
-        response = await self._post(payload, what)
-        body = response.json
-        if not isinstance(body, list):
-            if isinstance(body, Mapping) and "error" in body:
-                self._unwrap(body, what)  # raises the node's error
-            raise self._bad_response(what, "batch answer is not a list")
-        by_id: dict[Any, Mapping[str, Any]] = {}
-        for item in body:
-            if isinstance(item, Mapping):
-                by_id[item.get("id")] = item
-        out: list[Any] = []
-        for i, (method, _) in zip(ids, calls, strict=True):
-            answer = by_id.get(i)
-            if answer is None:
-                raise self._bad_response(what, f"no answer for id {i}")
-            try:
-                out.append(self._unwrap(answer, method))
-            except StarknetRpcError as exc:
-                out.append(exc)
-        return out
-
-    async def _post(self, payload: Any, what: str) -> HttpResponse:
-        response = await self._http.post_json(
-            self._url,
-            payload,
-            idempotent=True,
-            retries=self._retries,
-            what=f"RPC {what}",
-            redact_path=True,  # provider keys live in RPC URL paths
-        )
-        if response.ok:
-            if response.json is None:
-                raise self._bad_response(what, "body is not JSON")
-            return response
-        # Some nodes answer JSON-RPC errors with an HTTP error status; keep the RPC error.
-        if isinstance(response.json, Mapping) and isinstance(response.json.get("error"), Mapping):
-            return response
-        if response.status in (401, 403):
-            raise ChipiSessionError(
-                ErrorCode.UNAUTHORIZED,
-                f"RPC {what}: {self._origin} refused access (HTTP {response.status}); "
-                "check the RPC URL's API key",
-            )
-        raise ChipiSessionError(
-            ErrorCode.BACKEND_UNAVAILABLE,
-            f"RPC {what}: {self._origin} answered HTTP {response.status}",
-            retryable=response.status >= 500 or response.status in (408, 429),
-        )
-
-    def _bad_response(self, what: str, detail: str) -> ChipiSessionError:
-        return ChipiSessionError(
-            ErrorCode.SESSION_INVALID_RESPONSE, f"RPC {what}: {self._origin} sent {detail}"
-        )
-
-    def _unwrap(self, body: Mapping[str, Any], method: str) -> Any:
-        error = body.get("error")
-        if error is not None:
-            if not isinstance(error, Mapping):
-                raise self._bad_response(method, "a malformed error")
-            raise rpc_error(method, error)
-        if "result" not in body:
-            raise self._bad_response(method, "neither result nor error")
-        return body["result"]
 
     # -- generic reads -----------------------------------------------------------------
 
