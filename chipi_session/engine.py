@@ -1392,7 +1392,8 @@ class ChipiSession(RenewalMixin):
         self._hub_events = attachment.events
         if attachment.journal is not None:
             self._journal = attachment.journal(self)
-        self._core.seen_registered = attachment.seen_registered
+        if attachment.seen_registered:
+            self._core.learn_registered()
 
     @property
     def closed(self) -> bool:

@@ -157,7 +157,7 @@ class RenewalMixin(SpendingPolicyMixin):
             async with self._owner_guard():
                 if generation != self._core.generation or not self._core.can("register"):
                     return  # replaced or revoked meanwhile (spent is fine: that is why)
-                self._core.successor = data
+                self._core.successor_on_record(data)
                 await self._save_record()  # on record (encrypted) before it is sent
                 sent = True
                 allowed = old_status.allowed_entrypoints
@@ -205,7 +205,7 @@ class RenewalMixin(SpendingPolicyMixin):
             if new_key is not None:
                 new_key.zero()
             if not committed and data is not None and self._core.successor is data:
-                self._core.successor = None
+                self._core.successor_on_record(None)
                 if sent:  # it may be registered: an unused key must not stay valid
                     self._retire_later(data.public_key, None)
                 self._persist()
@@ -326,7 +326,7 @@ class RenewalMixin(SpendingPolicyMixin):
             self._retire_later(successor.public_key, None)
             self._persist()
             return
-        self._core.successor = successor
+        self._core.successor_on_record(successor)
         if in_doubt is not None:  # decided once its register's window closes; on record
             if self._scheduler is not None:
                 self._scheduler.timers.schedule(
@@ -344,7 +344,7 @@ class RenewalMixin(SpendingPolicyMixin):
         async with self._owner_guard():
             if self._core.successor is not successor:
                 return
-            self._core.successor = None
+            self._core.successor_on_record(None)
             if not status.exists:
                 self._persist()  # never registered: nothing to adopt
                 self._arm_renewal_timer()

@@ -355,6 +355,10 @@ class SessionCore(lifecycle.SessionModel):
         """Back off: renewal may start again at ``at``."""
         self.renewal_retry_at = at
 
+    def successor_on_record(self, successor: SessionKeyData | None) -> None:
+        """A renewal's successor is on record (None: dropped) until it is switched to."""
+        self.successor = successor
+
     def renewal_reset(self) -> None:
         self.renewal_attempts = 0
         self.renewal_retry_at = 0.0
