@@ -264,6 +264,11 @@ class TruthMachine(RuleBasedStateMachine):
         world = self.world
         if name == "exec":
             await self._exec_op(*args)
+        elif name == "exec_after_write":
+            assert self.wire is not None
+            with anyio.move_on_after(0.2):  # real time: the others may not write at all
+                await self.wire.owner_write_landed.wait()
+            await self._exec_op(*args)
         elif name == "cancel":
             await self._cancel_op(*args)
         elif name == "register":
@@ -341,17 +346,43 @@ class TruthMachine(RuleBasedStateMachine):
         self.fb.fail_next(fault[0], fault[1])
 
     @rule(
-        slot=SLOT_IDS, kind=st.sampled_from(["timeout_after_send", "drop_response", "lost_request"])
+        slot=SLOT_IDS,
+        kind=st.sampled_from(["timeout_after_send", "drop_response", "lost_request"]),
+        reads_down=st.booleans(),
     )
-    def execute_in_doubt(self, slot: int, kind: Any) -> None:
-        """One execute whose outcome cannot be read yet (nonce reads fail meanwhile)."""
+    def execute_in_doubt(self, slot: int, kind: Any, reads_down: bool) -> None:
+        """One execute whose outcome cannot be read yet: nonce reads fail meanwhile (and
+        status reads too, with ``reads_down``: the node is unreachable)."""
         self.fb.fail_next(EXECUTE, kind)
-        self.fb.per_method["outside_nonce_used"] = FaultRates(error_before_send=1.0)
+        down = ["outside_nonce_used"] + (["get_session_status"] if reads_down else [])
+        for method in down:
+            self.fb.per_method[method] = FaultRates(error_before_send=1.0)
         try:
             self.execute(slot, [("ok", 5)], True)
+            if reads_down:  # nonce reads are back; its window closes while status reads fail
+                del self.fb.per_method[down.pop(0)]
+                self.jump_during_read_outage(3601)
         finally:
-            del self.fb.per_method["outside_nonce_used"]
+            for method in down:
+                del self.fb.per_method[method]
             self.fb.clear()
+
+    @rule(seconds=st.sampled_from([45, 3601]))
+    def jump_during_read_outage(self, seconds: int) -> None:
+        """Time passes (polls, expiries, in-doubt windows closing) while every status read
+        fails: what the engine learns meanwhile must not rely on a re-read to be counted."""
+        outage = "get_session_status" not in self.fb.per_method
+        self.fb.per_method["get_session_status"] = FaultRates(error_before_send=1.0)
+
+        async def go() -> None:
+            self.world.clock.advance(seconds)
+            await quiesce()
+
+        try:
+            self.run(go)
+        finally:
+            if outage:
+                del self.fb.per_method["get_session_status"]
 
     @rule()
     def converge(self) -> None:

@@ -140,6 +140,12 @@ class WireRecorder:
         self.execute_calls: collections.Counter[tuple[Call, ...]] = collections.Counter()
         self._rng = random.Random(seed)
         self._max_late = max_response_checkpoints
+        #: set (and replaced) each time an owner write has run on chain, before its response
+        self.owner_write_landed = anyio.Event()
+
+    def _landed(self) -> None:
+        self.owner_write_landed.set()
+        self.owner_write_landed = anyio.Event()
 
     async def _late(self) -> None:
         """Response latency: the chain already answered, the answer arrives a little later
@@ -166,21 +172,25 @@ class WireRecorder:
 
     async def add_or_update_session_key(self, *args: Any, **kwargs: Any) -> str:
         tx = str(await self.inner.add_or_update_session_key(*args, **kwargs))
+        self._landed()
         await self._late()
         return tx
 
     async def revoke_session_key(self, *args: Any, **kwargs: Any) -> str:
         tx = str(await self.inner.revoke_session_key(*args, **kwargs))
+        self._landed()
         await self._late()
         return tx
 
     async def set_spending_policy(self, *args: Any, **kwargs: Any) -> str:
         tx = str(await self.inner.set_spending_policy(*args, **kwargs))
+        self._landed()
         await self._late()
         return tx
 
     async def remove_spending_policy(self, *args: Any, **kwargs: Any) -> str:
         tx = str(await self.inner.remove_spending_policy(*args, **kwargs))
+        self._landed()
         await self._late()
         return tx
 
@@ -309,6 +319,9 @@ OPS = st.one_of(
     ),
     st.tuples(st.just("unpolicy")),
     st.tuples(st.just("jump"), st.sampled_from([1, 45, 700, 3601]), st.integers(0, 6)),
+    # an execute sent the moment an owner write (register, revoke, policy) landed on chain,
+    # while that write's response is still on its way back
+    st.tuples(st.just("exec_after_write"), SLOT_IDS, PLANS, st.booleans()),
 )
 
 
