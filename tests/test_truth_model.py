@@ -6,7 +6,9 @@ latency on every call, confirmation reads included; scripted faults on the next 
 ManualClock. One step is a *burst*: executes (``wait=True`` and ``wait=False``, multicalls
 whose calls may fail inside the non-atomic v33 multicall), executes whose caller cancels them
 after a chosen number of checkpoints, registers, revokes, clears, creates, status polls,
-spending-policy writes and clock jumps, all started concurrently. The async objects live in
+spending-policy writes, clock jumps and executes sent the moment an owner write landed, all
+started concurrently. Other steps: concurrent executes of one session, scripted faults, an
+execute left in doubt (optionally while the node's reads are down as its window closes). The async objects live in
 one blocking portal's event loop across steps (asyncio and trio).
 
 The reference model (tests/truth_helpers.py) never reads the engine's internals: it knows what
@@ -58,12 +60,10 @@ from .truth_helpers import (
     EXECUTE,
     FAULTS,
     LATENCY,
-    NOTHING_MOVED,
     OPS,
     OWNER_OPS,
     PLANS,
     POLICY_SLOT,
-    PREFLIGHT_CODES,
     RENEWING_SLOT,
     REVOKED,
     SLOT_IDS,
@@ -74,10 +74,10 @@ from .truth_helpers import (
     WireRecorder,
     chain_state,
     check_final,
+    check_ledger,
     final_report,
     keys_in_events,
     make_call,
-    moved_ok,
     report_error,
     report_result,
     spending_room,
@@ -500,29 +500,7 @@ class TruthMachine(RuleBasedStateMachine):
         self.on_loop(self._check_ledger)
 
     def _check_ledger(self) -> None:
-        chain, balance = self.world.chain, self.world.balance
-        paid: dict[int, int] = {w: 0 for w in self.start_balance}
-        for a in self.attempts:
-            moved = {to: balance(to) for _, to, _ in a.plan}
-            paid[a.wallet] += sum(moved.values())
-            want = moved_ok(a.plan)
-            for _, to, _ in a.plan:
-                assert moved[to] in (0, want.get(to, 0)), ("moved a wrong amount", a, moved)
-            if a.report is Report.SUCCEEDED:
-                assert moved == want or not want, ("reported succeeded, did not move", a, moved)
-                assert all(moved[to] == n for to, n in want.items()), (a, moved)
-            if a.report in NOTHING_MOVED or (
-                a.report is Report.CANCELLED and a.calls not in self._sent()
-            ):
-                assert not any(moved.values()), ("reported failed, money moved", a, moved)
-            if a.error is not None and a.error.code in PREFLIGHT_CODES and not a.raced:
-                assert a.calls not in self._sent(), ("sent what the chain refused", a)
-        for w, start in self.start_balance.items():
-            assert start - balance(w) == paid[w], "money left a wallet for no recipient"
-        for w in self.start_balance:
-            for pub in keys_in_events(chain, w, ADDED):
-                st_ = chain.session_status(w, pub)
-                assert st_.calls_used <= st_.max_calls or not st_.exists
+        check_ledger(self.world, self.attempts, self.start_balance, self._sent())
 
     @invariant()
     def budget_never_undercounted(self) -> None:

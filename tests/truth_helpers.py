@@ -376,3 +376,33 @@ def check_final(
     else:  # included, or in doubt and resolved: what the chain ran, all of it or nothing
         expected = {**nothing, **want} if executed else nothing
         assert moved == expected, ("moved is not what the chain ran", report, a, moved)
+
+
+def check_ledger(
+    world: Any, attempts: Sequence[Attempt], start_balance: dict[int, int], sent: set[Any]
+) -> None:
+    """After every step: each recipient got exactly its call's amount or nothing, what was
+    reported succeeded moved, what was reported failed (or cancelled unsent) moved nothing,
+    every token that left a wallet reached a recipient of it, the pre-flight never sent what
+    the chain refused (unless an owner write or a clock jump raced it), and no session key
+    used more calls than its max_calls."""
+    chain, balance = world.chain, world.balance
+    paid: dict[int, int] = {w: 0 for w in start_balance}
+    for a in attempts:
+        moved = {to: balance(to) for _, to, _ in a.plan}
+        paid[a.wallet] += sum(moved.values())
+        want = moved_ok(a.plan)
+        for _, to, _ in a.plan:
+            assert moved[to] in (0, want.get(to, 0)), ("moved a wrong amount", a, moved)
+        if a.report is Report.SUCCEEDED:
+            assert all(moved[to] == n for to, n in want.items()), ("succeeded, not moved", a)
+        if a.report in NOTHING_MOVED or (a.report is Report.CANCELLED and a.calls not in sent):
+            assert not any(moved.values()), ("reported failed, money moved", a, moved)
+        if a.error is not None and a.error.code in PREFLIGHT_CODES and not a.raced:
+            assert a.calls not in sent, ("sent what the chain refused", a)
+    for w, start in start_balance.items():
+        assert start - balance(w) == paid[w], "money left a wallet for no recipient"
+    for w in start_balance:
+        for pub in keys_in_events(chain, w, ADDED):
+            status = chain.session_status(w, pub)
+            assert status.calls_used <= status.max_calls or not status.exists
