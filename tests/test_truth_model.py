@@ -7,7 +7,8 @@ ManualClock. One step is a *burst*: executes (``wait=True`` and ``wait=False``, 
 whose calls may fail inside the non-atomic v33 multicall), executes whose caller cancels them
 after a chosen number of checkpoints, registers, revokes, clears, creates, status polls,
 spending-policy writes, clock jumps and executes sent the moment an owner write landed, all
-started concurrently. Other steps: concurrent executes of one session, scripted faults, an
+started concurrently. Other steps: concurrent executes of one session, a re-register while
+executes are sent as it lands, scripted faults, an
 execute left in doubt (optionally while the node's reads are down as its window closes). The async objects live in
 one blocking portal's event loop across steps (asyncio and trio).
 
@@ -143,7 +144,9 @@ class TruthMachine(RuleBasedStateMachine):
         self.fb = FaultInjectingBackend(
             world.chain, seed=seed, rates=LATENCY, per_method={"get_execution_result": LATENCY}
         )
-        self.wire = WireRecorder(self.fb, seed=seed, max_response_checkpoints=3)
+        self.wire = WireRecorder(
+            self.fb, seed=seed, max_response_checkpoints=3, max_owner_response_checkpoints=12
+        )
         session_hub: SessionHub | None = None
         if hub:
             session_hub = SessionHub(
@@ -340,6 +343,13 @@ class TruthMachine(RuleBasedStateMachine):
             await quiesce()
 
         self.run(go)
+
+    @rule(slot=SLOT_IDS, max_calls=st.integers(1, 5), n=st.integers(1, 3), wait=st.booleans())
+    def reregister_under_executes(self, slot: int, max_calls: int, n: int, wait: bool) -> None:
+        """Re-register a session while executes are sent as the register lands (issue 9 §2:
+        a re-register racing executes must not lose count of them)."""
+        execs = [("exec_after_write", slot, [("ok", 1 + i)], wait) for i in range(n)]
+        self.burst([("register", slot, max_calls), *execs])
 
     @rule(fault=FAULTS)
     def fault_next_call(self, fault: tuple[str, Any]) -> None:

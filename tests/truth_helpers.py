@@ -132,7 +132,14 @@ class WireRecorder:
 
     Executes are keyed by their calls (every call the test makes is distinct)."""
 
-    def __init__(self, inner: Any, *, seed: int = 0, max_response_checkpoints: int = 0) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        *,
+        seed: int = 0,
+        max_response_checkpoints: int = 0,
+        max_owner_response_checkpoints: int = 0,
+    ) -> None:
         self.inner = inner
         self.requires_bearer_token = bool(inner.requires_bearer_token)
         self.clock = inner.clock
@@ -140,6 +147,7 @@ class WireRecorder:
         self.execute_calls: collections.Counter[tuple[Call, ...]] = collections.Counter()
         self._rng = random.Random(seed)
         self._max_late = max_response_checkpoints
+        self._max_owner_late = max_owner_response_checkpoints
         #: set (and replaced) each time an owner write has run on chain, before its response
         self.owner_write_landed = anyio.Event()
 
@@ -147,10 +155,11 @@ class WireRecorder:
         self.owner_write_landed.set()
         self.owner_write_landed = anyio.Event()
 
-    async def _late(self) -> None:
+    async def _late(self, owner: bool = False) -> None:
         """Response latency: the chain already answered, the answer arrives a little later
         (what makes a status read stale, or a write's response trail a later one)."""
-        for _ in range(self._rng.randint(0, self._max_late)):
+        most = self._max_owner_late if owner else self._max_late
+        for _ in range(self._rng.randint(0, most)):
             await anyio.sleep(0)
 
     async def execute_with_session(self, *args: Any, **kwargs: Any) -> str:
@@ -173,25 +182,25 @@ class WireRecorder:
     async def add_or_update_session_key(self, *args: Any, **kwargs: Any) -> str:
         tx = str(await self.inner.add_or_update_session_key(*args, **kwargs))
         self._landed()
-        await self._late()
+        await self._late(owner=True)
         return tx
 
     async def revoke_session_key(self, *args: Any, **kwargs: Any) -> str:
         tx = str(await self.inner.revoke_session_key(*args, **kwargs))
         self._landed()
-        await self._late()
+        await self._late(owner=True)
         return tx
 
     async def set_spending_policy(self, *args: Any, **kwargs: Any) -> str:
         tx = str(await self.inner.set_spending_policy(*args, **kwargs))
         self._landed()
-        await self._late()
+        await self._late(owner=True)
         return tx
 
     async def remove_spending_policy(self, *args: Any, **kwargs: Any) -> str:
         tx = str(await self.inner.remove_spending_policy(*args, **kwargs))
         self._landed()
-        await self._late()
+        await self._late(owner=True)
         return tx
 
     async def get_session_status(self, *args: Any) -> Any:
