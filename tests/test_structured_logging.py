@@ -565,3 +565,19 @@ async def test_a_slot_opened_inside_another_session_s_context_is_its_own(
         assert record.chipi_slot == "bob", fields(record)
         assert record.chipi_wallet == to_hex(world.wallets[1].address), fields(record)
         assert record.chipi_session_key in (None, to_hex(data.public_key)), fields(record)
+
+
+def test_every_logger_name_is_documented() -> None:
+    """docs/observability.md's "Loggers and levels" names every logger of the package."""
+    docs = (ROOT / "docs" / "observability.md").read_text()
+    names = set()
+    for path in (ROOT / "chipi_session").rglob("*.py"):
+        for arg in re.findall(r"get_logger\(([^)]*)\)", path.read_text()):
+            if arg == "__name__":
+                parts = path.relative_to(ROOT).with_suffix("").parts
+                names.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+            elif arg.startswith('"'):
+                names.add(arg.strip('"'))
+    assert "chipi_session.engine" in names
+    missing = sorted(name for name in names if f"`{name}`" not in docs)
+    assert not missing, missing
