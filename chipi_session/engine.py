@@ -40,12 +40,10 @@ from .events import (
     Event,
     StateChanged,
     StatusRefreshed,
-    TransactionConfirmed,
-    TransactionFailed,
     TransactionSubmitted,
 )
-from .execution import fit_to_calls
 from .felts import U64_MAX, to_hex
+from .handlers.execution import confirm_execute, follow_revert
 from .keys import KeySource, SecretKey
 from .logs import get_logger
 from .outcome import resolve_outcome
@@ -55,7 +53,6 @@ from .renewing import RenewalMixin
 from .scheduling import Scheduler, TimerHandle, backend_status_reader
 from .session_core import SessionCore
 from .session_inputs import AppliedHashLost as _AppliedHashLost
-from .session_inputs import call_failed_error as _call_failed_error
 from .session_inputs import check_count as _check_count
 from .session_inputs import check_positive_int as _check_positive_int
 from .session_inputs import hash_lost_error as _hash_lost_error
@@ -63,7 +60,6 @@ from .session_inputs import parse_entrypoints as _parse_entrypoints
 from .types import (
     Call,
     ExecutionResult,
-    ExecutionStatus,
     ExpiryReason,
     SessionKeyData,
     SessionState,
@@ -1043,65 +1039,29 @@ class ChipiSession(RenewalMixin):
     async def _confirm_execute(
         self, tx: str, calls: tuple[Call, ...], generation: int, public_key: int
     ) -> tuple[ExecutionResult, ChipiSessionError | None]:
-        """Read what the chain did with an execute, publish it, and follow it: a failed call
-        already consumed its call of the budget (counted when it was accepted); a revert is
-        re-read from the chain (the SNIP-9 path consumes nothing, a direct INVOKE one call)."""
-        backend = self._backend
-        if not isinstance(backend, ExecutionResultReader):
-            return ExecutionResult.unknown(tx, len(calls)), None
-        try:
-            result = fit_to_calls(await backend.get_execution_result(tx), len(calls))
-        except ChipiSessionError as exc:
-            if exc.code is not ErrorCode.TRANSACTION_REJECTED:
-                log.warning("execute %s: its result could not be read (%s)", tx, exc.code.value)
-                return ExecutionResult.unknown(tx, len(calls)), None
-            error = ChipiSessionError(exc.code, exc.message, retryable=False, applied=False)
-            self._error = error
-            self._publish(
-                TransactionFailed,
-                action="execute",
-                tx_hash=tx,
-                result=None,
-                error=error,
-                session_public_key=to_hex(public_key),
-            )
-            if generation == self._core.generation:
-                await self._quiet_refetch()  # never executed: the chain's count did not move
-            return ExecutionResult.unknown(tx, len(calls)), error
-        if not result.failed:
-            self._publish(
-                TransactionConfirmed,
-                action="execute",
-                tx_hash=tx,
-                result=result,
-                session_public_key=to_hex(public_key),  # the key that signed it
-            )
-            return result, None
-        error = _call_failed_error(result)
-        self._error = error
-        self._publish(
-            TransactionFailed,
-            action="execute",
-            tx_hash=tx,
-            result=result,
-            error=error,
-            session_public_key=to_hex(public_key),
+        """What the chain did with an execute: ``handlers.execution.confirm_execute``."""
+        return await confirm_execute(
+            self._backend,
+            tx,
+            calls,
+            public_key,
+            publish=self._publish,
+            record_error=self._set_error,
+            is_current=lambda: generation == self._core.generation,
+            refetch=self._quiet_refetch,
+            follow=self._follow_revert,
         )
-        if result.status is ExecutionStatus.REVERTED and generation == self._core.generation:
-            await self._follow_revert(calls)
-        return result, error
+
+    def _set_error(self, error: ChipiSessionError) -> None:
+        self._error = error
 
     async def _follow_revert(self, calls: tuple[Call, ...]) -> None:
-        """A reverted execute undid its spending: re-read the session and the policies it
-        touched, so the budget and the caps are the chain's again."""
-        await self._quiet_refetch()
-        tracked = self._policies or {}
-        for token in {c.to for c in calls if c.selector in policy.SPENDING_SELECTORS}:
-            if token in tracked:
-                try:
-                    await self.get_spending_policy(token)
-                except ChipiSessionError:
-                    pass
+        await follow_revert(
+            calls,
+            refetch=self._quiet_refetch,
+            tracked=self._policies or {},
+            reread_policy=self.get_spending_policy,
+        )
 
     def _spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         """Run ``fn(*args)`` in the background under a cancel scope of this session, so
