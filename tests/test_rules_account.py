@@ -295,3 +295,9 @@ def test_set_public_key_returns_nothing_and_rotates_the_owner(env: Env) -> None:
     r, s = new_owner.sign(message)
     assert env.as_self("set_public_key", [new_owner.public_key, 2, r, s]) == []
     assert env.chain.call(env.account, "get_public_key") == [new_owner.public_key]
+
+
+def test_a_deployed_account_has_the_documented_v33_class_hash(env: Env) -> None:
+    """docs/contract.md: the mainnet class hash of v33."""
+    v33 = 0x0484BBD2404B3C7264BEA271F7267D6D4004821AC7787A9EED7F472E79EF40D1
+    assert env.chain.class_hash_at(env.account) == v33
