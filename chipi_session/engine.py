@@ -14,7 +14,6 @@ state is left as it was before it.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -44,6 +43,7 @@ from .events import (
 )
 from .felts import U64_MAX, to_hex
 from .handlers.execution import confirm_execute, follow_revert
+from .handlers.timers import ExpiryTimer
 from .keys import KeySource, SecretKey
 from .logs import get_logger
 from .outcome import resolve_outcome
@@ -253,7 +253,12 @@ class ChipiSession(RenewalMixin):
         self._scheduler: Scheduler | None = None
         self._owns_scheduler = False
         self._journal: ActionJournal | None = None
-        self._expiry_timer: TimerHandle | None = None
+        self._expiry_timer = ExpiryTimer(
+            deadline=self._expiry_deadline,
+            now=lambda: self._clock.now(),
+            expire=self._expire_by_time,
+            rearm=self._reschedule,
+        )
         self._renewal_timer: TimerHandle | None = None
         self._renewal_done: anyio.Event | None = None
         #: keys being retired after a renewal:
@@ -318,9 +323,9 @@ class ChipiSession(RenewalMixin):
         if self._scopes:
             for scope in list(self._scopes):
                 scope.cancel()
-        for handle in (self._expiry_timer, self._renewal_timer):
-            if handle is not None:
-                handle.cancel()
+        self._expiry_timer.cancel()
+        if self._renewal_timer is not None:
+            self._renewal_timer.cancel()
         if self._scheduler is not None:
             self._scheduler.poller.remove(self)
         self._zero_session_key()
@@ -1428,35 +1433,21 @@ class ChipiSession(RenewalMixin):
 
     # ------------------------------------------------------------- expiry timer
     def _reschedule(self) -> None:
-        """The expiry deadline may have moved: re-arm it in the scheduler's timer heap.
-
-        Expiry is inclusive (at ``now == valid_until`` the session still signs), so the
-        deadline is the first instant after ``valid_until``.
-        """
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
-        deadline = self._expiry_deadline()
-        if deadline is not None and self._scheduler is not None and not self._closed:
-            self._expiry_timer = self._scheduler.timers.schedule(
-                math.nextafter(deadline, math.inf), self._on_expiry_due
-            )
+        """The expiry deadline may have moved: re-arm it (``handlers.timers.ExpiryTimer``)
+        and the renewal timer."""
+        scheduler = self._scheduler
+        self._expiry_timer.arm(
+            scheduler.timers if scheduler is not None and not self._closed else None
+        )
         self._arm_renewal_timer()
 
     def _expiry_deadline(self) -> float | None:
         session = self._session
         return self._core.expiry_bound(None if session is None else session.valid_until)
 
-    def _on_expiry_due(self) -> None:
-        self._expiry_timer = None
-        deadline = self._expiry_deadline()
-        if deadline is None:
-            return
-        if self._clock.now() > deadline:
-            with logs.action(self._log_context, "expire"):  # the shared timer's task
-                self._expire(ExpiryReason.TIME)
-        else:
-            self._reschedule()
+    def _expire_by_time(self) -> None:
+        with logs.action(self._log_context, "expire"):  # the shared timer's task
+            self._expire(ExpiryReason.TIME)
 
 
 #: An execute refused for these waits for a renewal in progress instead of failing.
