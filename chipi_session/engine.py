@@ -43,6 +43,7 @@ from .events import (
 )
 from .felts import U64_MAX, to_hex
 from .handlers.execution import confirm_execute, follow_revert
+from .handlers.status import read_status, recheck_doubts
 from .handlers.timers import ExpiryTimer
 from .keys import KeySource, SecretKey
 from .logs import get_logger
@@ -1148,19 +1149,15 @@ class ChipiSession(RenewalMixin):
         if session is None:
             return None
         self._require_supported()
-        status: SessionStatus | None = None
-        for _ in range(attempts):
-            version = self._core.version
-            if self._session is not session:
-                break  # replaced meanwhile: what the old key reads is not ours to apply
-            status = await self._backend.get_session_status(
-                self._wallet.address, session.public_key
-            )
-            if self._core.fresh(version, session.public_key):
-                self._apply_status(status)
-                break
-            # a local write or state change overlapped the read: it may predate it
-        return status
+        return await read_status(
+            self._backend,
+            self._wallet.address,
+            session,
+            core=self._core,
+            current=lambda: self._session,
+            apply=self._apply_status,
+            attempts=attempts,
+        )
 
     def _apply_status(self, status: SessionStatus) -> None:
         self._core.apply_status(status)
@@ -1170,16 +1167,13 @@ class ChipiSession(RenewalMixin):
             self._spawn(self._recheck_doubts(self._core.generation))
 
     async def _recheck_doubts(self, generation: int) -> None:
-        """Resolve in-doubt executes early when their nonces can be read: one the chain
-        already counts must not be counted twice until its window closes."""
-        resolved = False
-        for info in list(self._core.in_doubt):
-            applied = await self._resolve_outcome(info)
-            self._learn(info, applied, generation)
-            if applied is not None and self._core.settle(info):
-                resolved = True
-        if resolved and generation == self._core.generation:
-            await self._quiet_refetch()  # read after the nonce: calls_used includes it
+        await recheck_doubts(
+            self._core,
+            generation,
+            resolve=self._resolve_outcome,
+            learn=self._learn,
+            refetch=self._quiet_refetch,
+        )
 
     # ---------------------------------------------------------------- helpers
     def _restore(self, data: SessionKeyData) -> None:
