@@ -256,7 +256,7 @@ def _save_result(results: Path, spec: ModuleSpec, tally: Tally, source: str) -> 
 
 
 def _write_full_report(path: Path, config: dict[str, object], results: Path,
-                       threshold: float) -> None:
+                       threshold: float, equivalents: dict[str, str]) -> None:
     """Every configured module's last full run (mutation/results/), marked when the module's
     source changed since that run."""
     lines = [
@@ -281,7 +281,10 @@ def _write_full_report(path: Path, config: dict[str, object], results: Path,
             lines.append(f"| {name} | (not run yet) | | | | | | |")
             continue
         r = json.loads(file.read_text())
-        t = Tally(r["generated"], r["equivalent"], r["killed"], r["timeout"])
+        # a survivor listed as equivalent after its run counts as equivalent (reason on file)
+        later = [x for x in r["survived"] if x[0] in equivalents]
+        r["survived"] = [x for x in r["survived"] if x[0] not in equivalents]
+        t = Tally(r["generated"], r["equivalent"] + len(later), r["killed"], r["timeout"])
         stale = "" if r["source_sha1"] == _sha(source.read_text()) else ", source changed since"
         score = 100.0 if t.scored == 0 else 100.0 * (t.killed + t.timeout) / t.scored
         mark = "" if score >= threshold else " ❌"
@@ -306,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--report", help="where to write the report (default: config's)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the report from mutation/results/ without running")
     args = parser.parse_args(argv)
 
     config = load_config(Path(args.config))
@@ -317,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     for stale in sorted(set(equivalents) - every_id):
         if not args.module or stale.split(":")[0] in args.module:
             _out(f"warning: {stale} is listed as equivalent but no longer generated")
+
+    if args.report_only:
+        report = Path(args.report) if args.report else ROOT / str(config["report"])
+        _write_full_report(report, config, ROOT / "mutation" / "results", threshold, equivalents)
+        _out(report.read_text())
+        return 0
 
     if args.list:
         for ms in by_module.values():
@@ -391,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         results = ROOT / "mutation" / "results"
         for s in specs:
             _save_result(results, s, tallies[s.name], originals[s.name])
-        _write_full_report(report, config, results, threshold)
+        _write_full_report(report, config, results, threshold, equivalents)
     _out(f"\n{title}: {len(todo)} mutants in {elapsed:.0f}s; report: {report}")
     for name, t in tallies.items():
         _out(f"  {name:<12} generated {t.generated:4d}  killed {t.killed + t.timeout:4d}  "
