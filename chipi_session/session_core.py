@@ -86,6 +86,7 @@ class SessionCore(lifecycle.SessionModel):
         "renewal_attempts",
         "renewal_retry_at",
         "successor",
+        "landed",
     )
 
     def __init__(self) -> None:
@@ -103,6 +104,9 @@ class SessionCore(lifecycle.SessionModel):
         self.renewal_retry_at = 0.0
         #: a renewal's successor, on record before it is registered, until it is switched to
         self.successor: SessionKeyData | None = None
+        #: executes of this session accepted so far (a register in flight marks it: the ones
+        #: accepted while it is in flight may have landed after it on chain)
+        self.landed = 0
 
     def __repr__(self) -> str:
         return (
@@ -211,6 +215,7 @@ class SessionCore(lifecycle.SessionModel):
 
     def executed(self) -> None:
         """An execute of the current key was accepted: it used one call."""
+        self.landed += 1
         if self.status is not None:
             self.status = attrs.evolve(self.status, calls_used=self.status.calls_used + 1)
 
@@ -232,12 +237,20 @@ class SessionCore(lifecycle.SessionModel):
         """An execute sent without a known outcome: counted until the chain decides it."""
         self.in_doubt.append(info)
 
-    def settle(self, info: SubmitInfo) -> bool:
-        """The chain decided an in-doubt execute: it stops being counted here."""
+    def settle(self, info: SubmitInfo, applied: bool | None = None) -> bool:
+        """The chain decided an in-doubt execute: it stops being counted as in doubt, and
+        one that executed (``applied``) is counted as a used call from now on — a later
+        status read may fail or be stale, and the budget must never be under-counted."""
         if info in self.in_doubt:
             self.in_doubt.remove(info)
+            if applied and info.action == "execute":
+                self.executed()
             return True
         return False
+
+    def landed_mark(self) -> int:
+        """Where the count of accepted executes stands (a register in flight keeps it)."""
+        return self.landed
 
     # ------------------------------------------------------------ writes applied
     def forget(self) -> None:
@@ -245,10 +258,16 @@ class SessionCore(lifecycle.SessionModel):
         self.status = None
         self.seen_registered = False
 
-    def registered(self, status: SessionStatus) -> None:
+    def registered(self, status: SessionStatus, *, landed_since: int | None = None) -> None:
         """The chain registered this key with ``status`` (calls_used 0 again). Executes in
-        flight or in doubt stay counted: they may land after the register."""
+        flight or in doubt stay counted: they may land after the register; so do executes
+        accepted since ``landed_since`` (a :meth:`landed_mark` taken before the register was
+        sent): the chain may have run them after the register, and under-counting the
+        budget would let the pre-flight send an execute the chain refuses."""
         self.seen_registered = True
+        if landed_since is not None and self.landed > landed_since:
+            used = min(status.max_calls, status.calls_used + self.landed - landed_since)
+            status = attrs.evolve(status, calls_used=used)
         self.status = status
 
     def revoked(self) -> None:
