@@ -301,3 +301,23 @@ def test_a_deployed_account_has_the_documented_v33_class_hash(env: Env) -> None:
     """docs/contract.md: the mainnet class hash of v33."""
     v33 = 0x0484BBD2404B3C7264BEA271F7267D6D4004821AC7787A9EED7F472E79EF40D1
     assert env.chain.class_hash_at(env.account) == v33
+
+
+def test_upgrade_refuses_class_hash_zero_and_register_interfaces_returns_nothing(
+    env: Env,
+) -> None:
+    with pytest.raises(ContractPanic, match="^Class hash cannot be zero$"):
+        env.as_self("upgrade", [0])
+    assert env.as_self("upgrade", [1]) == []
+    assert env.chain.class_hash_at(env.account) == 1
+    assert env.as_self("register_interfaces") == []
+
+
+def test_set_public_key_refuses_a_bad_or_misshaped_signature(env: Env) -> None:
+    new_owner = SecretKey(0x5EC0DD)
+    message = accept_ownership_hash(env.account, OWNER.public_key)
+    r, s = new_owner.sign(message)
+    for signature in ([r, s + 1], [r], [r, s, 0]):
+        with pytest.raises(ContractPanic, match="invalid signature"):
+            env.as_self("set_public_key", [new_owner.public_key, len(signature), *signature])
+    assert env.chain.call(env.account, "get_public_key") == [OWNER.public_key]
