@@ -45,6 +45,7 @@ from .felts import U64_MAX, to_hex
 from .handlers.execution import confirm_execute, follow_revert
 from .handlers.status import read_status, recheck_doubts
 from .handlers.timers import ExpiryTimer
+from .handlers.writes import send_write, unknown_outcome
 from .keys import KeySource, SecretKey
 from .logs import get_logger
 from .outcome import resolve_outcome
@@ -641,77 +642,29 @@ class ChipiSession(RenewalMixin):
         Raises :class:`_AppliedHashLost` if the write provably executed but its hash was lost
         (the caller applies its effect, then reports ``UNKNOWN_OUTCOME`` with applied=True).
         """
-        journal = self._journal
-        token = None if journal is None else await journal.begin(action, session_public_key)
-        submitted: list[SubmitInfo] = []
-
-        async def on_submit(info: SubmitInfo) -> None:
-            submitted.append(info)
-            if journal is not None:
-                await journal.submitted(token, info)
-
-        try:
-            tx = await send(on_submit)
-            logs.note_tx_hash(tx)
-        except anyio.get_cancelled_exc_class():
-            if submitted:  # it may have left: held in doubt exactly like a timeout
-                self._hold_cancelled(action, submitted[-1], token)
-            elif journal is not None:
-                with anyio.CancelScope(shield=True):
-                    await journal.finish(token)  # nothing was sent
-            raise
-        except ChipiSessionError as exc:
-            if exc.code is not ErrorCode.UNKNOWN_OUTCOME:
-                if journal is not None:
-                    await journal.finish(token)
-                raise
-            await self._unknown_outcome(action, submitted[-1] if submitted else None, token)
-        except Exception as exc:
-            if not submitted:
-                if journal is not None:
-                    await journal.finish(token)
-                raise
-            # e.g. a RecursionError parsing a hostile response: the request had left
-            log.warning("%s failed after it was sent: %s", action, type(exc).__name__)
-            await self._unknown_outcome(action, submitted[-1], token)
-        if journal is not None:
-            with anyio.CancelScope(shield=True):  # it executed: the caller applies it next
-                await journal.finish(token)
-        return tx
+        return await send_write(
+            self._journal,
+            action,
+            session_public_key,
+            send,
+            hold_cancelled=self._hold_cancelled,
+            unknown=self._unknown_outcome,
+        )
 
     async def _unknown_outcome(
         self, action: str, info: SubmitInfo | None, token: object
     ) -> NoReturn:
-        """A sent write whose response never came: resolve it from the chain now if it can
-        be, else hold it in doubt. Always raises (``_AppliedHashLost`` if it executed)."""
-        try:
-            applied = await self._resolve_outcome(info)
-        except anyio.get_cancelled_exc_class():
-            if info is not None:  # the caller gave up while we read: held like a timeout
-                self._hold_cancelled(action, info, token)
-            raise
-        if applied is None:
-            if info is not None:
-                self._hold_in_doubt(info, count=action == "execute", token=token)
-            self._spawn(self._quiet_refetch())  # the chain may already show the effect
-            raise ChipiSessionError(
-                ErrorCode.UNKNOWN_OUTCOME,
-                f"{action}: the request may have executed; it is being resolved from the "
-                "chain (do not resend)",
-                retryable=False,
-            ) from None
-        if token is not None and self._journal is not None:
-            with anyio.CancelScope(shield=True):  # decided: the caller must hear it
-                await self._journal.finish(token)
-        if applied:
-            assert info is not None
-            raise _AppliedHashLost(info) from None
-        raise ChipiSessionError(
-            ErrorCode.BACKEND_UNAVAILABLE,
-            f"{action}: the request did not execute and never will; safe to retry",
-            retryable=True,
-            applied=False,
-        ) from None
+        """A sent write whose response never came (``handlers.writes.unknown_outcome``)."""
+        await unknown_outcome(
+            action,
+            info,
+            token,
+            journal=self._journal,
+            resolve=self._resolve_outcome,
+            hold_cancelled=self._hold_cancelled,
+            hold_in_doubt=lambda i, count, tok: self._hold_in_doubt(i, count=count, token=tok),
+            refetch_soon=lambda: self._spawn(self._quiet_refetch()),
+        )
 
     def _hold_cancelled(self, action: str, info: SubmitInfo, token: object) -> None:
         """A write cancelled after it was sent (the caller's timeout, a closing session):
