@@ -12,7 +12,7 @@ from chipi_session import ChipiSessionError, ErrorCode, SessionState, SessionSta
 from chipi_session.felts import selector
 from chipi_session.policy import Denial
 from chipi_session.session_core import RenewalState, SessionCore
-from chipi_session.types import Call, ExpiryReason
+from chipi_session.types import Call, ExpiryReason, SubmitInfo
 
 S = SessionState
 ACCOUNT = 0xACC0
@@ -137,3 +137,46 @@ def test_every_local_change_makes_earlier_reads_stale(change: str) -> None:
     else:
         getattr(core, change)(7)
     assert not core.fresh(before, 8)
+
+
+def _info(action: str, nonce: int) -> SubmitInfo:
+    return SubmitInfo(action, ACCOUNT, nonce, nonce, 10_000)
+
+
+def test_a_register_keeps_the_executes_accepted_while_it_was_in_flight() -> None:
+    core = core_in(S.ACTIVE, SessionStatus(100, 5, 4))
+    core.executed()  # accepted before the register was sent: the register resets it
+    mark = core.landed_mark()
+    core.executed()
+    core.executed()  # accepted while the register was in flight: may have landed after it
+    core.registered(SessionStatus(100, 5, 0), landed_since=mark)
+    assert core.status is not None and core.status.calls_used == 2
+    core.registered(SessionStatus(100, 5, 0), landed_since=core.landed_mark())
+    assert core.status.calls_used == 0
+    core.registered(SessionStatus(100, 5, 0))  # no mark: the chain's own figure
+    assert core.status.calls_used == 0
+
+
+def test_a_register_never_counts_more_than_its_budget() -> None:
+    core = core_in(S.ACTIVE, SessionStatus(100, 9, 0))
+    mark = core.landed_mark()
+    for _ in range(4):
+        core.executed()
+    core.registered(SessionStatus(100, 3, 0), landed_since=mark)
+    assert core.status is not None and core.status.calls_used == 3
+
+
+def test_an_in_doubt_execute_decided_as_executed_is_a_used_call() -> None:
+    core = core_in(S.ACTIVE, SessionStatus(100, 5, 1))
+    ran, never, write = _info("execute", 1), _info("execute", 2), _info("register", 3)
+    for info in (ran, never, write):
+        core.hold(info)
+    assert core.settle(ran, applied=True)
+    assert core.status is not None and core.status.calls_used == 2
+    assert core.settle(never, applied=False)
+    assert core.status.calls_used == 2
+    assert core.settle(write, applied=True)  # an owner write uses no call of the budget
+    assert core.status.calls_used == 2
+    assert not core.in_doubt
+    assert not core.settle(ran, applied=True)  # decided once only
+    assert core.status.calls_used == 2
