@@ -748,7 +748,7 @@ class ChipiSession(RenewalMixin):
                 )
             return
         self._learn(info, applied, generation)
-        self._core.settle(info)
+        self._core.settle(info, applied)
         if token is not None and self._journal is not None:
             await self._journal.finish(token)
         if generation == self._core.generation:
@@ -813,6 +813,7 @@ class ChipiSession(RenewalMixin):
         if refused is not None:
             raise refused
         generation = self._core.generation
+        landed = self._core.landed_mark()
         lost: _AppliedHashLost | None = None
         with self._in_flight(session.public_key):
             try:
@@ -822,17 +823,23 @@ class ChipiSession(RenewalMixin):
                 tx, lost = "", exc
             if generation != self._core.generation:
                 return tx  # the session was replaced meanwhile; its state is not ours
-            self._apply_register(tx, lost is not None, until, calls_budget, allowed)
+            self._apply_register(tx, lost is not None, until, calls_budget, allowed, landed)
         if lost is not None:
             raise _hash_lost_error("register")
         return tx
 
     def _apply_register(
-        self, tx: str, lost: bool, until: int, calls_budget: int, allowed: tuple[int, ...]
+        self,
+        tx: str,
+        lost: bool,
+        until: int,
+        calls_budget: int,
+        allowed: tuple[int, ...],
+        landed: int,
     ) -> None:
         """The chain registered this session: calls_used is 0 again. Executes still in
         flight or in doubt stay counted (they may land after the register)."""
-        self._core.registered(SessionStatus(until, calls_budget, 0, allowed))
+        self._core.registered(SessionStatus(until, calls_budget, 0, allowed), landed_since=landed)
         self._core.renewal_reset()  # a new budget: what a successor inherits changed
         if not lost:
             self._publish(TransactionSubmitted, action="register", tx_hash=tx)

@@ -75,14 +75,6 @@ async def test_fault_wrapper_keeps_the_inner_backends_confirmation_reads(world: 
 # -- found by the truth model ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py _register_locked/_apply_register: a re-register sets the local calls_used "
-    "to 0 when its response arrives, forgetting an execute that landed on chain after the "
-    "register but returned before the register's response (not in flight, so not in "
-    "_reserved); local remaining_calls > the chain's and the pre-flight then sends an execute "
-    "the chain refuses with SESSION_MAX_CALLS_EXCEEDED (issue 9 §2, re-register vs executes)",
-)
 async def test_an_execute_landing_after_a_reregister_is_still_counted(world: World) -> None:
     gated = GatedChain(world.chain)
     async with world.session(backend=gated) as s, anyio.create_task_group() as tg:
@@ -142,14 +134,6 @@ async def test_an_execute_cancelled_while_its_outcome_is_resolved_stays_counted(
         assert refused == 0 and sent == 1  # refused by the pre-flight, never sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py _settle_doubt/_recheck_doubts: an in-doubt execute resolved as "
-    "executed is dropped from in_doubt without being counted in calls_used; the count is "
-    "left to a background re-read, and when that read fails (or is dropped as stale) the "
-    "session under-counts: remaining_calls > the chain's, and the pre-flight sends an "
-    "execute the chain refuses with SESSION_MAX_CALLS_EXCEEDED (issue 9 §2)",
-)
 async def test_an_in_doubt_execute_resolved_as_executed_stays_counted(world: World) -> None:
     fb = FaultInjectingBackend(world.chain)
     async with world.session(backend=fb) as s:

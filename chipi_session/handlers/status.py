@@ -60,7 +60,7 @@ async def recheck_doubts(
     for info in list(core.in_doubt):
         applied = await resolve(info)
         learn(info, applied, generation)
-        if applied is not None and core.settle(info):
+        if applied is not None and core.settle(info, applied):
             resolved = True
     if resolved and generation == core.generation:
         await refetch()  # read after the nonce: calls_used includes it
