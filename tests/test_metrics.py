@@ -21,6 +21,8 @@ from chipi_session.backends.faults import FaultInjectingBackend, FaultRates  # n
 from chipi_session.metrics import ChipiMetrics  # noqa: E402
 from chipi_session.testing import make_world, settle, travel  # noqa: E402
 
+from .helpers import eventually  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,6 +71,9 @@ async def test_a_scripted_run_shows_on_metrics() -> None:
             await sessions["renewer"].execute_with_session(pay)
         await sessions["renewer"].execute_with_session(pay)
         await sessions["renewer"].execute_with_session(pay)  # 1 call left: renew
+        renewer = sessions["renewer"]
+        # the renewal and the old key's revoke decrypt keys in worker threads: wait for them
+        await eventually(lambda: not renewer.is_renewing and not renewer.retiring_keys)
         await settle()
         # an execute whose outcome cannot be read yet (nonce reads fail): held in doubt
         faults.fail_next("execute_with_session", "drop_response")
