@@ -1,0 +1,102 @@
+"""What an effect handler may use of its session: the one interface between the two.
+
+``ChipiSession`` (``engine.py``) is a facade; the work its actions and timers ask for lives in
+``handlers/`` (docs/architecture.md, "The engine's parts"). A handler never reads a private
+attribute of the session: it is handed a :class:`SessionContext` — the facade itself, which
+implements these methods as package-internal (documented here, not part of the user API) —
+and calls only what is declared below. The session's state and its rules are the core's
+(``context.core``, a :class:`~chipi_session.session_core.SessionCore`); a handler changes them
+only through the core's inputs and the facade's effects listed here.
+
+Handlers that need more than the shared part declare it as a Protocol extending
+:class:`SessionContext` (below, so every handler interface is in one place).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import anyio
+
+    from ..backends.base import OnSubmit, SessionReader
+    from ..clock import Clock
+    from ..errors import ChipiSessionError
+    from ..events import Event
+    from ..keys import SecretKey
+    from ..session_core import SessionCore
+    from ..types import SessionKeyData, WalletData
+
+__all__ = ["OwnerSend", "SessionContext"]
+
+#: ``send(owner_key, bearer_token, on_submit)``: one owner-signed write through the backend
+OwnerSend = Callable[["SecretKey", "str | None", "OnSubmit"], Awaitable[str]]
+
+
+class SessionContext(Protocol):
+    """The part of a session every handler may use (implemented by ``ChipiSession``)."""
+
+    @property
+    def core(self) -> SessionCore:
+        """The session's state and every rule that changes it (pure)."""
+        ...
+
+    @property
+    def wallet(self) -> WalletData: ...
+
+    @property
+    def backend(self) -> SessionReader: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def session(self) -> SessionKeyData | None:
+        """The local session key's public data (None: no session)."""
+        ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def require_supported(self) -> None:
+        """Raise ``INVALID_WALLET_TYPE_FOR_SESSION`` unless the wallet supports sessions."""
+        ...
+
+    def require_session(self) -> SessionKeyData:
+        """The local session, or ``NO_SESSION``."""
+        ...
+
+    def publish(self, cls: type[Event], **fields: Any) -> None:
+        """Publish an event (stamped with the clock and this session's key by default)."""
+        ...
+
+    def transition(self, trigger: str, *, reason: str | None = None, **kwargs: Any) -> None:
+        """Fire a lifecycle trigger on the core, publish the change, re-arm the timers."""
+        ...
+
+    def persist(self) -> None:
+        """Save the session's record in the background (under a hub with a store)."""
+        ...
+
+    def spawn(self, coro: Awaitable[Any], action: str | None = None) -> None:
+        """Run ``coro`` in the background (its log records carry ``action``)."""
+        ...
+
+    def record_failure(self, action: str, error: ChipiSessionError) -> None:
+        """Keep ``error`` in ``session.error`` and publish ``ActionFailed``."""
+        ...
+
+    def owner_guard(self) -> anyio.Lock:
+        """The lock owner-signed writes of this session hold, one at a time."""
+        ...
+
+    def in_flight(self, public_key: int) -> AbstractContextManager[None]:
+        """Mark a write in flight (status reads overlapping it are stale)."""
+        ...
+
+    async def owner_write(self, action: str, public_key: int, send: OwnerSend) -> str:
+        """One owner-signed write: bearer token, owner key decrypted for this write only,
+        journalled; raises ``AppliedHashLost`` if it executed but its hash was lost."""
+        ...
