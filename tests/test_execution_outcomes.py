@@ -25,7 +25,7 @@ from chipi_session.events import (
     TransactionFailed,
     TransactionSubmitted,
 )
-from chipi_session.execution import (
+from chipi_session.execution_results import (
     InnerCall,
     build_execution_result,
     fit_to_calls,
@@ -500,7 +500,7 @@ def test_reported_outcomes_match_the_balances(
 
 
 def test_panic_text_never_raises_on_hostile_data() -> None:
-    from chipi_session.execution import BYTE_ARRAY_MAGIC
+    from chipi_session.execution_results import BYTE_ARRAY_MAGIC
 
     for felts in (
         [BYTE_ARRAY_MAGIC],

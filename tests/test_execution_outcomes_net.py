@@ -16,7 +16,7 @@ from chipi_session.clock import ManualClock
 from chipi_session.engine import ChipiSession
 from chipi_session.errors import ChipiSessionError, ErrorCode
 from chipi_session.events import TransactionFailed
-from chipi_session.execution import panic_data, panic_text
+from chipi_session.execution_results import panic_data, panic_text
 from chipi_session.felts import selector
 from chipi_session.keys import SecretKey, generate_private_key
 from chipi_session.types import (

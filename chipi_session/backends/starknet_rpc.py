@@ -22,7 +22,7 @@ import anyio
 import httpx
 
 from ..errors import ChipiSessionError, ErrorCode
-from ..execution import result_from_rpc
+from ..execution_results import result_from_rpc
 from ..felts import parse_felt, parse_felts, parse_selector, selector, to_hex
 from ..http import HttpClient, Timeouts
 from ..logs import get_logger

@@ -15,7 +15,7 @@ from .. import policy
 from ..backends.base import ExecutionResultReader
 from ..errors import ChipiSessionError, ErrorCode
 from ..events import TransactionConfirmed, TransactionFailed
-from ..execution import fit_to_calls
+from ..execution_results import fit_to_calls
 from ..felts import to_hex
 from ..logs import get_logger
 from ..session_inputs import call_failed_error

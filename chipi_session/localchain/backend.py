@@ -18,7 +18,7 @@ import anyio.lowlevel
 from .. import selfcalls
 from ..backends.base import OnSubmit, notify_submit
 from ..errors import ChipiSessionError, ErrorCode
-from ..execution import OUTSIDE_EXECUTION_SELECTORS, InnerCall, build_execution_result
+from ..execution_results import OUTSIDE_EXECUTION_SELECTORS, InnerCall, build_execution_result
 from ..felts import parse_felt
 from ..hashing import outside_execution_hash
 from ..keys import SecretKey, session_signature

@@ -3,7 +3,7 @@
 A FUNCTION_INVOCATION is rendered as a node renders it: the call, its caller and class, its
 result, its nested calls, its events (``{order, keys, data}``), and, since RPC 0.8,
 ``is_reverted`` — a reverted inner call's ``result`` is its panic data, encoded as Cairo does
-(chipi_session.execution.panic_data). An INVOKE has ``validate_invocation`` and an
+(chipi_session.execution_results.panic_data). An INVOKE has ``validate_invocation`` and an
 ``execute_invocation`` that is ``{revert_reason}`` when it reverted.
 
 LocalChain runs a sponsored execute as the relayer calling ``execute_from_outside_v2``; the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..execution import OUTSIDE_EXECUTION_SELECTORS, panic_data
+from ..execution_results import OUTSIDE_EXECUTION_SELECTORS, panic_data
 from ..felts import selector, to_hex
 from ..localchain import Receipt
 from ..localchain.abi import encode_calls, encode_spans
