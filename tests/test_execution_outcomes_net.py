@@ -84,7 +84,11 @@ class Net:
 
 @contextlib.asynccontextmanager
 async def net_session(
-    server: Any, clock: ManualClock, net: Net, wrap: Callable[[Any], Any] = lambda b: b
+    server: Any,
+    clock: ManualClock,
+    net: Net,
+    wrap: Callable[[Any], Any] = lambda b: b,
+    on_exchange: Callable[[Any], None] | None = None,
 ) -> AsyncIterator[ChipiSession]:
     from chipi_session.backends.chipi_api import ChipiApiBackend
 
@@ -92,7 +96,12 @@ async def net_session(
         return "user-jwt"
 
     api = ChipiApiBackend(
-        server.api_key, base_url=server.url, rpc_url=server.rpc_url, clock=clock, timeout=5.0
+        server.api_key,
+        base_url=server.url,
+        rpc_url=server.rpc_url,
+        clock=clock,
+        timeout=5.0,
+        on_exchange=on_exchange,
     )
     async with api:
         async with ChipiSession(
@@ -236,7 +245,9 @@ async def test_localnet_reverted_receipt(server: Any, net_clock: ManualClock) ->
 def fake_node(
     receipt: dict[str, Any], trace: Any, statuses: list[str] | None = None
 ) -> tuple[Any, list[str]]:
-    """An httpx transport answering like a node; ``trace`` None = no trace API (-32601)."""
+    """An httpx transport answering like a node (single requests and batches); ``trace`` None =
+    no trace API (-32601). ``statuses``: the finality the node reports, advanced by each status
+    read; the receipt is not found while the transaction is only RECEIVED."""
     import json
 
     import httpx
@@ -244,24 +255,33 @@ def fake_node(
     seen: list[str] = []
     pending = list(statuses or [])
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
         method = body["method"]
         seen.append(method)
         out: dict[str, Any] = {"jsonrpc": "2.0", "id": body["id"]}
+        finality = pending[0] if pending else "ACCEPTED_ON_L2"
         if method == "starknet_getTransactionStatus":
-            finality = pending.pop(0) if pending else "ACCEPTED_ON_L2"
+            if pending:
+                pending.pop(0)
             out["result"] = {
                 "finality_status": finality,
                 "execution_status": receipt["execution_status"],
             }
+        elif method == "starknet_getTransactionReceipt" and finality == "RECEIVED":
+            out["error"] = {"code": 29, "message": "Transaction hash not found"}
         elif method == "starknet_getTransactionReceipt":
-            out["result"] = receipt
+            out["result"] = {**receipt, "finality_status": finality}
         elif method == "starknet_traceTransaction" and trace is not None:
             out["result"] = trace
         else:
             out["error"] = {"code": -32601, "message": "Method not found"}
-        return httpx.Response(200, json=out)
+        return out
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if isinstance(body, list):
+            return httpx.Response(200, json=[answer(item) for item in body])
+        return httpx.Response(200, json=answer(body))
 
     return httpx.MockTransport(handle), seen
 
@@ -318,7 +338,7 @@ async def test_rpc_reverted_receipt_is_reverted() -> None:
     result = await read_from(node)
     assert result.status is ExecutionStatus.REVERTED and not result.succeeded
     assert result.revert_reason == "Spending: exceeds" and result.block_number == 7
-    assert "starknet_traceTransaction" not in node[1]
+    assert "starknet_getTransactionStatus" not in node[1]  # the receipt said it all
     assert result.events == (ExecutedEvent(5, (1,), (2,)),)
 
 

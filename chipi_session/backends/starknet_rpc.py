@@ -18,31 +18,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import anyio
 import httpx
 
 from ..errors import ChipiSessionError, ErrorCode
-from ..execution_results import result_from_rpc
 from ..felts import parse_felt, parse_felts, parse_selector, selector, to_hex
 from ..http import HttpClient, Timeouts
 from ..logs import get_logger
-from ..types import (
-    ExecutedEvent,
-    ExecutionResult,
-    SessionStatus,
-    SpendingPolicy,
-)
-from .jsonrpc import JsonRpcClient
+from ..types import SessionStatus, SpendingPolicy
+from .rpc_transactions import TransactionReads
 from .rpc_wire import (
     RPC_CONTRACT_ERROR,
     RPC_CONTRACT_NOT_FOUND,
-    RPC_TXN_HASH_NOT_FOUND,
     ReceiptEvent,
     StarknetRpcError,
     TransactionReceipt,
     TransactionStatus,
-    decode_receipt,
-    decode_transaction_status,
 )
 
 __all__ = [
@@ -64,15 +54,6 @@ BlockId = str | Mapping[str, Any]
 #: broken or hostile, and we will not issue billions of calls to find out.
 MAX_WHITELIST_LEN = 4096
 _BATCH_CHUNK = 64
-
-#: Finality statuses in order (RPC 0.9 adds CANDIDATE / PRE_CONFIRMED before L2 acceptance).
-_FINALITY_ORDER = {
-    "RECEIVED": 1,
-    "CANDIDATE": 2,
-    "PRE_CONFIRMED": 3,
-    "ACCEPTED_ON_L2": 4,
-    "ACCEPTED_ON_L1": 5,
-}
 _SNAPSHOT_ATTEMPTS = 3
 
 _SEL_GET_SESSION_DATA = selector("get_session_data")
@@ -81,7 +62,7 @@ _SEL_GET_SPENDING_POLICY = selector("get_spending_policy")
 _SEL_NONCE_VALID = selector("is_valid_outside_execution_nonce")
 
 
-class StarknetRpcBackend(JsonRpcClient):
+class StarknetRpcBackend(TransactionReads):
     """Reads session state from a Starknet JSON-RPC URL (``http(s)://.../rpc/v0_8`` etc.).
 
     ``block_id`` selects the state read (``"latest"`` by default; ``"pre_confirmed"`` on 0.9
@@ -110,19 +91,18 @@ class StarknetRpcBackend(JsonRpcClient):
     ) -> None:
         if not 1 <= batch_size <= 1000:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "batch_size must be in [1, 1000]")
-        if confirm_finality not in _FINALITY_ORDER:
-            raise ChipiSessionError(
-                ErrorCode.INVALID_INPUT,
-                f"confirm_finality must be one of {sorted(_FINALITY_ORDER)}",
-            )
         super().__init__(
-            rpc_url, timeout=timeout, retries=retries, http=http, transport=transport
+            rpc_url,
+            timeout=timeout,
+            retries=retries,
+            confirm_finality=confirm_finality,
+            confirm_timeout=confirm_timeout,
+            confirm_poll_interval=confirm_poll_interval,
+            http=http,
+            transport=transport,
         )
         self._block_id: BlockId = block_id
         self._batch_size = batch_size
-        self._confirm_finality = confirm_finality
-        self._confirm_timeout = confirm_timeout
-        self._confirm_interval = confirm_poll_interval
         self._chain_id: int | None = None
 
     def __repr__(self) -> str:
@@ -230,67 +210,6 @@ class StarknetRpcBackend(JsonRpcClient):
         except ChipiSessionError:
             raise self._bad_response(what, "a value that is not a felt") from None
 
-    async def get_transaction_status(self, tx_hash: int | str) -> TransactionStatus | None:
-        """The status, or None if the node does not know the hash (yet)."""
-        try:
-            value = await self.request(
-                "starknet_getTransactionStatus",
-                {"transaction_hash": to_hex(parse_felt(tx_hash, "tx_hash"))},
-            )
-        except StarknetRpcError as exc:
-            if exc.rpc_code == RPC_TXN_HASH_NOT_FOUND:
-                return None
-            raise
-        status = decode_transaction_status(value)
-        if status is None:
-            raise self._bad_response("starknet_getTransactionStatus", "no finality_status")
-        return status
-
-    async def get_transaction_receipt(self, tx_hash: int | str) -> TransactionReceipt | None:
-        """The receipt, or None if the node does not know the hash (yet)."""
-        h = parse_felt(tx_hash, "tx_hash")
-        try:
-            value = await self.request(
-                "starknet_getTransactionReceipt", {"transaction_hash": to_hex(h)}
-            )
-        except StarknetRpcError as exc:
-            if exc.rpc_code == RPC_TXN_HASH_NOT_FOUND:
-                return None
-            raise
-        if not isinstance(value, Mapping):
-            raise self._bad_response("starknet_getTransactionReceipt", "not an object")
-        try:
-            return decode_receipt(value, h)
-        except (KeyError, TypeError, ChipiSessionError):
-            raise self._bad_response(
-                "starknet_getTransactionReceipt", "a malformed receipt"
-            ) from None
-
-    async def wait_for_transaction(
-        self, tx_hash: int | str, *, timeout: float = 120.0, poll_interval: float = 2.0
-    ) -> TransactionStatus:
-        """Poll until the transaction is final (accepted or rejected).
-
-        Raises ``BACKEND_UNAVAILABLE`` (retryable) if it is not final within ``timeout``.
-        """
-        last: TransactionStatus | None = None
-        with anyio.move_on_after(timeout):
-            while True:
-                try:
-                    last = await self.get_transaction_status(tx_hash)
-                except ChipiSessionError as exc:
-                    if not exc.retryable:
-                        raise
-                if last is not None and last.is_final:
-                    return last
-                await anyio.sleep(poll_interval)
-        raise ChipiSessionError(
-            ErrorCode.BACKEND_UNAVAILABLE,
-            f"transaction {to_hex(parse_felt(tx_hash, 'tx_hash'))} not final after {timeout}s "
-            f"(last status: {last.finality_status if last else 'unknown'})",
-            retryable=True,
-        )
-
     async def is_valid_outside_execution_nonce(
         self, wallet_address: int, nonce: int, *, block_id: BlockId | None = None
     ) -> bool:
@@ -380,100 +299,6 @@ class StarknetRpcBackend(JsonRpcClient):
             return await self._snapshot(wallet, key, felts)
         except ChipiSessionError as exc:
             return exc
-
-    async def confirm_transaction(
-        self,
-        tx_hash: str,
-        *,
-        timeout: float | None = None,
-        poll_interval: float | None = None,
-    ) -> None:
-        """TransactionConfirmer: wait until ``tx_hash`` is accepted (``confirm_finality``).
-
-        Raises ``TRANSACTION_REJECTED`` if it reverted or was rejected, and
-        ``UNKNOWN_OUTCOME`` if it is not settled within ``timeout``.
-        """
-        status = await self._settled(tx_hash, timeout, poll_interval)
-        if status.execution_status == "REVERTED":
-            reason = status.failure_reason or "no reason given"
-            raise ChipiSessionError(
-                ErrorCode.TRANSACTION_REJECTED, f"transaction {tx_hash} REVERTED: {reason[:300]}"
-            )
-
-    async def get_execution_result(
-        self,
-        tx_hash: str,
-        *,
-        timeout: float | None = None,
-        poll_interval: float | None = None,
-    ) -> ExecutionResult:
-        """ExecutionResultReader: wait until ``tx_hash`` is accepted (or reverted), then read
-        its receipt and ``starknet_traceTransaction`` (docs/execution-results.md).
-
-        A node without the trace API (or without RPC 0.8's ``is_reverted``) gives per-call
-        outcomes ``None`` and status ``UNKNOWN`` unless the receipt says REVERTED. Raises
-        ``TRANSACTION_REJECTED`` if the transaction was rejected (never executed) and
-        ``UNKNOWN_OUTCOME`` if it is not settled within ``timeout``.
-        """
-        await self._settled(tx_hash, timeout, poll_interval)
-        receipt = await self.get_transaction_receipt(tx_hash)
-        if receipt is None:
-            raise ChipiSessionError(
-                ErrorCode.UNKNOWN_OUTCOME, f"transaction {tx_hash}: the node lost its receipt"
-            )
-        reverted = receipt.execution_status == "REVERTED"
-        trace = None
-        if not reverted:
-            try:
-                trace = await self.request(
-                    "starknet_traceTransaction",
-                    {"transaction_hash": to_hex(receipt.transaction_hash)},
-                )
-            except ChipiSessionError as exc:
-                logger.debug("no trace for %s: %s", tx_hash, exc.code.value)
-        return result_from_rpc(
-            to_hex(receipt.transaction_hash),
-            reverted=reverted,
-            revert_reason=receipt.revert_reason,
-            events=(ExecutedEvent(e.from_address, e.keys, e.data) for e in receipt.events),
-            block_number=receipt.block_number,
-            trace=trace,
-        )
-
-    async def _settled(
-        self, tx_hash: str, timeout: float | None, poll_interval: float | None
-    ) -> TransactionStatus:
-        """Poll until the transaction is accepted (``confirm_finality``) or reverted."""
-        wait = self._confirm_timeout if timeout is None else timeout
-        interval = self._confirm_interval if poll_interval is None else poll_interval
-        accepted = _FINALITY_ORDER[self._confirm_finality]
-        last: TransactionStatus | None = None
-        with anyio.move_on_after(wait):
-            while True:
-                try:
-                    last = await self.get_transaction_status(tx_hash)
-                except ChipiSessionError as exc:
-                    if not exc.retryable:
-                        raise
-                if last is not None:
-                    if last.finality_status == "REJECTED":
-                        reason = last.failure_reason or "no reason given"
-                        raise ChipiSessionError(
-                            ErrorCode.TRANSACTION_REJECTED,
-                            f"transaction {tx_hash} REJECTED: {reason[:300]}",
-                            applied=False,
-                        )
-                    if last.execution_status == "REVERTED":
-                        return last
-                    if _FINALITY_ORDER.get(last.finality_status, 0) >= accepted:
-                        return last
-                await anyio.sleep(interval)
-        raise ChipiSessionError(
-            ErrorCode.UNKNOWN_OUTCOME,
-            f"transaction {tx_hash} not confirmed within {wait}s "
-            f"(last status: {last.finality_status if last else 'unknown to the node'})",
-            retryable=False,
-        )
 
     async def _session_data(self, wallet: int, key: int) -> list[int] | None:
         try:
