@@ -66,8 +66,13 @@ async def read(
     return status, applied
 
 
-async def registered(world: World, max_calls: int = MAX_CALLS) -> SessionKeyData:
+async def registered(world: World) -> SessionKeyData:
     """A session key registered on the world's chain (the owner writes it directly)."""
+    return (await registered_key(world))[0]
+
+
+async def registered_key(world: World) -> tuple[SessionKeyData, SecretKey]:
+    """:func:`registered`, with the key that can sign for it."""
     key = SecretKey(generate_private_key())
     valid_until = int(world.clock.now()) + 3600
     await world.chain.add_or_update_session_key(
@@ -75,12 +80,13 @@ async def registered(world: World, max_calls: int = MAX_CALLS) -> SessionKeyData
         world.owner,
         session_public_key=key.public_key,
         valid_until=valid_until,
-        max_calls=max_calls,
+        max_calls=MAX_CALLS,
         allowed_entrypoints=[],
     )
-    return SessionKeyData(
+    data = SessionKeyData(
         public_key=key.public_key, encrypted_private_key="blob", valid_until=valid_until
     )
+    return data, key
 
 
 # -- read_status -----------------------------------------------------------------------------
@@ -189,16 +195,8 @@ def chain_resolver(world: World) -> Callable[[SubmitInfo], Awaitable[bool | None
 
 
 async def test_an_executed_doubt_is_settled_counted_and_refetched(world: World) -> None:
-    key = SecretKey(generate_private_key())
-    valid_until = int(world.clock.now()) + 3600
-    await world.chain.add_or_update_session_key(
-        world.wallet,
-        world.owner,
-        session_public_key=key.public_key,
-        valid_until=valid_until,
-        max_calls=MAX_CALLS,
-        allowed_entrypoints=[],
-    )
+    session, key = await registered_key(world)
+    valid_until = session.valid_until
     executed = await sent_execute(world, key, valid_until)
     never_sent = attrs.evolve(executed, outside_nonce=executed.outside_nonce + 12345)
     core = SessionCore()
