@@ -3,7 +3,7 @@
 The session's state and every rule that changes it are pure (``session_core``, over the
 ``lifecycle`` table and ``policy``); this module is the facade and runs the effects the core
 asks for: backend calls, the write journal, expiry deadlines, status polling and event
-publishing (keys and tokens: ``credentials``; spending policies: ``policy_actions``;
+publishing (keys and tokens: ``credentials``; spending policies: ``handlers.policies``;
 auto-renewal: ``renewing``). Background work runs in a :class:`~chipi_session.scheduling.Scheduler`
 (one timer heap, one poller, one task group): a standalone session owns a private one, a
 ``SessionHub`` shares one among thousands. Leaving ``async with`` (or closing the session)
@@ -43,6 +43,7 @@ from .events import (
 )
 from .felts import U64_MAX, to_hex
 from .handlers.execution import confirm_execute, follow_revert
+from .handlers.policies import SpendingPolicies
 from .handlers.status import read_status, recheck_doubts
 from .handlers.timers import ExpiryTimer
 from .handlers.writes import send_write, unknown_outcome
@@ -143,6 +144,7 @@ class ChipiSession(RenewalMixin):
         "_event_buffer_size",
         "_renewal",
         "_core",
+        "_policies",
         "_session",
         "_session_key",
         "_key_lock",
@@ -247,7 +249,8 @@ class ChipiSession(RenewalMixin):
         #: one at a time, each checking the state it acts on once it holds the lock
         self._owner_lock: anyio.Lock | None = None
         self._poll_version = -1
-        self._policies: dict[int, SpendingPolicy] | None = None
+        #: the spending caps as last known and their actions (handlers/policies.py)
+        self._policies = SpendingPolicies(self)
         self._pending = [0, 0, 0, 0, 0, 0]
         self._error: ChipiSessionError | None = None
         self._events: Broadcaster[Event] | None = None
@@ -523,7 +526,7 @@ class ChipiSession(RenewalMixin):
         self._new_generation()
         self._session = None
         self._core.forget()
-        self._policies = None
+        self._policies.forget()
         self._error = None
         self._transition("clear")
         self._persist()
@@ -538,7 +541,7 @@ class ChipiSession(RenewalMixin):
         return await self._action(
             "set_spending_policy",
             _POLICY,
-            self._do_set_policy,
+            self._policies.set,
             token,
             max_per_call,
             max_per_window,
@@ -546,12 +549,10 @@ class ChipiSession(RenewalMixin):
         )
 
     async def get_spending_policy(self, token: int | str) -> SpendingPolicy | None:
-        return await self._action("get_spending_policy", _POLICY, self._do_get_policy, token)
+        return await self._action("get_spending_policy", _POLICY, self._policies.get, token)
 
     async def remove_spending_policy(self, token: int | str) -> str:
-        return await self._action(
-            "remove_spending_policy", _POLICY, self._do_remove_policy, token
-        )
+        return await self._action("remove_spending_policy", _POLICY, self._policies.remove, token)
 
     # ------------------------------------------------------------ action runner
     async def _action(
@@ -766,7 +767,7 @@ class ChipiSession(RenewalMixin):
         self._session_key = key
         self._core.forget()
         self._core.renewal_reset()
-        self._policies = None
+        self._policies.forget()
         self._transition("create")
         self._persist()
         return data
@@ -917,11 +918,7 @@ class ChipiSession(RenewalMixin):
             if expiry is not None:
                 self._expire(expiry)
             raise policy.denial_error(denial)
-        if self._policies:
-            try:
-                policy.apply_spending(self._policies, parsed, now)
-            except policy.SpendingViolation as violation:
-                raise violation.to_error() from None
+        self._policies.check(parsed, now)
         generation = self._core.reserve()
         self._core.begin_write(session.public_key)
         lost: _AppliedHashLost | None = None
@@ -958,13 +955,7 @@ class ChipiSession(RenewalMixin):
                             record[2].set()
         if generation == self._core.generation and self._core.status is not None:
             self._core.executed()
-            if self._policies:
-                try:
-                    self._policies.update(
-                        policy.apply_spending(self._policies, parsed, int(self._clock.now()))
-                    )
-                except policy.SpendingViolation:
-                    self._policies = None  # our view is stale; the chain accepted it
+            self._policies.spent(parsed, int(self._clock.now()))
             if lost is None:
                 self._publish(TransactionSubmitted, action="execute", tx_hash=tx)
             if self._core.model.current is S.ACTIVE:
@@ -1025,7 +1016,7 @@ class ChipiSession(RenewalMixin):
         await follow_revert(
             calls,
             refetch=self._quiet_refetch,
-            tracked=self._policies or {},
+            tracked=self._policies.known,
             reread_policy=self.get_spending_policy,
         )
 
@@ -1184,12 +1175,8 @@ class ChipiSession(RenewalMixin):
         """Make ``data`` (with its decrypted ``key``, if known) the local session; a renewal's
         successor starts its spending windows afresh (``reset_windows``)."""
         self._session, self._session_key = data, key
-        if reset_windows and self._policies is not None:
-            now = int(self._clock.now())
-            self._policies = {
-                t: attrs.evolve(p, spent_in_window=0, window_start=now)
-                for t, p in self._policies.items()
-            }
+        if reset_windows:
+            self._policies.reset_windows(int(self._clock.now()))
 
     def _zero_session_key(self) -> None:
         if self._session_key is not None:
@@ -1357,8 +1344,24 @@ class ChipiSession(RenewalMixin):
     def record_failure(self, action: str, error: ChipiSessionError) -> None:
         self._record_failure(action, error)
 
-    def spawn(self, coro: Awaitable[Any]) -> None:
-        self._spawn(coro)
+    spawn = _spawn
+
+    # ----------------- the handlers' view of this session (handlers/context.py; internal)
+    @property
+    def core(self) -> SessionCore:
+        return self._core
+
+    @property
+    def backend(self) -> SessionReader:
+        return self._backend
+
+    require_supported = _require_supported
+    require_session = _require_session
+    publish = _publish
+    transition = _transition
+    owner_guard = _owner_guard
+    in_flight = _in_flight
+    owner_write = _owner_write
 
     # ------------------------------------------------------- polling (Pollable)
     def poll_target(self) -> tuple[int, int] | None:

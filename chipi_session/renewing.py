@@ -19,13 +19,13 @@ from .errors import ChipiSessionError, ErrorCode
 from .events import Event, SessionRenewed, TransactionSubmitted
 from .felts import to_hex
 from .logs import get_logger
-from .policy_actions import SpendingPolicyMixin
 from .session_inputs import AppliedHashLost as _AppliedHashLost
 from .types import SessionKeyData, SessionState, SessionStatus, SubmitInfo
 
 if TYPE_CHECKING:
     from .backends.base import SessionReader
     from .clock import Clock
+    from .handlers.policies import SpendingPolicies
     from .journal import ActionJournal
     from .keys import SecretKey
     from .renewal import RenewalPolicy
@@ -39,7 +39,7 @@ log = get_logger("chipi_session.engine")
 S = SessionState
 
 
-class RenewalMixin(SpendingPolicyMixin):
+class RenewalMixin:
     """Renewal's effects on a ``ChipiSession`` (the attributes below are the session's)."""
 
     #: renewal's own state (its sub-state proper is in ``SessionCore``)
@@ -53,6 +53,7 @@ class RenewalMixin(SpendingPolicyMixin):
 
     if TYPE_CHECKING:
         _core: SessionCore
+        _policies: SpendingPolicies
         _session: SessionKeyData | None
         _scheduler: Scheduler | None
         _renewal: RenewalPolicy | None
@@ -168,9 +169,9 @@ class RenewalMixin(SpendingPolicyMixin):
                     await self._confirm(tx)
                 except _AppliedHashLost:
                     pass  # registered: the nonce is used
-                for token_addr, pol in list((self._policies or {}).items()):
+                for token_addr, pol in list(self._policies.known.items()):
                     try:
-                        await self._set_policy_for(
+                        await self._policies.send_set(
                             data.public_key,
                             token_addr,
                             pol.max_per_call,
