@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .journal import ActionJournal
     from .pubsub import Broadcaster
     from .scheduling import Scheduler
-    from .types import SessionKeyData, SubmitInfo
+    from .types import SessionKeyData, SubmitInfo, WalletData
 
 __all__ = ["AttachedSession", "HubAttachment"]
 
@@ -44,6 +44,9 @@ class AttachedSession(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+    @property
+    def wallet(self) -> WalletData: ...
 
     @property
     def seen_registered(self) -> bool: ...

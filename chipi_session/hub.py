@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -25,12 +25,15 @@ from .clock import Clock, SystemClock
 from .engine import BearerTokenSource, ChipiSession, SessionCreatedCallback
 from .errors import ChipiSessionError, ErrorCode
 from .events import Event
+from .hub_leases import HubLeases
+from .hub_recovery import resume
 from .keys import KeySource
 from .logs import get_logger
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
 from .scheduling import Scheduler, backend_status_reader
-from .types import SessionKeyData, SubmitInfo, WalletData
+from .stores.hub_journal import StoreJournal, flush_journal
+from .types import SessionKeyData, WalletData
 
 if TYPE_CHECKING:
     from .asyncstore import AsyncSessionStore
@@ -55,6 +58,7 @@ class _OpenOptions:
     auto_check_status: bool
     renewal: RenewalPolicy | None
     key_source: KeySource | None
+
 
 log = get_logger(__name__)
 
@@ -138,8 +142,6 @@ class SessionHub:
         self._status_interval = float(status_interval)
         self._renewal = renewal
         self._event_buffer_size = event_buffer_size
-        self._lease_owner = lease_owner
-        self._lease_ttl = float(lease_ttl)
         #: False: the caller renews the leases (chipi_session.fleet: one batch per tick)
         self._lease_renewal = bool(lease_renewal)
         self._scheduler = Scheduler(
@@ -156,6 +158,18 @@ class SessionHub:
         self._opening: set[str] = set()  # slots whose open() has not finished yet
         self._closing: set[str] = set()  # slots whose close() has not finished yet
         self._entered = False
+        #: with ``lease_owner``: the leases on the keys open here (hub_leases.py)
+        self._leases: HubLeases | None = None
+        if self._store is not None and lease_owner is not None:
+            self._leases = HubLeases(
+                self._store,
+                lease_owner,
+                float(lease_ttl),
+                clock=clock,
+                timers=self._scheduler.timers,
+                current=self._sessions.get,
+                on_lost=self._drop_lost,
+            )
 
     # ------------------------------------------------------------------ context
     async def __aenter__(self) -> SessionHub:
@@ -173,11 +187,11 @@ class SessionHub:
     ) -> bool | None:
         with anyio.CancelScope(shield=True):  # a clean shutdown saves what is pending
             for session in list(self._sessions.values()):
-                await _flush_journal(session)
-            if self._lease_owner is not None:
+                await flush_journal(session.journal)
+            if self._leases is not None:
                 for slot in list(self._sessions):
                     if not slot.startswith("#"):
-                        await self._release_lease(slot)
+                        await self._leases.release(slot)
         for session in list(self._sessions.values()):
             session.shutdown()
         self._sessions.clear()
@@ -243,8 +257,8 @@ class SessionHub:
         self._opening.add(slot)
         fencing_token: int | None = None
         try:
-            if self._store is not None and key is not None and self._lease_owner is not None:
-                fencing_token = await self._acquire_lease(key)
+            if self._leases is not None and key is not None:
+                fencing_token = await self._leases.acquire(key)
             session = await self._open_slot(
                 slot,
                 key,
@@ -262,14 +276,15 @@ class SessionHub:
                 ),
             )
         except BaseException:
-            if fencing_token is not None and key is not None:
+            if self._leases is not None and fencing_token is not None and key is not None:
                 with anyio.CancelScope(shield=True):  # a refused open keeps no lease
-                    await self._release_lease(key)
+                    await self._leases.release(key)
             raise
         finally:
             self._opening.discard(slot)
-        if fencing_token is not None and key is not None and self._lease_renewal:
-            self._arm_lease_renewal(session, key)
+        if self._leases is not None and fencing_token is not None and key is not None:
+            if self._lease_renewal:
+                self._leases.keep(session, key)
         return session
 
     async def _open_slot(
@@ -336,43 +351,19 @@ class SessionHub:
 
             def journal(attached: AttachedSession) -> ActionJournal:
                 assert isinstance(attached, ChipiSession)
-                return _StoreJournal(store, store_key, attached, clock, fencing_token)
+                return StoreJournal(store, store_key, attached, clock, fencing_token)
 
         session.attach(HubAttachment(self._scheduler, self._events, journal, seen_registered))
         self._sessions[slot] = session
         self._slots[id(session)] = slot
-        current_key = None if stored_session is None else stored_session.public_key
         try:
-            learned = False
-            unresolved: list[tuple[JournalEntry, SubmitInfo, bool]] = []
-            for entry in pending:
-                mine = entry.session_public_key == current_key
-                info, applied = await self._resolve_entry(session, entry)
-                if applied is None and info is not None:
-                    unresolved.append((entry, info, mine))
-                if applied and mine and entry.action in ("register", "revoke"):
-                    learned = session.learn_registered() or learned
-            await session.start_attached()
-            for entry, info, mine in unresolved:
-                # counted against the budget and settled by the session's own timer
-                session.hold_in_doubt(
-                    info, count=mine and entry.action == "execute", token=entry, mine=mine
-                )
-            if learned:
-                session.persist()  # what the journal taught must survive the next restart
-            # a renewal the previous run left unfinished: adopt or drop its successor, revoke
-            # the keys it replaced
-            successor_in_doubt = next(
-                (
-                    info
-                    for entry, info, _ in unresolved
-                    if successor is not None
-                    and entry.action == "register"
-                    and entry.session_public_key == successor.public_key
-                ),
-                None,
+            await resume(
+                session,
+                pending,
+                current_key=None if stored_session is None else stored_session.public_key,
+                successor=successor,
+                retiring=retiring,
             )
-            await session.resume_renewal(successor, retiring, successor_in_doubt)
         except BaseException:
             self._sessions.pop(slot, None)
             self._slots.pop(id(session), None)
@@ -381,57 +372,6 @@ class SessionHub:
         return session
 
     # -------------------------------------------------------------------- leases
-    async def _acquire_lease(self, key: str) -> int:
-        store, owner = self._store, self._lease_owner
-        assert store is not None and owner is not None
-        token = await store.acquire_lease(key, owner, self._lease_ttl, self._clock.now())
-        if token is None:
-            raise ChipiSessionError(
-                ErrorCode.ACTION_IN_PROGRESS,
-                f"session {key!r} is held by another process (its lease has not expired)",
-                retryable=True,
-            )
-        return int(token)
-
-    async def _release_lease(self, key: str) -> None:
-        store, owner = self._store, self._lease_owner
-        if store is None or owner is None:
-            return
-        try:
-            await store.release_lease(key, owner)
-        except ChipiSessionError as exc:
-            log.warning("releasing the lease of %r failed: %s", key, exc.code.value)
-
-    def _arm_lease_renewal(
-        self, session: ChipiSession, key: str, since: float | None = None
-    ) -> None:
-        """Renew every ``ttl / 3`` from when the last renewal *started* (a slow store does
-        not stretch the cadence)."""
-        start = self._clock.now() if since is None else since
-        self._scheduler.timers.schedule(
-            start + self._lease_ttl / 3,
-            lambda: session.spawn(self._renew_lease(session, key)),
-        )
-
-    async def _renew_lease(self, session: ChipiSession, key: str) -> None:
-        """Keep the lease while the session is open; losing it closes the session."""
-        if session.closed or self._sessions.get(key) is not session:
-            return
-        store, owner = self._store, self._lease_owner
-        assert store is not None and owner is not None
-        started = self._clock.now()
-        try:
-            kept = await store.renew_lease(key, owner, self._lease_ttl, started)
-        except ChipiSessionError as exc:
-            if exc.retryable:  # the store hiccuped: try again soon, the TTL leaves room
-                self._arm_lease_renewal(session, key)
-                return
-            kept = False
-        if kept:
-            self._arm_lease_renewal(session, key, since=started)
-            return
-        self._drop_lost(session, key)
-
     def lease_lost(self, key: str) -> bool:
         """The caller's lease renewal (``lease_renewal=False``) found ``key``'s lease lost:
         close its session without saving (another process may own it now). True if open."""
@@ -441,7 +381,7 @@ class SessionHub:
         self._drop_lost(session, key)
         return True
 
-    def _drop_lost(self, session: ChipiSession, key: str) -> None:
+    def _drop_lost(self, session: AttachedSession, key: str) -> None:
         from .store import LeaseLostError
 
         lost = LeaseLostError(
@@ -469,41 +409,17 @@ class SessionHub:
             # a reopen would load a stale record, and this release would drop its lease
             self._closing.add(slot)
         try:
-            with anyio.CancelScope(shield=True), logs.bind(owner=session, slot=slot, action="close"):
-                await _flush_journal(session)
+            with (
+                anyio.CancelScope(shield=True),
+                logs.bind(owner=session, slot=slot, action="close"),
+            ):
+                await flush_journal(session.journal)
                 await session.aclose()
-                if slot is not None and self._lease_owner is not None and self._store is not None:
-                    await self._release_lease(slot)
+                if slot is not None and self._leases is not None:
+                    await self._leases.release(slot)
         finally:
             if slot is not None:
                 self._closing.discard(slot)
-
-    async def _resolve_entry(
-        self, session: ChipiSession, entry: JournalEntry
-    ) -> tuple[SubmitInfo | None, bool | None]:
-        """Resolve one in-flight write left by a previous run from the chain.
-
-        Returns its SubmitInfo and whether it executed (None: not known yet — the caller
-        hands it to the session to settle). Resolved entries leave the journal.
-        """
-        journal = session.journal
-        assert journal is not None
-        if entry.outside_nonce is None:
-            # on_submit runs before anything is sent: no nonce, nothing was sent
-            await journal.finish(entry)
-            return None, False
-        info = SubmitInfo(
-            entry.action,
-            session.wallet.address,
-            entry.outside_nonce,
-            entry.message_hash or 0,
-            entry.execute_before or 0,
-        )
-        applied = await session.resolve_outcome(info)
-        if applied is not None:
-            await journal.finish(entry)
-            log.info("resolved %s from a previous run: applied=%s", entry.action, applied)
-        return info, applied
 
     # -------------------------------------------------------------------- events
     def subscribe(
@@ -518,101 +434,3 @@ class SessionHub:
 
     def __repr__(self) -> str:
         return f"SessionHub(sessions={len(self._sessions)}, timers={len(self._scheduler.timers)})"
-
-
-async def _flush_journal(session: ChipiSession) -> None:
-    journal = session.journal
-    if journal is not None:
-        try:
-            await journal.flush()
-        except Exception:
-            log.exception("saving a session record on close failed")
-
-
-class _StoreJournal:
-    """ActionJournal over a store (awaited: see chipi_session.asyncstore)."""
-
-    __slots__ = ("_store", "_key", "_session", "_clock", "_dirty", "_saving", "_token")
-
-    def __init__(
-        self,
-        store: AsyncSessionStore,
-        key: str,
-        session: ChipiSession,
-        clock: Clock,
-        fencing_token: int | None = None,
-    ) -> None:
-        self._store = store
-        self._key = key
-        self._session = session
-        self._clock = clock
-        #: every write carries the lease's fencing token: a process that lost its lease
-        #: cannot journal (so cannot send) anything for this session any more
-        self._token = fencing_token
-        self._dirty = False
-        self._saving: anyio.Event | None = None
-
-    async def begin(self, action: str, session_public_key: int) -> object:
-        from .store import JournalEntry
-
-        await self.flush()  # the session a write refers to is on disk before it is sent
-        entry = JournalEntry.new(
-            self._key, action, session_public_key, created_at=self._clock.now()
-        )
-        await self._store.journal_append(entry, fencing_token=self._token)
-        return entry
-
-    async def submitted(self, token: object, info: SubmitInfo) -> None:
-        from .store import JournalEntry
-
-        assert isinstance(token, JournalEntry)
-        updated = token.with_submit(info)
-        await self._store.journal_update(updated, fencing_token=self._token)
-
-    async def finish(self, token: object) -> None:
-        entry_id: str = token.entry_id  # type: ignore[attr-defined]
-        for attempt in range(3):  # the outcome is known: a store hiccup must not hide it
-            try:
-                await self._store.journal_remove(entry_id, fencing_token=self._token)
-                return
-            except ChipiSessionError as exc:
-                if not exc.retryable or attempt == 2:
-                    # the entry stays: the next open resolves it from the chain (harmless)
-                    log.warning("journal entry left for the next open: %s", exc.code.value)
-                    return
-                await anyio.lowlevel.checkpoint()  # a pooled store reconnects on the retry
-
-    def mark_dirty(self) -> None:
-        self._dirty = True
-
-    async def flush(self) -> None:
-        """Save the record until it is clean; one save at a time, the last state wins."""
-        while self._saving is not None:
-            await self._saving.wait()
-        if not self._dirty:
-            return
-        self._saving = anyio.Event()
-        try:
-            while self._dirty:
-                self._dirty = False
-                await self._store.save(self._record(), fencing_token=self._token)
-        finally:
-            saving, self._saving = self._saving, None
-            saving.set()
-
-    def _record(self) -> Any:
-        from .store import SessionRecord
-
-        s = self._session
-        status = s.session_status
-        return SessionRecord(
-            key=self._key,
-            wallet=s.wallet,
-            session=s.session,
-            seen_registered=s.seen_registered,
-            registered_max_calls=None if status is None else status.max_calls,
-            registered_allowed_entrypoints=() if status is None else status.allowed_entrypoints,
-            updated_at=self._clock.now(),
-            successor=s.renewal_successor,
-            retiring=s.retiring_keys,
-        )
