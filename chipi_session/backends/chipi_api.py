@@ -21,7 +21,6 @@ What this does that the official SDKs do not:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -33,7 +32,7 @@ import httpx
 from .. import selfcalls
 from ..clock import Clock, SystemClock
 from ..errors import ChipiSessionError, ErrorCode
-from ..felts import U32_MAX, U64_MAX, parse_felt, split_u256, to_hex
+from ..felts import U32_MAX, U64_MAX, to_hex
 from ..http import Exchange, HttpClient, Timeouts, safe_origin
 from ..keys import SIGNER_BACKEND, SecretKey, session_signature
 from ..logs import get_logger
@@ -56,9 +55,11 @@ from .chipi_rest import (
     ChipiRestClient,
     UnknownOutcomeError,
     normalize_base_url,
+    poll_until_settled,
 )
 from .starknet_rpc import StarknetRpcBackend
 from .typed_data_check import PreparedExecution, check_prepared_typed_data
+from .write_args import check_api_key, check_felt, check_policy_args, check_range
 
 __all__ = [
     "ChipiApiBackend",
@@ -74,9 +75,6 @@ __all__ = [
 ]
 
 logger = get_logger(__name__)
-
-_API_KEY = re.compile(r"pk_(dev|prod)_[A-Za-z0-9]{32,}")
-
 
 SignFn = Callable[[int], Any]
 
@@ -115,12 +113,7 @@ class ChipiApiBackend:
         on_timing: Callable[[str, float], None] | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
-        if not isinstance(api_key, str) or not _API_KEY.fullmatch(api_key):
-            raise ChipiSessionError(
-                ErrorCode.INVALID_INPUT,
-                "api_key must look like pk_prod_<32+ letters/digits> or pk_dev_<...> "
-                "(the public API key; never pass the sk_ secret here)",
-            )
+        check_api_key(api_key)
         if (rpc_url is None) == (rpc is None):
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "pass exactly one of rpc_url, rpc")
         if not 60 <= max_execute_window <= 7 * 24 * 3600:
@@ -220,10 +213,10 @@ class ChipiApiBackend:
     ) -> str:
         call = selfcalls.add_or_update_session_key_call(
             wallet.address,
-            _check_felt(session_public_key, "session key"),
-            _check_range(valid_until, U64_MAX, "valid_until"),
-            _check_range(max_calls, U32_MAX, "max_calls"),
-            [_check_felt(e, "allowed_entrypoints") for e in allowed_entrypoints],
+            check_felt(session_public_key, "session key"),
+            check_range(valid_until, U64_MAX, "valid_until"),
+            check_range(max_calls, U32_MAX, "max_calls"),
+            [check_felt(e, "allowed_entrypoints") for e in allowed_entrypoints],
         )
         return await self._owner_write("register", wallet, owner_key, call, bearer_token, on_submit)
 
@@ -237,7 +230,7 @@ class ChipiApiBackend:
         on_submit: OnSubmit | None = None,
     ) -> str:
         call = selfcalls.revoke_session_key_call(
-            wallet.address, _check_felt(session_public_key, "session key")
+            wallet.address, check_felt(session_public_key, "session key")
         )
         return await self._owner_write("revoke", wallet, owner_key, call, bearer_token, on_submit)
 
@@ -254,27 +247,11 @@ class ChipiApiBackend:
         bearer_token: str | None = None,
         on_submit: OnSubmit | None = None,
     ) -> str:
-        try:
-            split_u256(max_per_call, "max_per_call")  # validates: a u256, as INVALID_SPENDING_POLICY
-            split_u256(max_per_window, "max_per_window")
-        except ChipiSessionError as exc:
-            raise ChipiSessionError(ErrorCode.INVALID_SPENDING_POLICY, exc.message) from None
-        if (
-            isinstance(window_seconds, bool)
-            or not isinstance(window_seconds, int)
-            or not (0 < window_seconds <= U64_MAX)
-        ):
-            raise ChipiSessionError(
-                ErrorCode.INVALID_SPENDING_POLICY, "window_seconds must be a positive u64"
-            )
-        if max_per_window > 0 and max_per_call > max_per_window:
-            raise ChipiSessionError(
-                ErrorCode.INVALID_SPENDING_POLICY, "max_per_call exceeds max_per_window"
-            )
+        check_policy_args(max_per_call, max_per_window, window_seconds)
         call = selfcalls.set_spending_policy_call(
             wallet.address,
-            _check_felt(session_public_key, "session key"),
-            _check_felt(token, "token"),
+            check_felt(session_public_key, "session key"),
+            check_felt(token, "token"),
             max_per_call,
             max_per_window,
             window_seconds,
@@ -295,8 +272,8 @@ class ChipiApiBackend:
     ) -> str:
         call = selfcalls.remove_spending_policy_call(
             wallet.address,
-            _check_felt(session_public_key, "session key"),
-            _check_felt(token, "token"),
+            check_felt(session_public_key, "session key"),
+            check_felt(token, "token"),
         )
         return await self._owner_write(
             "remove_spending_policy", wallet, owner_key, call, bearer_token, on_submit
@@ -337,7 +314,7 @@ class ChipiApiBackend:
         bearer_token: str | None = None,
         on_submit: OnSubmit | None = None,
     ) -> str:
-        _check_range(valid_until, U64_MAX, "valid_until")
+        check_range(valid_until, U64_MAX, "valid_until")
         if not calls:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "calls: at least one call is required")
 
@@ -478,27 +455,6 @@ class ChipiApiBackend:
         poll_interval: float = 2.0,
     ) -> OutcomeResolution:
         """Poll :meth:`resolve_unknown_outcome` until it is not ``PENDING`` (or ``timeout``)."""
-        result = OutcomeResolution.PENDING
-        with anyio.move_on_after(timeout):
-            while True:
-                try:
-                    result = await self.resolve_unknown_outcome(outcome)
-                except ChipiSessionError as exc:
-                    if not exc.retryable:
-                        raise
-                if result is not OutcomeResolution.PENDING:
-                    return result
-                await anyio.sleep(poll_interval)
-        return result
-
-
-def _check_range(value: int, upper: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= upper:
-        raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what} must be in [0, {upper}]")
-    return value
-
-
-def _check_felt(value: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"{what} must be an int felt")
-    return parse_felt(value, what)
+        return await poll_until_settled(
+            lambda: self.resolve_unknown_outcome(outcome), timeout, poll_interval
+        )

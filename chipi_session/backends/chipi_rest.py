@@ -10,15 +10,17 @@ builds on this client.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import anyio
 import httpx
 
 from ..errors import ChipiSessionError, ErrorCode
 from ..felts import parse_felt, selector, to_hex
 from ..http import HttpClient, HttpResponse
 from ..logs import get_logger
+from ..outcome import OutcomeResolution
 from ..types import Call, SubmitInfo, WalletData, WalletType
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "UnknownOutcomeError",
     "ChipiRestClient",
     "normalize_base_url",
+    "poll_until_settled",
     "DEFAULT_BASE_URL",
     "API_VERSION_DATE",
     "CHIPI_CLASS_HASH",
@@ -324,6 +327,27 @@ class ChipiRestClient:
                     to_hex(pending.wallet_address),
                     to_hex(pending.outside_nonce),
                 )
+
+
+async def poll_until_settled(
+    resolve: Callable[[], Awaitable[OutcomeResolution]],
+    timeout: float | None,
+    poll_interval: float,
+) -> OutcomeResolution:
+    """Ask ``resolve`` until it is not ``PENDING`` (or ``timeout``: then ``PENDING``);
+    retryable errors are asked again, others raised."""
+    result = OutcomeResolution.PENDING
+    with anyio.move_on_after(timeout):
+        while True:
+            try:
+                result = await resolve()
+            except ChipiSessionError as exc:
+                if not exc.retryable:
+                    raise
+            if result is not OutcomeResolution.PENDING:
+                return result
+            await anyio.sleep(poll_interval)
+    return result
 
 
 def wire_call(call: Call) -> dict[str, Any]:

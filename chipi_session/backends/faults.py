@@ -40,22 +40,19 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
 from ..clock import Clock
 from ..errors import ChipiSessionError, ErrorCode
 from ..keys import SecretKey
-from ..types import Call, ExecutionResult, SessionStatus, SpendingPolicy, SubmitInfo, WalletData
+from ..types import Call, SessionStatus, SpendingPolicy, SubmitInfo, WalletData
 from .base import (
-    ChainTimeReader,
     ClockProvider,
-    ExecutionResultReader,
     NonceReader,
     OnSubmit,
     SessionBackend,
-    TransactionConfirmer,
     notify_submit,
 )
 from .fault_plan import (
@@ -106,7 +103,9 @@ class FaultInjectingBackend:
         # Expose an optional method only if the inner backend has it: the engine decides by
         # isinstance (e.g. NonceReader) what it can do through this wrapper.
         if cls is FaultInjectingBackend:
-            return object.__new__(_variant(_capabilities(inner)))
+            from .fault_variants import variant_for  # its classes subclass this one
+
+            return object.__new__(variant_for(inner))
         return object.__new__(cls)
 
     def __init__(
@@ -451,76 +450,3 @@ class FaultInjectingBackend:
             "get_spending_policy",
             lambda: self._inner.get_spending_policy(wallet_address, session_public_key, token),
         )
-
-
-class _NonceReadingFaultBackend(FaultInjectingBackend):
-    """The wrapper of a NonceReader: nonce reads go through the fault plan as well."""
-
-    async def outside_nonce_used(self, wallet_address: int, nonce: int) -> bool:
-        inner = self._inner
-        assert isinstance(inner, NonceReader)
-        return await self._read(
-            "outside_nonce_used", lambda: inner.outside_nonce_used(wallet_address, nonce)
-        )
-
-    async def chain_time(self) -> int:
-        """The inner backend's chain time (through the fault plan), else the wrapper's clock."""
-        inner = self._inner
-        if not isinstance(inner, ChainTimeReader):
-            if self.clock is None:
-                raise ChipiSessionError(ErrorCode.NOT_SUPPORTED, "no chain time available")
-            return int(self.clock.now())
-        return await self._read("chain_time", inner.chain_time)
-
-
-class _ConfirmingFaultBackend(FaultInjectingBackend):
-    """The wrapper of a TransactionConfirmer."""
-
-    async def confirm_transaction(self, tx_hash: str) -> None:
-        inner = self._inner
-        assert isinstance(inner, TransactionConfirmer)
-        await self._result_read("confirm_transaction", lambda: inner.confirm_transaction(tx_hash))
-
-
-class _ResultReadingFaultBackend(FaultInjectingBackend):
-    """The wrapper of an ExecutionResultReader."""
-
-    async def get_execution_result(self, tx_hash: str) -> ExecutionResult:
-        inner = self._inner
-        assert isinstance(inner, ExecutionResultReader)
-        return await self._result_read(
-            "get_execution_result", lambda: inner.get_execution_result(tx_hash)
-        )
-
-
-_MIXINS: Final[dict[str, type[FaultInjectingBackend]]] = {
-    "nonce": _NonceReadingFaultBackend,
-    "confirm": _ConfirmingFaultBackend,
-    "result": _ResultReadingFaultBackend,
-}
-_VARIANTS: dict[tuple[str, ...], type[FaultInjectingBackend]] = {}
-
-
-def _capabilities(inner: object) -> tuple[str, ...]:
-    found = []
-    if isinstance(inner, NonceReader):
-        found.append("nonce")
-    if isinstance(inner, TransactionConfirmer):
-        found.append("confirm")
-    if isinstance(inner, ExecutionResultReader):
-        found.append("result")
-    return tuple(found)
-
-
-def _variant(capabilities: tuple[str, ...]) -> type[FaultInjectingBackend]:
-    """The wrapper class with exactly these optional methods (one class per combination)."""
-    if not capabilities:
-        return FaultInjectingBackend
-    if len(capabilities) == 1:
-        return _MIXINS[capabilities[0]]
-    cls = _VARIANTS.get(capabilities)
-    if cls is None:
-        bases = tuple(_MIXINS[c] for c in capabilities)
-        cls = type("FaultInjectingBackend_" + "_".join(capabilities), bases, {})
-        _VARIANTS[capabilities] = cls
-    return cls
