@@ -33,6 +33,7 @@ __all__ = [
     "OUTSIDE_EXECUTION_TYPE_HASH_FELT",
     "domain_hash",
     "outside_execution_hash",
+    "clear_hash_caches",
 ]
 
 ANY_CALLER = 0x414E595F43414C4C4552
@@ -171,12 +172,74 @@ def outside_execution_hash(
     felt_times: bool = False,
 ) -> int:
     """The SNIP-9 hash with ``u128`` times (``felt_times=False``) or ``felt`` times, the two the
-    contract tries in turn (docs/contract.md, "SNIP-9: execute_from_outside_v2", step 5)."""
-    call_hashes = [
-        poseidon_many([CALL_TYPE_HASH, c.to, c.selector, poseidon_many(c.calldata)]) for c in calls
-    ]
+    contract tries in turn (docs/contract.md, "SNIP-9: execute_from_outside_v2", step 5).
+
+    A pure function, memoized on all of its inputs (a small LRU): in one process the signer and
+    LocalChain's contract hash the same OutsideExecution, and the second gets the first's result
+    instead of hashing it again. Same inputs, same hash: the contract still checks it.
+    """
+    call_tuple = tuple(calls)
+    try:
+        return _outside_execution_hash_cached(
+            account,
+            chain_id,
+            caller,
+            nonce,
+            execute_after,
+            execute_before,
+            call_tuple,
+            bool(felt_times),
+        )
+    except TypeError:  # call objects that cannot be a cache key: hash without the cache
+        return _outside_execution_hash(
+            account,
+            chain_id,
+            caller,
+            nonce,
+            execute_after,
+            execute_before,
+            call_tuple,
+            bool(felt_times),
+        )
+
+
+def _call_hash(call: Call) -> int:
+    return poseidon_many([CALL_TYPE_HASH, call.to, call.selector, poseidon_many(call.calldata)])
+
+
+#: A call's struct hash, by value (a bot's calls repeat: same token, recipient, amount).
+_call_hash_cached = functools.lru_cache(maxsize=1024)(_call_hash)
+
+
+def _outside_execution_hash(
+    account: int,
+    chain_id: int,
+    caller: int,
+    nonce: int,
+    execute_after: int,
+    execute_before: int,
+    calls: tuple[Call, ...],
+    felt_times: bool,
+) -> int:
+    try:
+        call_hashes = [_call_hash_cached(c) for c in calls]
+    except TypeError:
+        call_hashes = [_call_hash(c) for c in calls]
     type_hash = OUTSIDE_EXECUTION_TYPE_HASH_FELT if felt_times else OUTSIDE_EXECUTION_TYPE_HASH_U128
     struct_hash = poseidon_many(
         [type_hash, caller, nonce, execute_after, execute_before, poseidon_many(call_hashes)]
     )
     return poseidon_many([_STARKNET_MESSAGE, domain_hash(chain_id), account, struct_hash])
+
+
+# typed=True: an int and an equal float or bool are different keys (only ints are felts)
+_outside_execution_hash_cached = functools.lru_cache(maxsize=512, typed=True)(
+    _outside_execution_hash
+)
+
+
+def clear_hash_caches() -> None:
+    """Forget every memoized hash (tests use it to compare cold and warm results)."""
+    _outside_execution_hash_cached.cache_clear()
+    _call_hash_cached.cache_clear()
+    domain_hash.cache_clear()

@@ -24,6 +24,7 @@ __all__ = [
     "public_key_of",
     "sign",
     "verify",
+    "verify_in_range",
     "session_signature",
     "SIGNER_BACKEND",
 ]
@@ -100,13 +101,20 @@ def verify(public_key: int, msg_hash: int, r: int, s: int) -> bool:
     values = (public_key, msg_hash, r, s)
     if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
         return False
-    if not (0 < public_key < FIELD_PRIME and 0 <= msg_hash < _ECDSA_BOUND):
-        return False
-    if not (0 < r < _ECDSA_BOUND and 0 < s < _ECDSA_BOUND):
+    if not (0 <= msg_hash < _ECDSA_BOUND and 0 < r < _ECDSA_BOUND and 0 < s < _ECDSA_BOUND):
         return False
     # The native verifier panics (a BaseException, with a backtrace on stderr) on an x that is
     # not on the curve or on s whose inverse w is >= 2**251 (Stark ECDSA rejects those): check.
-    if pow(s, -1, CURVE_ORDER) >= _ECDSA_BOUND or not _is_curve_x(public_key):
+    if pow(s, -1, CURVE_ORDER) >= _ECDSA_BOUND:
+        return False
+    return verify_in_range(public_key, msg_hash, r, s)
+
+
+def verify_in_range(public_key: int, msg_hash: int, r: int, s: int) -> bool:
+    """:func:`verify` for ints whose hash, ``r``, ``s`` and ``s⁻¹ mod n`` the caller has
+    already checked to be in the standard ranges (``[0, 2**251)``, ``r, s > 0``); the public
+    key is checked here. Never raises."""
+    if not (0 < public_key < FIELD_PRIME and _is_curve_x(public_key)):
         return False
     try:
         if _native is not None:
@@ -172,9 +180,7 @@ class SecretKey:
         raise TypeError("SecretKey cannot be pickled")
 
 
-def session_signature(
-    key: SecretKey, msg_hash: int, valid_until: int
-) -> tuple[int, int, int, int]:
+def session_signature(key: SecretKey, msg_hash: int, valid_until: int) -> tuple[int, int, int, int]:
     """The 4-felt session signature ``[session_pubkey, r, s, valid_until]``."""
     if not 0 <= valid_until <= U64_MAX:
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, "valid_until is not a u64")

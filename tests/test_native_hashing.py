@@ -83,7 +83,9 @@ def test_every_precomputed_selector_is_right(name: str) -> None:
 
 def test_keccak250_is_keccak_not_sha3() -> None:
     # sn_keccak("transfer"), as printed by every Starknet explorer
-    assert keccak250(b"transfer") == 0x83AFD3F4CAEDC6EEBF44246FE54E38C95E3179A5EC9EA81740ECA5B482D12E
+    assert (
+        keccak250(b"transfer") == 0x83AFD3F4CAEDC6EEBF44246FE54E38C95E3179A5EC9EA81740ECA5B482D12E
+    )
 
 
 def test_type_hash_constants_equal_starknet_py_typed_data() -> None:
@@ -95,7 +97,12 @@ def test_type_hash_constants_equal_starknet_py_typed_data() -> None:
     ):
         td = TypedData.from_dict(
             hashing.outside_execution_typed_data(  # type: ignore[arg-type]
-                caller=1, nonce=2, execute_after=3, execute_before=4, calls=[], chain_id=5,
+                caller=1,
+                nonce=2,
+                execute_after=3,
+                execute_before=4,
+                calls=[],
+                chain_id=5,
                 time_type=time_type,
             )
         )
@@ -217,10 +224,13 @@ def test_outside_execution_hash_equals_typed_data(
         chain_id=chain_id,
     )
     typed = hashing.outside_execution_typed_data(
-        **kw, time_type="felt" if felt_times else "u128"  # type: ignore[arg-type]
+        **kw,
+        time_type="felt" if felt_times else "u128",  # type: ignore[arg-type]
     )
     assert hashing.outside_execution_hash(
-        account=account, felt_times=felt_times, **kw  # type: ignore[arg-type]
+        account=account,
+        felt_times=felt_times,
+        **kw,  # type: ignore[arg-type]
     ) == hashing.typed_data_message_hash(typed, account)
 
 
@@ -238,7 +248,10 @@ def test_session_validate_hash_equals_starknet_py_poseidon(
     for c in calls:
         data.extend((c.to, c.selector, len(c.calldata), *c.calldata))
     assert hashing.session_validate_hash(
-        account=account, chain_id=hashing.SN_SEPOLIA, nonce=nonce, valid_until=valid_until,
+        account=account,
+        chain_id=hashing.SN_SEPOLIA,
+        nonce=nonce,
+        valid_until=valid_until,
         calls=calls,
     ) == _reference_poseidon(data)
 
@@ -284,3 +297,95 @@ def test_prepared_typed_data_is_the_callers_own_copy() -> None:
     )
     assert chain.get_transaction_status(tx) == "ACCEPTED_ON_L2"
     assert chain.call(token, "balance_of", [0xA11CE]) == [7, 0]
+
+
+# -- the memoized OutsideExecution hash ----------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    calls=calls_strategy,
+    account=st.integers(1, 2**251 - 1),
+    nonce=felts,
+    after=st.integers(0, 2**64 - 1),
+    before=st.integers(0, 2**64 - 1),
+)
+def test_memoized_hash_is_keyed_on_every_input(
+    calls: list[Call], account: int, nonce: int, after: int, before: int
+) -> None:
+    """Warm (memoized) and cold results are the reference's, for both time encodings hashed
+    one after the other and for a neighbour differing in one field only: a key that forgot an
+    input would hand back the wrong cached hash here."""
+    base = dict(
+        account=account,
+        chain_id=hashing.SN_MAIN,
+        caller=hashing.ANY_CALLER,
+        nonce=nonce,
+        execute_after=after,
+        execute_before=before,
+        calls=calls,
+    )
+    variants = [
+        base,
+        {**base, "felt_times": True},
+        {**base, "nonce": (nonce + 1) % FIELD_PRIME},
+        {**base, "account": account ^ 1},
+        {**base, "chain_id": hashing.SN_SEPOLIA},
+        {**base, "calls": [*calls, Call(to=1, selector=0, calldata=[nonce])]},
+    ]
+    warm = [hashing.outside_execution_hash(**v) for v in variants]  # type: ignore[arg-type]
+    again = [hashing.outside_execution_hash(**v) for v in variants]  # type: ignore[arg-type]
+    hashing.clear_hash_caches()
+    cold = [hashing.outside_execution_hash(**v) for v in variants]  # type: ignore[arg-type]
+    assert warm == again == cold
+    assert len(set(warm)) == len(warm)
+    for v, h in zip(variants[:2], warm[:2], strict=True):
+        typed = hashing.outside_execution_typed_data(
+            caller=hashing.ANY_CALLER,
+            nonce=nonce,
+            execute_after=after,
+            execute_before=before,
+            calls=calls,
+            chain_id=hashing.SN_MAIN,
+            time_type="felt" if v.get("felt_times") else "u128",
+        )
+        assert h == hashing.typed_data_message_hash(typed, account)
+
+
+def test_memo_accepts_call_like_objects_it_cannot_key() -> None:
+    """A call object that is not hashable is hashed without the cache, to the same result."""
+
+    class LooseCall:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __init__(self, call: Call) -> None:
+            self.to, self.selector, self.calldata = call.to, call.selector, call.calldata
+
+    call = Call(to=0x123, selector="transfer", calldata=[7, 5, 0])
+    kw = dict(
+        account=0xABC,
+        chain_id=hashing.SN_MAIN,
+        caller=hashing.ANY_CALLER,
+        nonce=3,
+        execute_after=1,
+        execute_before=2,
+    )
+    assert hashing.outside_execution_hash(
+        calls=[LooseCall(call)],
+        **kw,  # type: ignore[arg-type, list-item]
+    ) == hashing.outside_execution_hash(calls=[call], **kw)  # type: ignore[arg-type]
+
+
+def test_a_float_never_gets_an_ints_cached_hash() -> None:
+    """The memo is typed: 3.0 == 3 but is not a felt, so it must not hit 3's entry."""
+    kw = dict(
+        account=0xABC,
+        chain_id=hashing.SN_MAIN,
+        caller=hashing.ANY_CALLER,
+        execute_after=1,
+        execute_before=2,
+        calls=[Call(to=0x123, selector=0)],
+    )
+    hashing.outside_execution_hash(nonce=3, **kw)  # type: ignore[arg-type]
+    with pytest.raises((TypeError, ValueError, AttributeError)):  # the hash refuses a float
+        hashing.outside_execution_hash(nonce=3.0, **kw)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from ..backends.base import OnSubmit, notify_submit
 from ..errors import ChipiSessionError, ErrorCode
 from ..execution_results import OUTSIDE_EXECUTION_SELECTORS, InnerCall, build_execution_result
 from ..felts import parse_felt
-from ..hashing import outside_execution_hash
+from ..hashing import ANY_CALLER, outside_execution_hash
 from ..keys import SecretKey, session_signature
 from ..types import (
     Call,
@@ -33,6 +33,7 @@ from ..types import (
     coerce_calls,
 )
 from .model import ContractPanic, Invocation, Receipt
+from .paymaster import IssuedRequest
 
 __all__ = ["PaymasterSessionBackend", "receipt_result"]
 
@@ -86,6 +87,10 @@ class PaymasterSessionBackend(abc.ABC):
     def prepare_typed_data(self, wallet_address: int, calls: Sequence[Call]) -> dict[str, Any]: ...
 
     @abc.abstractmethod
+    def issue_request(self, wallet_address: int, calls: Sequence[Call]) -> IssuedRequest:
+        """:meth:`prepare_typed_data`, returning the issued request itself."""
+
+    @abc.abstractmethod
     def execute_sponsored(
         self, wallet_address: int, typed_data: Mapping[str, Any], signature: Sequence[int]
     ) -> str: ...
@@ -137,25 +142,31 @@ class PaymasterSessionBackend(abc.ABC):
         await anyio.lowlevel.checkpoint()
         return self.is_outside_nonce_used(wallet_address, nonce)
 
+    def _request_hash(self, request: IssuedRequest) -> int:
+        """The SNIP-12 hash of an issued request, from the fields its typed data was built
+        from (equal to :meth:`_message_hash` of that typed data; the tests check both)."""
+        return outside_execution_hash(
+            account=request.wallet,
+            chain_id=self.chain_id,
+            caller=ANY_CALLER,
+            nonce=request.nonce,
+            execute_after=request.execute_after,
+            execute_before=request.execute_before,
+            calls=request.calls,
+        )
+
     async def _submit(
         self,
         action: str,
         wallet: WalletData,
-        typed_data: Mapping[str, Any],
+        request: IssuedRequest,
         msg_hash: int,
         signature: Sequence[int],
         on_submit: OnSubmit | None,
     ) -> str:
-        message = typed_data["message"]
-        info = SubmitInfo(
-            action,
-            wallet.address,
-            parse_felt(message["Nonce"]),
-            msg_hash,
-            parse_felt(message["Execute Before"]),
-        )
+        info = SubmitInfo(action, wallet.address, request.nonce, msg_hash, request.execute_before)
         await notify_submit(on_submit, info)
-        return self.execute_sponsored(wallet.address, typed_data, signature)
+        return self.execute_sponsored(wallet.address, request.typed_data, signature)
 
     async def _owner_execute(
         self,
@@ -165,10 +176,10 @@ class PaymasterSessionBackend(abc.ABC):
         call: Call,
         on_submit: OnSubmit | None,
     ) -> str:
-        typed_data = self.prepare_typed_data(wallet.address, [call])
-        msg_hash = self._message_hash(wallet.address, typed_data)
+        request = self.issue_request(wallet.address, [call])
+        msg_hash = self._request_hash(request)
         r, s = owner_key.sign(msg_hash)
-        return await self._submit(action, wallet, typed_data, msg_hash, [r, s], on_submit)
+        return await self._submit(action, wallet, request, msg_hash, [r, s], on_submit)
 
     # -- SessionBackend ----------------------------------------------------------------------
 
@@ -243,7 +254,9 @@ class PaymasterSessionBackend(abc.ABC):
         await anyio.lowlevel.checkpoint()
         _require_session_wallet(wallet)
         call = selfcalls.remove_spending_policy_call(wallet.address, session_public_key, token)
-        return await self._owner_execute("remove_spending_policy", wallet, owner_key, call, on_submit)
+        return await self._owner_execute(
+            "remove_spending_policy", wallet, owner_key, call, on_submit
+        )
 
     async def execute_with_session(
         self,
@@ -258,12 +271,10 @@ class PaymasterSessionBackend(abc.ABC):
         await anyio.lowlevel.checkpoint()
         _require_session_wallet(wallet)
         call_list = coerce_calls(calls)
-        typed_data = self.prepare_typed_data(wallet.address, call_list)
-        msg_hash = self._message_hash(wallet.address, typed_data)
+        request = self.issue_request(wallet.address, call_list)
+        msg_hash = self._request_hash(request)
         signature = session_signature(session_key, msg_hash, valid_until)
-        return await self._submit(
-            "execute", wallet, typed_data, msg_hash, signature, on_submit
-        )
+        return await self._submit("execute", wallet, request, msg_hash, signature, on_submit)
 
     @abc.abstractmethod
     def get_receipt(self, tx_hash: str) -> Any: ...

@@ -49,7 +49,7 @@ from .model import (
     Receipt,
     TxInfo,
 )
-from .paymaster import Paymaster
+from .paymaster import IssuedRequest, Paymaster
 from .runtime import Frame, Handler, Runtime
 from .state import ChainState
 
@@ -355,7 +355,11 @@ class LocalChain(PaymasterSessionBackend):
         return self._state.protocol_nonces.get(account)
 
     def is_outside_nonce_used(self, account: int, nonce: int) -> bool:
-        return self.view(account, "is_valid_outside_execution_nonce", [nonce]) == [0]
+        """``is_valid_outside_execution_nonce`` read as the view does, without running it (the
+        paymaster asks twice per execute); a non-account gets the view's own panic."""
+        if not self.is_account(account):
+            return self.view(account, "is_valid_outside_execution_nonce", [nonce]) == [0]
+        return bool(self._state.src9_nonces.get((account, parse_felt(nonce, "calldata[0]"))))
 
     def invoke_hash(self, account: int, calls: Sequence[Call], *, nonce: int | None = None) -> int:
         """The hash an owner signs for :meth:`invoke` (LocalChain's own INVOKE hash, not
@@ -523,6 +527,9 @@ class LocalChain(PaymasterSessionBackend):
         """SNIP-9 v2 typed data for ``calls`` (u128 times, caller ANY_CALLER, a fresh random
         nonce, window ``[now - 60, now + 3600]``), remembered for :meth:`execute_sponsored`."""
         return self._paymaster.prepare_typed_data(wallet_address, calls)
+
+    def issue_request(self, wallet_address: int, calls: Sequence[Call]) -> IssuedRequest:
+        return self._paymaster.issue(wallet_address, calls)
 
     def execute_sponsored(
         self, wallet_address: int, typed_data: Mapping[str, Any], signature: Sequence[int]

@@ -23,7 +23,7 @@ import functools
 from typing import Any
 
 from ..felts import CURVE_ORDER, FIELD_PRIME
-from ..keys import verify as standard_verify
+from ..keys import verify_in_range
 
 __all__ = ["check_ecdsa_signature", "check_by_curve_arithmetic", "point_from_x", "generator"]
 
@@ -95,7 +95,7 @@ def check_ecdsa_signature(msg_hash: int, public_key: int, r: int, s: int) -> boo
     if s == 0 or s == CURVE_ORDER or r == CURVE_ORDER:
         return False
     if _is_standard(msg_hash, r, s):
-        return standard_verify(public_key, msg_hash, r, s)
+        return verify_in_range(public_key, msg_hash, r, s)  # ranges checked just above
     return check_by_curve_arithmetic(msg_hash, public_key, r, s)
 
 
