@@ -29,7 +29,6 @@ from .backends.base import (
     ExecutionResultReader,
     NonceReader,
     OnSubmit,
-    TransactionConfirmer,
     require_writer,
 )
 from .clock import Clock, SystemClock
@@ -42,8 +41,10 @@ from .events import (
     TransactionSubmitted,
 )
 from .felts import U64_MAX, to_hex
+from .handlers import registration
 from .handlers.execution import confirm_execute, follow_revert
 from .handlers.policies import SpendingPolicies
+from .handlers.registration import OwnerWrites
 from .handlers.status import read_status, recheck_doubts
 from .handlers.timers import ExpiryTimer
 from .handlers.writes import send_write, unknown_outcome
@@ -59,7 +60,6 @@ from .session_inputs import AppliedHashLost as _AppliedHashLost
 from .session_inputs import check_count as _check_count
 from .session_inputs import check_positive_int as _check_positive_int
 from .session_inputs import hash_lost_error as _hash_lost_error
-from .session_inputs import parse_entrypoints as _parse_entrypoints
 from .types import (
     Call,
     ExecutionResult,
@@ -148,7 +148,7 @@ class ChipiSession(RenewalMixin):
         "_session",
         "_session_key",
         "_key_lock",
-        "_owner_lock",
+        "_owner_writes",
         "_poll_version",
         "_pending",
         "_error",
@@ -247,7 +247,9 @@ class ChipiSession(RenewalMixin):
         self._key_lock: anyio.Lock | None = None
         #: owner-signed writes of this session (register, revoke, policies, renewal's) run
         #: one at a time, each checking the state it acts on once it holds the lock
-        self._owner_lock: anyio.Lock | None = None
+        self._owner_writes = OwnerWrites(
+            bearer_token=self._bearer_token, owner_key=self._owner_key, send=self._write
+        )
         self._poll_version = -1
         #: the spending caps as last known and their actions (handlers/policies.py)
         self._policies = SpendingPolicies(self)
@@ -463,7 +465,9 @@ class ChipiSession(RenewalMixin):
         If ``on_session_created`` raises, the new session is discarded and the previous one
         (if any) stays: a session that was not persisted is never used.
         """
-        return await self._action("create", _CREATE, self._do_create, duration_seconds)
+        return await self._action(
+            "create", _CREATE, registration.create, self, duration_seconds, self._default_duration
+        )
 
     async def register_session(
         self,
@@ -473,7 +477,14 @@ class ChipiSession(RenewalMixin):
     ) -> str:
         """Register the local session on the wallet (owner-signed); returns the tx hash."""
         return await self._action(
-            "register", _REGISTER, self._do_register, max_calls, allowed_entrypoints, valid_until
+            "register",
+            _REGISTER,
+            registration.register,
+            self,
+            max_calls,
+            allowed_entrypoints,
+            valid_until,
+            self._default_max_calls,
         )
 
     @overload
@@ -516,7 +527,7 @@ class ChipiSession(RenewalMixin):
         contract's expiry check until the end of the hour containing ``valid_until``
         (docs/contract.md §9.1).
         """
-        return await self._action("revoke", _REVOKE, self._do_revoke)
+        return await self._action("revoke", _REVOKE, registration.revoke, self)
 
     def clear_session(self) -> None:
         """Forget the local session (does not revoke it on chain) and zero its key."""
@@ -690,8 +701,7 @@ class ChipiSession(RenewalMixin):
     async def _confirm(self, tx_hash: str) -> None:
         """Wait for the backend to confirm a transaction, when it can (see
         :class:`~chipi_session.backends.base.TransactionConfirmer`)."""
-        if isinstance(self._backend, TransactionConfirmer):
-            await self._backend.confirm_transaction(tx_hash)
+        await registration.confirm(self._backend, tx_hash)
 
     async def _resolve_outcome(self, info: SubmitInfo | None) -> bool | None:
         """True: executed; False: never will; None: cannot tell yet (see ``outcome``)."""
@@ -756,23 +766,7 @@ class ChipiSession(RenewalMixin):
             await self._quiet_refetch()
 
     # ------------------------------------------------------------------ effects
-    async def _do_create(self, duration_seconds: int | None) -> SessionKeyData:
-        duration = self._default_duration if duration_seconds is None else duration_seconds
-        _check_positive_int(duration, "duration_seconds", U64_MAX)
-        self._require_supported()
-        data, key = await self._new_session_key(duration)
-        # commit: nothing below awaits
-        self._new_generation()
-        self._session = data
-        self._session_key = key
-        self._core.forget()
-        self._core.renewal_reset()
-        self._policies.forget()
-        self._transition("create")
-        self._persist()
-        return data
-
-    async def _new_session_key(self, duration: int) -> tuple[SessionKeyData, SecretKey]:
+    async def new_session_key(self, duration: int) -> tuple[SessionKeyData, SecretKey]:
         return await credentials.new_session_key(
             now=int(self._clock.now()),
             duration=duration,
@@ -782,110 +776,19 @@ class ChipiSession(RenewalMixin):
             on_session_created=self._on_session_created,
         )
 
-    async def _do_register(
-        self,
-        max_calls: int | None,
-        allowed_entrypoints: Iterable[int | str] | None,
-        valid_until: int | None,
-    ) -> str:
-        async with self._owner_guard():
-            return await self._register_locked(max_calls, allowed_entrypoints, valid_until)
-
-    async def _register_locked(
-        self,
-        max_calls: int | None,
-        allowed_entrypoints: Iterable[int | str] | None,
-        valid_until: int | None,
-    ) -> str:
-        calls_budget = self._default_max_calls if max_calls is None else max_calls
-        _check_count(calls_budget, "max_calls")
-        allowed = _parse_entrypoints(allowed_entrypoints)
-        self._require_supported()
-        session = self._require_session()
-        until = session.valid_until if valid_until is None else valid_until
-        _check_positive_int(until, "valid_until", U64_MAX)
-        if until > session.valid_until:
-            raise ChipiSessionError(
-                ErrorCode.INVALID_INPUT,
-                "valid_until may not exceed the session's own validUntil: session signatures "
-                "carry that value, so a later on-chain expiry would never be usable",
-            )
-        refused = self._core.refusal("register", now=int(self._clock.now()), valid_until=until)
-        if refused is not None:
-            raise refused
-        generation = self._core.generation
-        landed = self._core.landed_mark()
-        lost: _AppliedHashLost | None = None
-        with self._in_flight(session.public_key):
-            try:
-                tx = await self._register_key(session.public_key, until, calls_budget, allowed)
-                await self._confirm(tx)
-            except _AppliedHashLost as exc:
-                tx, lost = "", exc
-            if generation != self._core.generation:
-                return tx  # the session was replaced meanwhile; its state is not ours
-            self._apply_register(tx, lost is not None, until, calls_budget, allowed, landed)
-        if lost is not None:
-            raise _hash_lost_error("register")
-        return tx
-
-    def _apply_register(
-        self,
-        tx: str,
-        lost: bool,
-        until: int,
-        calls_budget: int,
-        allowed: tuple[int, ...],
-        landed: int,
-    ) -> None:
-        """The chain registered this session: calls_used is 0 again. Executes still in
-        flight or in doubt stay counted (they may land after the register)."""
-        self._core.registered(SessionStatus(until, calls_budget, 0, allowed), landed_since=landed)
-        self._core.renewal_reset()  # a new budget: what a successor inherits changed
-        if not lost:
-            self._publish(TransactionSubmitted, action="register", tx_hash=tx)
-        # the chain registered it: only the bound it registered counts (lifecycle guard)
-        self._transition("register", now=int(self._clock.now()), valid_until=until, applied=True)
-        self._publish(StatusRefreshed, status=self._core.status)
-        self._check_exhausted()
-        self._persist()
-
     async def _owner_write(
         self,
         action: str,
         public_key: int,
         send: Callable[[SecretKey, str | None, OnSubmit], Awaitable[str]],
     ) -> str:
-        """One owner-signed write: bearer token, owner key decrypted for this write only
-        (and zeroed after it), journalled through :meth:`_write`."""
-        token = await self._bearer_token()
-        owner = await self._owner_key()
-        try:
-            return await self._write(
-                action, public_key, lambda on_submit: send(owner, token, on_submit)
-            )
-        finally:
-            owner.zero()
+        """One owner-signed write (``handlers.registration.OwnerWrites``)."""
+        return await self._owner_writes.write(action, public_key, send)
 
     async def _register_key(
         self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
     ) -> str:
-        return await self._owner_write(
-            "register",
-            public_key,
-            lambda owner, token, on_submit: require_writer(
-                self._backend, "register a session key"
-            ).add_or_update_session_key(
-                self._wallet,
-                owner,
-                session_public_key=public_key,
-                valid_until=until,
-                max_calls=max_calls,
-                allowed_entrypoints=allowed,
-                bearer_token=token,
-                on_submit=on_submit,
-            ),
-        )
+        return await registration.register_key(self, public_key, until, max_calls, allowed)
 
     async def _do_execute(self, calls: CallsInput, wait: bool = False) -> str | ExecutionResult:
         parsed = coerce_calls(calls)
@@ -1046,52 +949,8 @@ class ChipiSession(RenewalMixin):
         scheduler.task_group.start_soon(run)
         return True
 
-    async def _do_revoke(self) -> str:
-        async with self._owner_guard():
-            return await self._revoke_locked()
-
-    async def _revoke_locked(self) -> str:
-        self._require_supported()
-        session = self._require_session()
-        refused = self._core.refusal("revoke")
-        if refused is not None:
-            raise refused
-        generation = self._core.generation
-        lost = False
-        with self._in_flight(session.public_key):
-            try:
-                tx = await self._revoke_key(session.public_key)
-                await self._confirm(tx)
-            except _AppliedHashLost:
-                tx, lost = "", True
-        if generation != self._core.generation:
-            return tx
-        self._core.revoked()
-        self._zero_session_key()
-        self._cancel_renewal()
-        if not lost:
-            self._publish(TransactionSubmitted, action="revoke", tx_hash=tx)
-        if self.session_state is not S.REVOKED:  # may have changed while awaiting
-            self._transition("revoke")
-        self._persist()
-        if lost:
-            raise _hash_lost_error("revoke")
-        return tx
-
     async def _revoke_key(self, public_key: int) -> str:
-        return await self._owner_write(
-            "revoke",
-            public_key,
-            lambda owner, token, on_submit: require_writer(
-                self._backend, "revoke a session key"
-            ).revoke_session_key(
-                self._wallet,
-                owner,
-                session_public_key=public_key,
-                bearer_token=token,
-                on_submit=on_submit,
-            ),
-        )
+        return await registration.revoke_key(self, public_key)
 
     async def _do_refetch(self, attempts: int = _STALE_REREADS) -> SessionStatus | None:
         """Read and apply the status; a read made stale by a local write is re-read (up to
@@ -1193,9 +1052,7 @@ class ChipiSession(RenewalMixin):
             self._core.end_write(public_key)
 
     def _owner_guard(self) -> anyio.Lock:
-        if self._owner_lock is None:
-            self._owner_lock = anyio.Lock()
-        return self._owner_lock
+        return self._owner_writes.guard()
 
     def _new_generation(self) -> None:
         self._core.new_generation()
@@ -1362,6 +1219,18 @@ class ChipiSession(RenewalMixin):
     owner_guard = _owner_guard
     in_flight = _in_flight
     owner_write = _owner_write
+    # registration (handlers/registration.py)
+    check_exhausted = _check_exhausted
+    drop_session_key = _zero_session_key
+    new_generation = _new_generation
+    _new_session_key = new_session_key
+
+    def cancel_renewal(self) -> None:
+        self._cancel_renewal()
+
+    def adopt_session(self, data: SessionKeyData, key: SecretKey) -> None:
+        self._session, self._session_key = data, key
+        self._policies.forget()
 
     # ------------------------------------------------------- polling (Pollable)
     def poll_target(self) -> tuple[int, int] | None:

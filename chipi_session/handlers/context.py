@@ -29,7 +29,12 @@ if TYPE_CHECKING:
     from ..session_core import SessionCore
     from ..types import SessionKeyData, WalletData
 
-__all__ = ["OwnerSend", "SessionContext"]
+__all__ = [
+    "CreationContext",
+    "OwnerSend",
+    "RegistrationContext",
+    "SessionContext",
+]
 
 #: ``send(owner_key, bearer_token, on_submit)``: one owner-signed write through the backend
 OwnerSend = Callable[["SecretKey", "str | None", "OnSubmit"], Awaitable[str]]
@@ -99,4 +104,39 @@ class SessionContext(Protocol):
     async def owner_write(self, action: str, public_key: int, send: OwnerSend) -> str:
         """One owner-signed write: bearer token, owner key decrypted for this write only,
         journalled; raises ``AppliedHashLost`` if it executed but its hash was lost."""
+        ...
+
+
+class RegistrationContext(SessionContext, Protocol):
+    """What registering and revoking need beyond :class:`SessionContext`
+    (``handlers.registration``)."""
+
+    def check_exhausted(self) -> None:
+        """Expire the session (reason ``calls``) if its budget is used up."""
+        ...
+
+    def drop_session_key(self) -> None:
+        """Zero and forget the decrypted session key (a revoked key never signs again)."""
+        ...
+
+    def cancel_renewal(self) -> None:
+        """Disarm auto-renewal's timer (a revoked session is not renewed)."""
+        ...
+
+
+class CreationContext(SessionContext, Protocol):
+    """What creating a session key needs beyond :class:`SessionContext`
+    (``handlers.registration.create``)."""
+
+    async def new_session_key(self, duration: int) -> tuple[SessionKeyData, SecretKey]:
+        """A new key valid ``duration`` seconds from now, encrypted and persisted
+        (``on_session_created``)."""
+        ...
+
+    def new_generation(self) -> None:
+        """The key is being replaced: what the old one had in flight is not ours."""
+        ...
+
+    def adopt_session(self, data: SessionKeyData, key: SecretKey) -> None:
+        """Make ``data`` (with its decrypted ``key``) the local session, its caps unknown."""
         ...
