@@ -11,6 +11,7 @@ import attrs
 from chipi_session import Call, ChipiSession, ManualClock, WalletData
 from chipi_session.keys import SecretKey, generate_private_key
 from chipi_session.localchain import LocalChain
+from chipi_session.types import SessionKeyData
 from chipi_session.vault import KdfCost, Vault
 
 if TYPE_CHECKING:
@@ -43,6 +44,32 @@ class World:
 
     def balance(self, owner: int) -> int:
         return self.chain.balance_of(self.token, owner)
+
+    async def register_key(self, max_calls: int = 5, lifetime: int = 3600) -> SessionKeyData:
+        """A new session key registered on the chain by the owner directly (no engine): for
+        tests that drive a handler on its own. Sign with :meth:`signer`."""
+        key = generate_private_key()
+        valid_until = int(self.clock.now()) + lifetime
+        await self.chain.add_or_update_session_key(
+            self.wallet,
+            self.owner,
+            session_public_key=SecretKey(key).public_key,
+            valid_until=valid_until,
+            max_calls=max_calls,
+            allowed_entrypoints=[],
+        )
+        blob = self.vault.encrypt(key, PIN)
+        return SessionKeyData(
+            public_key=SecretKey(key).public_key,
+            encrypted_private_key=blob,
+            valid_until=valid_until,
+        )
+
+    def signer(self, session: SessionKeyData) -> SecretKey:
+        """The private key of a session made by :meth:`register_key`."""
+        return self.vault.decrypt(
+            session.encrypted_private_key, PIN, expected_public_key=session.public_key
+        )
 
     @property
     def owner(self) -> SecretKey:

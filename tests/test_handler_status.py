@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from chipi_session.handlers.status import read_status, recheck_doubts
-from chipi_session.keys import SecretKey, generate_private_key
+from chipi_session.keys import SecretKey
 from chipi_session.session_core import SessionCore
 from chipi_session.types import SessionKeyData, SessionStatus, SpendingPolicy, SubmitInfo
 
@@ -66,32 +66,9 @@ async def read(
     return status, applied
 
 
-async def registered(world: World) -> SessionKeyData:
-    """A session key registered on the world's chain (the owner writes it directly)."""
-    return (await registered_key(world))[0]
-
-
-async def registered_key(world: World) -> tuple[SessionKeyData, SecretKey]:
-    """:func:`registered`, with the key that can sign for it."""
-    key = SecretKey(generate_private_key())
-    valid_until = int(world.clock.now()) + 3600
-    await world.chain.add_or_update_session_key(
-        world.wallet,
-        world.owner,
-        session_public_key=key.public_key,
-        valid_until=valid_until,
-        max_calls=MAX_CALLS,
-        allowed_entrypoints=[],
-    )
-    data = SessionKeyData(
-        public_key=key.public_key, encrypted_private_key="blob", valid_until=valid_until
-    )
-    return data, key
-
-
 # -- read_status -----------------------------------------------------------------------------
 async def test_a_fresh_read_is_applied_once_and_returned(world: World) -> None:
-    session = await registered(world)
+    session = await world.register_key(MAX_CALLS)
     core, reader = SessionCore(), Reader(world)
     status, applied = await read(reader, session, core)
     assert status is not None
@@ -105,7 +82,7 @@ async def test_a_fresh_read_is_applied_once_and_returned(world: World) -> None:
 
 
 async def test_a_read_overlapped_by_a_local_change_is_read_again(world: World) -> None:
-    session = await registered(world)
+    session = await world.register_key(MAX_CALLS)
     core = SessionCore()
 
     def change_once(n: int) -> None:
@@ -122,7 +99,7 @@ async def test_a_read_overlapped_by_a_local_change_is_read_again(world: World) -
 async def test_a_read_while_a_write_of_the_key_is_in_flight_is_never_applied(
     world: World,
 ) -> None:
-    session = await registered(world)
+    session = await world.register_key(MAX_CALLS)
     core, reader = SessionCore(), Reader(world)
     core.begin_write(session.public_key)  # its effect may or may not be in what we read
     status, applied = await read(reader, session, core)
@@ -132,7 +109,7 @@ async def test_a_read_while_a_write_of_the_key_is_in_flight_is_never_applied(
 
 
 async def test_a_write_of_another_key_does_not_hold_the_read(world: World) -> None:
-    session = await registered(world)
+    session = await world.register_key(MAX_CALLS)
     core, reader = SessionCore(), Reader(world)
     core.begin_write(session.public_key + 1)  # before the read started: not an overlap
     _, applied = await read(reader, session, core)
@@ -141,7 +118,7 @@ async def test_a_write_of_another_key_does_not_hold_the_read(world: World) -> No
 
 
 async def test_a_replaced_key_is_not_read(world: World) -> None:
-    session = await registered(world)
+    session = await world.register_key(MAX_CALLS)
     other = attrs.evolve(session, public_key=session.public_key + 1)
     core, reader = SessionCore(), Reader(world)
     status, applied = await read(reader, session, core, current=lambda: other)
@@ -151,7 +128,7 @@ async def test_a_replaced_key_is_not_read(world: World) -> None:
 
 
 async def test_a_key_replaced_during_a_stale_read_stops_the_re_reads(world: World) -> None:
-    session = await registered(world)
+    session = await world.register_key(MAX_CALLS)
     core = SessionCore()
     holder: list[SessionKeyData | None] = [session]
 
@@ -195,9 +172,9 @@ def chain_resolver(world: World) -> Callable[[SubmitInfo], Awaitable[bool | None
 
 
 async def test_an_executed_doubt_is_settled_counted_and_refetched(world: World) -> None:
-    session, key = await registered_key(world)
+    session = await world.register_key(MAX_CALLS)
     valid_until = session.valid_until
-    executed = await sent_execute(world, key, valid_until)
+    executed = await sent_execute(world, world.signer(session), valid_until)
     never_sent = attrs.evolve(executed, outside_nonce=executed.outside_nonce + 12345)
     core = SessionCore()
     core.status = SessionStatus(valid_until, MAX_CALLS, 0)
