@@ -27,7 +27,6 @@ from . import credentials, logs, policy, validate
 from .backends.base import (
     ClockProvider,
     ExecutionResultReader,
-    NonceReader,
     OnSubmit,
     require_writer,
 )
@@ -41,20 +40,19 @@ from .events import (
     TransactionSubmitted,
 )
 from .felts import U64_MAX, to_hex
-from .handlers import registration
+from .handlers import doubts, registration
 from .handlers.execution import confirm_execute, follow_revert
 from .handlers.policies import SpendingPolicies
 from .handlers.registration import OwnerWrites
-from .handlers.status import read_status, recheck_doubts
+from .handlers.status import read_status
 from .handlers.timers import ExpiryTimer
 from .handlers.writes import send_write, unknown_outcome
 from .keys import KeySource, SecretKey
 from .logs import get_logger
-from .outcome import resolve_outcome
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
 from .renewing import RenewalMixin
-from .scheduling import Scheduler, TimerHandle, backend_status_reader
+from .scheduling import Scheduler, TimerHandle, TimerHeap, backend_status_reader
 from .session_core import SessionCore
 from .session_inputs import AppliedHashLost as _AppliedHashLost
 from .session_inputs import check_count as _check_count
@@ -663,6 +661,9 @@ class ChipiSession(RenewalMixin):
             unknown=self._unknown_outcome,
         )
 
+    def _hold_cancelled(self, action: str, info: SubmitInfo, token: object) -> None:
+        doubts.hold_cancelled(self, action, info, token)
+
     async def _unknown_outcome(
         self, action: str, info: SubmitInfo | None, token: object
     ) -> NoReturn:
@@ -672,98 +673,18 @@ class ChipiSession(RenewalMixin):
             info,
             token,
             journal=self._journal,
-            resolve=self._resolve_outcome,
+            resolve=self.resolve_outcome,
             hold_cancelled=self._hold_cancelled,
-            hold_in_doubt=lambda i, count, tok: self._hold_in_doubt(i, count=count, token=tok),
+            hold_in_doubt=lambda i, count, tok: self.hold_in_doubt(
+                i, count=count, token=tok, mine=True
+            ),
             refetch_soon=lambda: self._spawn(self._quiet_refetch()),
         )
-
-    def _hold_cancelled(self, action: str, info: SubmitInfo, token: object) -> None:
-        """A write cancelled after it was sent (the caller's timeout, a closing session):
-        counted and resolved like a timeout. Synchronous, so cancellation cannot cut it."""
-        self._hold_in_doubt(info, count=action == "execute", token=token)
-        if self._closed:
-            return  # the journal entry stays; the next open resolves it
-        self._record_failure(
-            action,
-            ChipiSessionError(
-                ErrorCode.UNKNOWN_OUTCOME,
-                f"{action} was cancelled after it was sent: it may have executed; it is "
-                "being resolved from the chain (do not resend)",
-                retryable=False,
-            ),
-        )
-        if action == "execute":
-            self._spawn(self._recheck_doubts(self._core.generation))
-        else:
-            self._spawn(self._quiet_refetch())
 
     async def _confirm(self, tx_hash: str) -> None:
         """Wait for the backend to confirm a transaction, when it can (see
         :class:`~chipi_session.backends.base.TransactionConfirmer`)."""
         await registration.confirm(self._backend, tx_hash)
-
-    async def _resolve_outcome(self, info: SubmitInfo | None) -> bool | None:
-        """True: executed; False: never will; None: cannot tell yet (see ``outcome``)."""
-        if info is None or not isinstance(self._backend, NonceReader):
-            return None
-        try:
-            resolution = await resolve_outcome(self._backend, info, clock=self._clock)
-        except ChipiSessionError:
-            return None
-        return resolution.applied
-
-    def _hold_in_doubt(
-        self,
-        info: SubmitInfo,
-        *,
-        count: bool = True,
-        token: object = None,
-        mine: bool = True,
-    ) -> None:
-        """Re-check an unresolved write once its window closes; an execute (``count``) is
-        counted against the budget until the chain decides it. ``token`` is its journal
-        entry, finished once the outcome is known; ``mine=False`` (a write of an older key of
-        this slot) may not change this session's state."""
-        if count:
-            self._core.hold(info)
-        generation = self._core.generation if mine else -1
-        if self._scheduler is None or self._closed:
-            return  # closing: the journal entry stays and the next open resolves it
-        self._scheduler.timers.schedule(
-            float(info.execute_before),
-            lambda: self._spawn(self._settle_doubt(info, generation, token), "settle_doubt"),
-        )
-
-    def _learn(self, info: SubmitInfo, applied: bool | None, generation: int) -> None:
-        """A register / revoke of this session that turns out to have executed means the
-        chain has seen the session: a later 0 reads as revoked, not never-registered."""
-        if (
-            applied
-            and info.action in ("register", "revoke")
-            and generation == self._core.generation
-            and self._core.learn_registered()
-        ):
-            self._persist()
-
-    async def _settle_doubt(self, info: SubmitInfo, generation: int, token: object) -> None:
-        applied = await self._resolve_outcome(info)
-        if applied is None:
-            if not self._closed:
-                assert self._scheduler is not None
-                self._scheduler.timers.schedule(
-                    self._clock.now() + self._status_interval,
-                    lambda: self._spawn(
-                        self._settle_doubt(info, generation, token), "settle_doubt"
-                    ),
-                )
-            return
-        self._learn(info, applied, generation)
-        self._core.settle(info, applied)
-        if token is not None and self._journal is not None:
-            await self._journal.finish(token)
-        if generation == self._core.generation:
-            await self._quiet_refetch()
 
     # ------------------------------------------------------------------ effects
     async def new_session_key(self, duration: int) -> tuple[SessionKeyData, SecretKey]:
@@ -977,13 +898,7 @@ class ChipiSession(RenewalMixin):
             self._spawn(self._recheck_doubts(self._core.generation))
 
     async def _recheck_doubts(self, generation: int) -> None:
-        await recheck_doubts(
-            self._core,
-            generation,
-            resolve=self._resolve_outcome,
-            learn=self._learn,
-            refetch=self._quiet_refetch,
-        )
+        await doubts.recheck(self, generation)
 
     # ---------------------------------------------------------------- helpers
     def _restore(self, data: SessionKeyData) -> None:
@@ -1182,10 +1097,10 @@ class ChipiSession(RenewalMixin):
     def hold_in_doubt(
         self, info: SubmitInfo, *, count: bool, token: object, mine: bool
     ) -> None:
-        self._hold_in_doubt(info, count=count, token=token, mine=mine)
+        doubts.hold_in_doubt(self, info, count=count, token=token, mine=mine)
 
     async def resolve_outcome(self, info: SubmitInfo | None) -> bool | None:
-        return await self._resolve_outcome(info)
+        return await doubts.resolve_outcome(self, info)
 
     async def resume_renewal(
         self,
@@ -1231,6 +1146,18 @@ class ChipiSession(RenewalMixin):
     def adopt_session(self, data: SessionKeyData, key: SecretKey) -> None:
         self._session, self._session_key = data, key
         self._policies.forget()
+
+    # in-doubt writes (handlers/doubts.py)
+    @property
+    def timers(self) -> TimerHeap | None:
+        scheduler = self._scheduler
+        return scheduler.timers if scheduler is not None and not self._closed else None
+
+    @property
+    def status_interval(self) -> float:
+        return self._status_interval
+
+    refetch_quietly = _quiet_refetch
 
     # ------------------------------------------------------- polling (Pollable)
     def poll_target(self) -> tuple[int, int] | None:

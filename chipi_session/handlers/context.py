@@ -25,12 +25,15 @@ if TYPE_CHECKING:
     from ..clock import Clock
     from ..errors import ChipiSessionError
     from ..events import Event
+    from ..journal import ActionJournal
     from ..keys import SecretKey
+    from ..scheduling import TimerHeap
     from ..session_core import SessionCore
     from ..types import SessionKeyData, WalletData
 
 __all__ = [
     "CreationContext",
+    "DoubtContext",
     "OwnerSend",
     "RegistrationContext",
     "SessionContext",
@@ -139,4 +142,28 @@ class CreationContext(SessionContext, Protocol):
 
     def adopt_session(self, data: SessionKeyData, key: SecretKey) -> None:
         """Make ``data`` (with its decrypted ``key``) the local session, its caps unknown."""
+        ...
+
+
+class DoubtContext(SessionContext, Protocol):
+    """What holding and settling in-doubt writes needs beyond :class:`SessionContext`
+    (``handlers.doubts``)."""
+
+    @property
+    def journal(self) -> ActionJournal | None:
+        """The write-ahead journal (a hub's); None for a standalone session."""
+        ...
+
+    @property
+    def timers(self) -> TimerHeap | None:
+        """The scheduler's timer heap; None once closing (or not started)."""
+        ...
+
+    @property
+    def status_interval(self) -> float:
+        """How long an undecided write waits before it is re-checked."""
+        ...
+
+    async def refetch_quietly(self) -> None:
+        """Read the status once and apply it; a failure is kept in ``error``, not raised."""
         ...
