@@ -33,6 +33,7 @@ import attrs
 import httpx
 
 from .errors import ChipiSessionError, ErrorCode
+from .http1 import PlainPool, WireError, encode_headers
 from .logs import get_logger
 from .validate import check_number
 
@@ -146,6 +147,14 @@ def _parsed(url: str, query: tuple[tuple[str, str], ...] = ()) -> tuple[httpx.UR
     return u, safe_origin(u), u.path
 
 
+@functools.lru_cache(maxsize=64)
+def _plain_target(url: httpx.URL) -> tuple[str, int, bytes]:
+    """Host, port and the request line + ``host`` header of a plain-http URL, built once."""
+    target = url.raw_path.decode("ascii")
+    start = f"POST {target} HTTP/1.1\r\nhost: {url.netloc.decode('ascii')}\r\n"
+    return url.host, url.port or 80, start.encode("ascii")
+
+
 @functools.cache
 def _verified_tls_context() -> ssl.SSLContext:
     """The verifying TLS context (certifi's roots), built once per process on the first https
@@ -183,7 +192,7 @@ class _SchemeTransport(httpx.AsyncBaseTransport):
             await pool.aclose()
 
 
-def _server_timing(headers: httpx.Headers) -> float | None:
+def _server_timing(headers: Mapping[str, str]) -> float | None:
     """Sum of ``dur=`` values in a ``Server-Timing`` header, in milliseconds."""
     raw = headers.get("server-timing")
     if not raw:
@@ -260,6 +269,19 @@ class HttpClient:
             max_keepalive_connections=max_keepalive_connections,
             keepalive_expiry=keepalive_expiry,
         )
+        # Plain http on our own HTTP/1.1 client (chipi_session.http1: a fifth of the CPU per
+        # request); https and custom transports go through httpx.
+        self._plain = (
+            PlainPool(
+                max_connections=max_connections,
+                max_keepalive=max_keepalive_connections,
+                keepalive_expiry=keepalive_expiry,
+                max_response_bytes=max_response_bytes,
+            )
+            if transport is None
+            else None
+        )
+        self._plain_headers = encode_headers(base_headers)
         self._client = httpx.AsyncClient(
             timeout=self.timeouts.to_httpx(),
             limits=limits,
@@ -271,6 +293,8 @@ class HttpClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._plain is not None:
+            await self._plain.aclose()
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -317,12 +341,17 @@ class HttpClient:
             attempt += 1
             tracker = _SendTracker(self._traceable)
             parsed_url, origin, path = _parsed(url, tuple(params.items()) if params else ())
-            request = self._client.build_request(
-                "POST",
-                parsed_url,
-                content=body,
-                headers=req_headers,
-                extensions={"trace": tracker},
+            plain = self._plain is not None and parsed_url.scheme == "http"
+            request = (
+                None
+                if plain
+                else self._client.build_request(
+                    "POST",
+                    parsed_url,
+                    content=body,
+                    headers=req_headers,
+                    extensions={"trace": tracker},
+                )
             )
             if redact_path:
                 path = REDACTED_PATH
@@ -335,8 +364,20 @@ class HttpClient:
             else:
                 try:
                     with anyio.fail_after(remaining):
-                        response = await self._send(request, started)
-                except (httpx.TransportError, httpx.DecodingError, TimeoutError, _TooLarge) as exc:
+                        if request is None:
+                            tracker.traced = True  # sent is exact on this path
+                            response = await self._send_plain(
+                                parsed_url, body, req_headers, tracker, started
+                            )
+                        else:
+                            response = await self._send(request, started)
+                except (
+                    httpx.TransportError,
+                    httpx.DecodingError,
+                    TimeoutError,
+                    _TooLarge,
+                    WireError,
+                ) as exc:
                     failure = exc
             elapsed = time.monotonic() - started
             sent = tracker.maybe_sent(failure) if failure is not None else True
@@ -393,6 +434,38 @@ class HttpClient:
             )
             await anyio.sleep(delay)
 
+    async def _send_plain(
+        self,
+        url: httpx.URL,
+        body: bytes,
+        headers: Mapping[str, str],
+        tracker: _SendTracker,
+        started: float,
+    ) -> HttpResponse:
+        assert self._plain is not None
+        host, port, start = _plain_target(url)
+        head = b"".join(
+            (
+                start,
+                self._plain_headers,
+                encode_headers(headers),
+                b"content-length: %d\r\n\r\n" % len(body),
+            )
+        )
+        t = self.timeouts
+        raw = await self._plain.post(
+            host,
+            port,
+            head,
+            body,
+            tracker,
+            connect_timeout=t.connect,
+            write_timeout=t.write,
+            read_timeout=t.read,
+            pool_timeout=t.pool,
+        )
+        return _response(raw.status, raw.body, raw.headers, started)
+
     async def _send(self, request: httpx.Request, started: float) -> HttpResponse:
         response = await self._client.send(request, stream=True)
         try:
@@ -412,21 +485,8 @@ class HttpClient:
                 chunks.append(chunk)
         finally:
             await response.aclose()
-        raw = b"".join(chunks)
-        text = raw.decode("utf-8", "replace")
-        parsed: Any = None
-        if raw.strip():
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                parsed = None
-        return HttpResponse(
-            status=response.status_code,
-            json=parsed,
-            text=text[:500],
-            headers=dict(response.headers),
-            elapsed=time.monotonic() - started,
-            server_ms=_server_timing(response.headers),
+        return _response(
+            response.status_code, b"".join(chunks), dict(response.headers.items()), started
         )
 
     def _report(self, exchange: Exchange) -> None:
@@ -442,6 +502,23 @@ class HttpClient:
                 self._on_exchange(exchange)
             except Exception:  # a metrics hook must never break a request
                 logger.exception("on_exchange hook failed")
+
+
+def _response(status: int, raw: bytes, headers: Mapping[str, str], started: float) -> HttpResponse:
+    parsed: Any = None
+    if raw.strip():
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+    return HttpResponse(
+        status=status,
+        json=parsed,
+        text=raw[:2000].decode("utf-8", "replace")[:500],
+        headers=headers,
+        elapsed=time.monotonic() - started,
+        server_ms=_server_timing(headers),
+    )
 
 
 class _TooLarge(Exception):
