@@ -17,20 +17,19 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, Unpack, overload
 
 import anyio
 import anyio.abc
 import attrs
 
-from . import credentials, logs, policy, validate
+from . import credentials, logs, policy
 from .backends.base import (
-    ClockProvider,
     ExecutionResultReader,
     OnSubmit,
     require_writer,
 )
-from .clock import Clock, SystemClock
+from .clock import Clock
 from .errors import ChipiSessionError, ErrorCode
 from .events import (
     ActionFailed,
@@ -39,7 +38,7 @@ from .events import (
     StatusRefreshed,
     TransactionSubmitted,
 )
-from .felts import U64_MAX, to_hex
+from .felts import to_hex
 from .handlers import doubts, registration
 from .handlers.execution import confirm_execute, follow_revert
 from .handlers.policies import SpendingPolicies
@@ -47,7 +46,7 @@ from .handlers.registration import OwnerWrites
 from .handlers.status import read_status
 from .handlers.timers import ExpiryTimer
 from .handlers.writes import send_write, unknown_outcome
-from .keys import KeySource, SecretKey
+from .keys import SecretKey
 from .logs import get_logger
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
@@ -55,9 +54,8 @@ from .renewing import RenewalMixin
 from .scheduling import Scheduler, TimerHandle, TimerHeap, backend_status_reader
 from .session_core import SessionCore
 from .session_inputs import AppliedHashLost as _AppliedHashLost
-from .session_inputs import check_count as _check_count
-from .session_inputs import check_positive_int as _check_positive_int
 from .session_inputs import hash_lost_error as _hash_lost_error
+from .session_options import BearerTokenSource, SessionOptions, SessionParams, SessionRuntime
 from .types import (
     Call,
     ExecutionResult,
@@ -75,7 +73,7 @@ if TYPE_CHECKING:
     from .attachment import HubAttachment
     from .backends.base import SessionReader
     from .journal import ActionJournal
-    from .vault import HighEntropyKey, Vault
+    from .vault import Vault
 
 __all__ = ["ChipiSession", "RenewalPolicy"]
 
@@ -83,9 +81,7 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 S = SessionState
-BearerTokenSource = Callable[[], Awaitable[str | None]]
 CallsInput = Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
-SessionCreatedCallback = Callable[[SessionKeyData], Any]
 
 _CREATE, _REGISTER, _REVOKE, _EXECUTE, _STATUS, _POLICY = range(6)
 _FLAGS = {
@@ -166,75 +162,57 @@ class ChipiSession(RenewalMixin):
     def __init__(
         self,
         *,
-        wallet: WalletData,
-        encrypt_key: str | HighEntropyKey,
         backend: SessionReader | None = None,
         get_bearer_token: BearerTokenSource | None = None,
-        stored_session: SessionKeyData | None = None,
-        on_session_created: SessionCreatedCallback | None = None,
-        default_duration_seconds: int = 21600,
-        default_max_calls: int = 1000,
-        auto_check_status: bool = True,
         status_interval: float = 30.0,
         clock: Clock | None = None,
         vault: Vault | None = None,
-        key_source: KeySource | None = None,
         event_buffer_size: int = 256,
-        renewal: RenewalPolicy | None = None,
+        **options: Unpack[SessionParams],
     ) -> None:
-        if not isinstance(wallet, WalletData):
-            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "wallet must be a WalletData")
-        if stored_session is not None and not isinstance(stored_session, SessionKeyData):
-            raise ChipiSessionError(
-                ErrorCode.INVALID_INPUT, "stored_session must be a SessionKeyData"
-            )
-        if renewal is not None and not isinstance(renewal, RenewalPolicy):
-            raise ChipiSessionError(ErrorCode.INVALID_INPUT, "renewal must be a RenewalPolicy")
-        _check_positive_int(default_duration_seconds, "default_duration_seconds", U64_MAX)
-        _check_count(default_max_calls, "default_max_calls")
-        if renewal is not None:  # a successor the defaults make due at once would loop
-            renewal.check_successor(
-                renewal.duration_seconds or default_duration_seconds,
-                renewal.max_calls or default_max_calls,
-            )
-        validate.check_shared_options(
-            backend=backend,
-            clock=clock,
-            vault=vault,
-            get_bearer_token=get_bearer_token,
-            status_interval=status_interval,
-            event_buffer_size=event_buffer_size,
+        """``wallet`` and ``encrypt_key`` are required; the per-session keywords (``wallet``,
+        ``encrypt_key``, ``stored_session``, ``on_session_created``,
+        ``default_duration_seconds``, ``default_max_calls``, ``auto_check_status``,
+        ``renewal``, ``key_source``) are those of
+        :class:`~chipi_session.session_options.SessionOptions`, shared with
+        ``SessionHub.open``; the others say what the session runs on
+        (:class:`~chipi_session.session_options.SessionRuntime`)."""
+        self._setup(
+            SessionOptions(**options),
+            SessionRuntime.resolve(
+                backend=backend,
+                clock=clock,
+                vault=vault,
+                get_bearer_token=get_bearer_token,
+                status_interval=status_interval,
+                event_buffer_size=event_buffer_size,
+            ),
         )
-        validate.check_encrypt_key(encrypt_key)
-        validate.check_optional_callable(key_source, "key_source")
-        validate.check_optional_callable(on_session_created, "on_session_created")
-        validate.check_instance(auto_check_status, "auto_check_status", bool, "a bool")
-        if backend is None:
-            from .localchain import default_chain
 
-            backend = default_chain()
-        if clock is None:
-            found = backend.clock if isinstance(backend, ClockProvider) else None
-            clock = found or SystemClock()
-        if vault is None:
-            from .vault import Vault
+    @classmethod
+    def from_options(cls, options: SessionOptions, runtime: SessionRuntime) -> ChipiSession:
+        """A session from options and a runtime already checked (``SessionHub.open``: the
+        hub's runtime is resolved once, each open's options once)."""
+        session = cls.__new__(cls)
+        session._setup(options, runtime)
+        return session
 
-            vault = Vault()
-        self._wallet = wallet
-        self._encrypt_key = encrypt_key
-        self._backend: SessionReader = backend
-        self._get_bearer_token = get_bearer_token
-        self._stored_session = stored_session
-        self._on_session_created = on_session_created
-        self._default_duration = default_duration_seconds
-        self._default_max_calls = default_max_calls
-        self._auto_check_status = auto_check_status
-        self._status_interval = float(status_interval)
-        self._clock: Clock = clock
-        self._vault: Vault = vault
-        self._key_source = key_source
-        self._event_buffer_size = event_buffer_size
-        self._renewal = renewal
+    def _setup(self, options: SessionOptions, runtime: SessionRuntime) -> None:
+        self._wallet = options.wallet
+        self._encrypt_key = options.encrypt_key
+        self._backend: SessionReader = runtime.backend
+        self._get_bearer_token = runtime.get_bearer_token
+        self._stored_session = options.stored_session
+        self._on_session_created = options.on_session_created
+        self._default_duration = options.default_duration_seconds
+        self._default_max_calls = options.default_max_calls
+        self._auto_check_status = options.auto_check_status
+        self._status_interval = runtime.status_interval
+        self._clock: Clock = runtime.clock
+        self._vault: Vault = runtime.vault
+        self._key_source = options.key_source
+        self._event_buffer_size = runtime.event_buffer_size
+        self._renewal = options.renewal
         #: what this session's log records carry (docs/observability.md, "Logging")
         self._log_context = logs.session_context(self)
 

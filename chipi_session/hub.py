@@ -13,51 +13,35 @@ import itertools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 import anyio
 import attrs
 
 from . import logs, validate
 from .attachment import AttachedSession, HubAttachment
-from .backends.base import ClockProvider
-from .clock import Clock, SystemClock
-from .engine import BearerTokenSource, ChipiSession, SessionCreatedCallback
+from .clock import Clock
+from .engine import ChipiSession
 from .errors import ChipiSessionError, ErrorCode
 from .events import Event
 from .hub_leases import HubLeases
 from .hub_recovery import resume
-from .keys import KeySource
 from .logs import get_logger
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
 from .scheduling import Scheduler, backend_status_reader
+from .session_options import BearerTokenSource, SessionOptions, SessionParams, SessionRuntime
 from .stores.hub_journal import StoreJournal, flush_journal
-from .types import SessionKeyData, WalletData
+from .types import SessionKeyData
 
 if TYPE_CHECKING:
     from .asyncstore import AsyncSessionStore
     from .backends.base import SessionReader
     from .journal import ActionJournal
     from .store import JournalEntry, SessionStore
-    from .vault import HighEntropyKey, Vault
+    from .vault import Vault
 
 __all__ = ["SessionHub"]
-
-
-@attrs.frozen
-class _OpenOptions:
-    """The per-session arguments of :meth:`SessionHub.open`, passed on to ``ChipiSession``."""
-
-    wallet: WalletData
-    encrypt_key: str | HighEntropyKey
-    stored_session: SessionKeyData | None
-    on_session_created: SessionCreatedCallback | None
-    default_duration_seconds: int
-    default_max_calls: int
-    auto_check_status: bool
-    renewal: RenewalPolicy | None
-    key_source: KeySource | None
 
 
 log = get_logger(__name__)
@@ -107,7 +91,12 @@ class SessionHub:
         if lease_owner is not None and store is None:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "leases need a store")
         validate.check_number(lease_ttl, "lease_ttl", positive=True)
-        validate.check_shared_options(
+        if store is not None:
+            validate.check_methods(store, "store", _STORE_METHODS, "a SessionStore")
+        if renewal is not None:
+            validate.check_instance(renewal, "renewal", RenewalPolicy, "a RenewalPolicy")
+        #: what every session of the hub runs on, resolved and checked once (session_options)
+        self._runtime = runtime = SessionRuntime.resolve(
             backend=backend,
             clock=clock,
             vault=vault,
@@ -115,39 +104,19 @@ class SessionHub:
             status_interval=status_interval,
             event_buffer_size=event_buffer_size,
         )
-        if store is not None:
-            validate.check_methods(store, "store", _STORE_METHODS, "a SessionStore")
-        if renewal is not None:
-            validate.check_instance(renewal, "renewal", RenewalPolicy, "a RenewalPolicy")
-        if backend is None:
-            from .localchain import default_chain
-
-            backend = default_chain()
-        if clock is None:
-            found = backend.clock if isinstance(backend, ClockProvider) else None
-            clock = found or SystemClock()
-        if vault is None:
-            from .vault import Vault
-
-            vault = Vault()
-        self._backend = backend
-        self._clock: Clock = clock
-        self._vault = vault
+        self._clock = clock = runtime.clock
         self._store: AsyncSessionStore | None = None
         if store is not None:  # every store call is awaited: none blocks the loop
             from .asyncstore import as_async_store
 
             self._store = as_async_store(store)
-        self._get_bearer_token = get_bearer_token
-        self._status_interval = float(status_interval)
         self._renewal = renewal
-        self._event_buffer_size = event_buffer_size
         #: False: the caller renews the leases (chipi_session.fleet: one batch per tick)
         self._lease_renewal = bool(lease_renewal)
         self._scheduler = Scheduler(
             clock,
-            backend_status_reader(backend),
-            status_interval=self._status_interval,
+            backend_status_reader(runtime.backend),
+            status_interval=runtime.status_interval,
             poll_batch_size=poll_batch_size,
             max_polls_per_second=max_polls_per_second,
         )
@@ -214,37 +183,25 @@ class SessionHub:
         return self._sessions.get(key)
 
     async def open(
-        self,
-        *,
-        wallet: WalletData,
-        encrypt_key: str | HighEntropyKey,
-        key: str | None = None,
-        stored_session: SessionKeyData | None = None,
-        on_session_created: SessionCreatedCallback | None = None,
-        default_duration_seconds: int = 21600,
-        default_max_calls: int = 1000,
-        auto_check_status: bool = True,
-        renewal: RenewalPolicy | None = None,
-        key_source: KeySource | None = None,
+        self, *, key: str | None = None, **options: Unpack[SessionParams]
     ) -> ChipiSession:
         """Open (or, with a store and a known ``key``, resume) one session.
 
-        Cost is independent of how many sessions are open. With a store, pending journal
-        entries of this key are resolved from the chain before the session is reconciled.
+        ``key`` names the slot (without one, the session gets a fresh slot and nothing is
+        stored); the other keywords (``wallet`` and ``encrypt_key`` required) are those of
+        ``ChipiSession``: :class:`~chipi_session.session_options.SessionOptions`, where a
+        ``renewal`` left out is the hub's. Cost is independent of how many sessions are open.
+        With a store, pending journal entries of this key are resolved from the chain before
+        the session is reconciled.
         """
         if not self._scheduler.running:
             raise ChipiSessionError(ErrorCode.CLOSED, "use the hub inside 'async with'")
         if key is not None and (not isinstance(key, str) or not key):
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "key must be a non-empty string")
+        if options.get("renewal") is None and self._renewal is not None:
+            options["renewal"] = self._renewal
         # checked before anything is taken (lease, slot), so a refusal leaves no trace
-        validate.check_instance(wallet, "wallet", WalletData, "a WalletData")
-        validate.check_encrypt_key(encrypt_key)
-        if stored_session is not None:
-            validate.check_instance(
-                stored_session, "stored_session", SessionKeyData, "a SessionKeyData"
-            )
-        if renewal is not None:
-            validate.check_instance(renewal, "renewal", RenewalPolicy, "a RenewalPolicy")
+        validated = SessionOptions(**options)
         slot = key if key is not None else f"#{next(self._auto_keys)}"
         if slot in self._sessions:
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"session {slot!r} is already open")
@@ -263,17 +220,7 @@ class SessionHub:
                 slot,
                 key,
                 fencing_token,
-                _OpenOptions(
-                    wallet=wallet,
-                    encrypt_key=encrypt_key,
-                    stored_session=stored_session,
-                    on_session_created=on_session_created,
-                    default_duration_seconds=default_duration_seconds,
-                    default_max_calls=default_max_calls,
-                    auto_check_status=auto_check_status,
-                    renewal=renewal,
-                    key_source=key_source,
-                ),
+                validated,
             )
         except BaseException:
             if self._leases is not None and fencing_token is not None and key is not None:
@@ -292,7 +239,7 @@ class SessionHub:
         slot: str,
         key: str | None,
         fencing_token: int | None,
-        options: _OpenOptions,
+        options: SessionOptions,
     ) -> ChipiSession:
         """The open's records, and the session built in it, carry the slot
         (docs/observability.md, "Logging")."""
@@ -305,11 +252,9 @@ class SessionHub:
         slot: str,
         key: str | None,
         fencing_token: int | None,
-        options: _OpenOptions,
+        options: SessionOptions,
     ) -> ChipiSession:
         """Load what the store holds for ``key``, build the session and resolve its journal."""
-        wallet = options.wallet
-        stored_session = options.stored_session
         seen_registered = False
         pending: list[JournalEntry] = []
         successor: SessionKeyData | None = None
@@ -317,33 +262,18 @@ class SessionHub:
         if self._store is not None and key is not None:
             record = await self._store.load(key)
             if record is not None:
-                if record.wallet.address != wallet.address:
+                if record.wallet.address != options.wallet.address:
                     raise ChipiSessionError(
                         ErrorCode.INVALID_STORED_DATA,
                         f"stored session {key!r} belongs to another wallet",
                     )
-                if stored_session is None:
-                    stored_session = record.session
+                if options.stored_session is None and record.session is not None:
+                    options = attrs.evolve(options, stored_session=record.session)
                 seen_registered = record.seen_registered
                 successor, retiring = record.successor, record.retiring
             pending = await self._store.journal_pending(key)
-        session = ChipiSession(
-            wallet=wallet,
-            encrypt_key=options.encrypt_key,
-            backend=self._backend,
-            get_bearer_token=self._get_bearer_token,
-            stored_session=stored_session,
-            on_session_created=options.on_session_created,
-            default_duration_seconds=options.default_duration_seconds,
-            default_max_calls=options.default_max_calls,
-            auto_check_status=options.auto_check_status,
-            status_interval=self._status_interval,
-            clock=self._clock,
-            vault=self._vault,
-            key_source=options.key_source,
-            event_buffer_size=self._event_buffer_size,
-            renewal=options.renewal if options.renewal is not None else self._renewal,
-        )
+        session = ChipiSession.from_options(options, self._runtime)
+        stored = options.stored_session
         store = self._store
         journal = None
         if store is not None and key is not None:
@@ -360,7 +290,7 @@ class SessionHub:
             await resume(
                 session,
                 pending,
-                current_key=None if stored_session is None else stored_session.public_key,
+                current_key=None if stored is None else stored.public_key,
                 successor=successor,
                 retiring=retiring,
             )
@@ -426,7 +356,7 @@ class SessionHub:
         self, buffer_size: int | None = None
     ) -> AbstractAsyncContextManager[Subscription[Event]]:
         """Every event of every session (``event.session_public_key`` says whose)."""
-        size = self._event_buffer_size if buffer_size is None else buffer_size
+        size = self._runtime.event_buffer_size if buffer_size is None else buffer_size
         return self._events.subscribe(size)
 
     def add_listener(self, callback: Callable[[Event], object]) -> Callable[[], None]:
