@@ -44,8 +44,9 @@ def test_an_issued_requests_hash_is_its_typed_datas(calls: list[Call]) -> None:
     """The in-process backend signs the issued request's hash, computed from its fields: the
     same hash as TypedData's over the typed data the paymaster handed out for it."""
     request = CHAIN.issue_request(ACCOUNT, calls)
-    assert CHAIN._request_hash(request) == typed_data_message_hash(request.typed_data, ACCOUNT)
-    assert CHAIN._message_hash(ACCOUNT, request.typed_data) == CHAIN._request_hash(request)
+    typed_data = request.typed_data(CHAIN.chain_id)
+    assert CHAIN._request_hash(request) == typed_data_message_hash(typed_data, ACCOUNT)
+    assert CHAIN._message_hash(ACCOUNT, typed_data) == CHAIN._request_hash(request)
 
 
 def test_the_nonce_read_equals_the_contract_view() -> None:

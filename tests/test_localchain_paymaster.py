@@ -174,6 +174,32 @@ def test_paymaster_refuses_replays(world: World) -> None:
     assert world.chain.balance_of(world.token, ALICE) == 7 and session_status(world).calls_used == 1
 
 
+def test_an_issued_request_handed_back_as_is(world: World) -> None:
+    """The in-process path (``issue_request`` / ``execute_issued``): once, only while it is
+    pending, and only the very request: a look-alike with other calls is refused."""
+    vu = register_session(world)
+    chain, wallet = world.chain, world.wallet.address
+    request = chain.issue_request(wallet, [world.transfer(7)])
+    sig = session_signature(SESSION, chain._request_hash(request), vu)
+    forged = attrs.evolve(request, calls=(world.transfer(700),))
+    with pytest.raises(ChipiSessionError, match="altered") as info:
+        chain.execute_issued(forged, sig)
+    assert info.value.code is ErrorCode.INVALID_INPUT
+    assert chain.execute_issued(request, sig).startswith("0x")
+    with pytest.raises(ChipiSessionError, match="duplicated nonce") as info:
+        chain.execute_issued(request, sig)
+    assert info.value.code is ErrorCode.TRANSACTION_REJECTED
+    never = attrs.evolve(request, nonce=request.nonce + 1)
+    with pytest.raises(ChipiSessionError, match="not issued"):
+        chain.execute_issued(never, sig)
+    assert chain.balance_of(world.token, ALICE) == 7 and session_status(world).calls_used == 1
+    # its typed data is what prepare_typed_data hands out for such a request
+    td = chain.prepare_typed_data(wallet, [world.transfer(7)])
+    again = chain.issue_request(wallet, [world.transfer(7)])
+    assert set(td) == set(again.typed_data(chain.chain_id))
+    assert td["message"]["Calls"] == again.typed_data(chain.chain_id)["message"]["Calls"]
+
+
 def test_paymaster_expired_window(world: World) -> None:
     vu = register_session(world, valid_until=START + 86400)
     td = world.chain.prepare_typed_data(world.wallet.address, [world.transfer(7)])

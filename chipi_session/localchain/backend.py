@@ -91,6 +91,10 @@ class PaymasterSessionBackend(abc.ABC):
         """:meth:`prepare_typed_data`, returning the issued request itself."""
 
     @abc.abstractmethod
+    def execute_issued(self, request: IssuedRequest, signature: Sequence[int]) -> str:
+        """:meth:`execute_sponsored` of a request from :meth:`issue_request`, as it is."""
+
+    @abc.abstractmethod
     def execute_sponsored(
         self, wallet_address: int, typed_data: Mapping[str, Any], signature: Sequence[int]
     ) -> str: ...
@@ -166,7 +170,7 @@ class PaymasterSessionBackend(abc.ABC):
     ) -> str:
         info = SubmitInfo(action, wallet.address, request.nonce, msg_hash, request.execute_before)
         await notify_submit(on_submit, info)
-        return self.execute_sponsored(wallet.address, request.typed_data, signature)
+        return self.execute_issued(request, signature)
 
     async def _owner_execute(
         self,

@@ -531,6 +531,9 @@ class LocalChain(PaymasterSessionBackend):
     def issue_request(self, wallet_address: int, calls: Sequence[Call]) -> IssuedRequest:
         return self._paymaster.issue(wallet_address, calls)
 
+    def execute_issued(self, request: IssuedRequest, signature: Sequence[int]) -> str:
+        return self._paymaster.execute_issued(request, signature)
+
     def execute_sponsored(
         self, wallet_address: int, typed_data: Mapping[str, Any], signature: Sequence[int]
     ) -> str:
