@@ -4,6 +4,7 @@ remember every prepared request. Raw sockets over loopback; every wait is bounde
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import socket
 import subprocess
@@ -33,14 +34,28 @@ PATIENCE = 15.0
 NESTED = b"[" * 100_000
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalnetServer]:
+#: Both HTTP/1.1 parsers enforce the request deadline (chipi_session/localnet/protocols.py).
+HTTP_IMPLS = [
+    "h11",
+    pytest.param(
+        "httptools",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("httptools") is None, reason="httptools not installed"
+        ),
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=HTTP_IMPLS)
+def server(request: pytest.FixtureRequest) -> Iterator[LocalnetServer]:
     with LocalnetServer(
         clock=ManualClock(START),
         kdf_cost=KdfCost.FAST_FOR_TESTS,
         request_timeout=TIMEOUT,
         keep_alive=TIMEOUT,
+        http=request.param,
     ) as srv:
+        assert srv.http == request.param
         yield srv
 
 
@@ -110,9 +125,9 @@ def test_partial_requests_are_closed_after_the_request_timeout(server: LocalnetS
     partial = [
         b"",
         b"POST /rpc HTTP/1.1\r\nHost: x\r\n",
-        b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"jsonrpc\"",
+        b'POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"jsonrpc"',
         b"POST /v1/transactions/prepare-typed-data HTTP/1.1\r\nHost: x\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n",
+        b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n',
     ]
     socks = [connect(server) for _ in range(4 * len(partial))]
     try:
@@ -213,8 +228,7 @@ def test_prepared_requests_are_capped_by_count_oldest_first() -> None:
     paymaster = Paymaster(chain, max_requests=3)
     call = Call(to=token, selector="transfer", calldata=[1, 1, 0])
     nonces = [
-        int(paymaster.prepare_typed_data(wallet, [call])["message"]["Nonce"], 16)
-        for _ in range(5)
+        int(paymaster.prepare_typed_data(wallet, [call])["message"]["Nonce"], 16) for _ in range(5)
     ]
     assert paymaster.issued_count == 3
     for nonce, kept in zip(nonces, [False, False, True, True, True], strict=True):

@@ -1,4 +1,4 @@
-"""The localnet ASGI app (Starlette): Chipi's REST API and Starknet JSON-RPC over one LocalChain.
+"""The localnet ASGI app (plain ASGI, see :mod:`.asgi`): Chipi's REST API and Starknet JSON-RPC over one LocalChain.
 
 REST (docs/wire-protocol.md), all ``POST`` under ``/v1`` and authenticated (``x-api-key`` of the form
 ``pk_dev_``/``pk_prod_`` + 32 alphanumerics, and ``Authorization: Bearer``):
@@ -24,17 +24,25 @@ from typing import Any
 
 import anyio
 import attrs
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from ..errors import ChipiSessionError, ErrorCode
 from ..felts import to_hex
 from ..localchain import LocalChain
 from ..logs import get_logger
+from .asgi import (
+    Answer,
+    ASGIApp,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    TooLarge,
+    answer_json,
+    answer_text,
+    header,
+    read_body,
+    respond,
+)
 from .rpc import RpcDispatcher
 from .wire import API_KEY_PATTERN, WireError, wire_calls, wire_felt, wire_signature
 
@@ -92,52 +100,39 @@ def _status_for(error: ChipiSessionError) -> tuple[int, str]:
     return 400, code.value
 
 
-def _error(status: int, code: str, message: str, timing: float | None = None) -> JSONResponse:
-    return _json({"message": message, "code": code, "status": status}, status, timing)
+def _error(status: int, code: str, message: str) -> Answer:
+    return answer_json({"message": message, "code": code, "status": status}, status)
 
 
-def _json(body: Any, status: int = 200, timing: float | None = None) -> JSONResponse:
-    headers = {}
-    if timing is not None:
-        headers["server-timing"] = f"app;dur={timing * 1000:.3f}"
-    return JSONResponse(body, status_code=status, headers=headers)
+def _rpc_error(code: int, message: str) -> Answer:
+    return answer_json({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
 
 
-async def _read_json(request: Request) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise WireError(413, "PAYLOAD_TOO_LARGE", "request body too large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():  # ClientDisconnect if the client goes away
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise WireError(413, "PAYLOAD_TOO_LARGE", "request body too large")
-        chunks.append(chunk)
+def _too_large() -> Answer:
+    return _error(413, "PAYLOAD_TOO_LARGE", "request body too large")
+
+
+def _parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
         raise WireError.bad("request body is not JSON") from None
 
 
-def _gone(request: Request) -> Response:
+def _gone(scope: Scope) -> Answer:
     """A client that hung up mid-request: one quiet line, no traceback (nobody reads the
     answer)."""
-    client = request.client
+    client = scope.get("client")
     logger.info(
         "client %s disconnected before sending all of %s",
-        f"{client.host}:{client.port}" if client else "?",
-        request.url.path,
+        f"{client[0]}:{client[1]}" if client else "?",
+        scope["path"],
     )
-    return Response(status_code=400)
+    return Answer(400, b"")
 
 
-def _rpc_error(code: int, message: str) -> JSONResponse:
-    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
-
-
-def _authorize(request: Request, auth: AuthConfig) -> None:
-    key = request.headers.get("x-api-key", "").strip()
+def _authorize(scope: Scope, auth: AuthConfig) -> None:
+    key = (header(scope, b"x-api-key") or "").strip()
     if not key:
         raise WireError(401, "UNAUTHORIZED", "Missing API key (x-api-key header)")
     if not API_KEY_PATTERN.fullmatch(key):
@@ -146,7 +141,7 @@ def _authorize(request: Request, auth: AuthConfig) -> None:
         hmac.compare_digest(key.encode(), k.encode()) for k in auth.api_keys
     ):
         raise WireError(401, "UNAUTHORIZED", "Invalid API key")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _, token = (header(scope, b"authorization") or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise WireError(401, "UNAUTHORIZED", "Missing bearer token")
@@ -154,6 +149,10 @@ def _authorize(request: Request, auth: AuthConfig) -> None:
         hmac.compare_digest(token.encode(), t.encode()) for t in auth.bearer_tokens
     ):
         raise WireError(401, "UNAUTHORIZED", "Invalid bearer token")
+
+
+#: An endpoint: (scope, receive) -> the answer.
+Endpoint = Callable[[Scope, Receive], Awaitable[Answer]]
 
 
 def create_app(
@@ -164,40 +163,40 @@ def create_app(
     faults: Faults | None = None,
     legacy_session_layout: bool = False,
     cors_origins: tuple[str, ...] = (),
-) -> Starlette:
+) -> ASGIApp:
     """The ASGI app. ``lock`` guards ``chain`` against other threads (the owner's tests)."""
     guard = lock or threading.RLock()
     access = auth or AuthConfig()
     fault = faults or Faults()
     dispatcher = RpcDispatcher(chain, legacy_session_layout=legacy_session_layout)
 
-    def rest(
-        handler: Callable[[Request, Any], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            if logger.isEnabledFor(logging.DEBUG):  # parsing the URL costs ~0.1 ms a request
-                version = request.query_params.get("__chipi_api_version")
-                logger.debug("%s %s (api version %s)", request.method, request.url.path, version)
+    def rest(handler: Callable[[Any], Awaitable[Answer]]) -> Endpoint:
+        async def endpoint(scope: Scope, receive: Receive) -> Answer:
+            if logger.isEnabledFor(logging.DEBUG):
+                version = _query_param(scope, b"__chipi_api_version")
+                logger.debug("%s %s (api version %s)", scope["method"], scope["path"], version)
             try:
-                _authorize(request, access)
-                body = await _read_json(request)
+                _authorize(scope, access)
+                body = _parse_json(await read_body(scope, receive, MAX_BODY_BYTES))
                 if not isinstance(body, Mapping):
                     raise WireError.bad("request body must be a JSON object")
-                return await handler(request, body)
-            except ClientDisconnect:
-                return _gone(request)
+                return await handler(body)
+            except ClientGone:
+                return _gone(scope)
+            except TooLarge:
+                return _too_large()
             except WireError as exc:
                 return _error(exc.status, exc.code, exc.message)
             except ChipiSessionError as exc:
                 status, code = _status_for(exc)
                 return _error(status, code, exc.message)
             except Exception:
-                logger.exception("localnet %s failed", request.url.path)
+                logger.exception("localnet %s failed", scope["path"])
                 return _error(500, "INTERNAL_ERROR", "internal error")
 
         return endpoint
 
-    async def prepare(request: Request, body: Any) -> Response:
+    async def prepare(body: Any) -> Answer:
         if fault.prepare_status is not None:
             status = fault.prepare_status
             return _error(status, "INJECTED_FAULT", f"injected HTTP {status}")
@@ -216,9 +215,9 @@ def create_app(
         tamper = fault.prepare_tamper
         if tamper is not None:
             typed_data = tamper(typed_data)
-        return _json({"typedData": typed_data, "walletType": "CHIPI"}, timing=elapsed)
+        return answer_json({"typedData": typed_data, "walletType": "CHIPI"}, timing=elapsed)
 
-    async def execute(request: Request, body: Any) -> Response:
+    async def execute(body: Any) -> Answer:
         if fault.execute_status is not None:
             status = fault.execute_status
             return _error(status, "INJECTED_FAULT", f"injected HTTP {status}")
@@ -235,9 +234,9 @@ def create_app(
         elapsed = time.perf_counter() - started
         if fault.execute_delay_after > 0:
             await anyio.sleep(fault.execute_delay_after)
-        return _json({"transactionHash": tx_hash}, timing=elapsed)  # canonical hex already
+        return answer_json({"transactionHash": tx_hash}, timing=elapsed)  # canonical hex
 
-    async def execute_raw(request: Request, body: Any) -> Response:
+    async def execute_raw(body: Any) -> Answer:
         return _error(
             501,
             "NOT_IMPLEMENTED",
@@ -245,16 +244,16 @@ def create_app(
             "use a CHIPI wallet with prepare-typed-data + execute-sponsored-transaction",
         )
 
-    async def rpc(request: Request) -> Response:
+    async def rpc(scope: Scope, receive: Receive) -> Answer:
         if fault.rpc_status is not None:
-            return Response("injected fault", status_code=fault.rpc_status)
+            return answer_text("injected fault", fault.rpc_status)
         try:
-            payload = await _read_json(request)
-        except ClientDisconnect:
-            return _gone(request)
-        except WireError as exc:
-            if exc.status == 413:
-                return _error(exc.status, exc.code, exc.message)
+            payload = _parse_json(await read_body(scope, receive, MAX_BODY_BYTES))
+        except ClientGone:
+            return _gone(scope)
+        except TooLarge:
+            return _too_large()
+        except WireError:
             return _rpc_error(-32700, "Parse error")
         started = time.perf_counter()
         try:
@@ -265,10 +264,10 @@ def create_app(
             return _rpc_error(-32603, "Internal error")
         elapsed = time.perf_counter() - started
         if answer is None:
-            return Response(status_code=204)
-        return _json(answer, timing=elapsed)
+            return Answer(204, b"")
+        return answer_json(answer, timing=elapsed)
 
-    async def health(request: Request) -> Response:
+    async def health(scope: Scope, receive: Receive) -> Answer:
         with guard:
             body = {
                 "status": "ok",
@@ -276,34 +275,53 @@ def create_app(
                 "blockNumber": int(chain.block_number),
                 "timestamp": int(chain.now()),
             }
-        return _json(body)
+        return answer_json(body)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _error(404, "NOT_FOUND", f"no route {request.method} {request.url.path}")
+    post = frozenset({"POST"})
+    routes: dict[str, tuple[frozenset[str], Endpoint]] = {
+        "/v1/transactions/prepare-typed-data": (post, rest(prepare)),
+        "/v1/transactions/execute-sponsored-transaction": (post, rest(execute)),
+        "/v1/transactions/execute-sponsored-raw": (post, rest(execute_raw)),
+        "/rpc": (post, rpc),
+        "/health": (frozenset({"GET", "HEAD"}), health),
+    }
 
-    async def not_allowed(request: Request, exc: Exception) -> Response:
-        return _error(405, "METHOD_NOT_ALLOWED", f"{request.method} not allowed here")
+    def route(path: str) -> tuple[frozenset[str], Endpoint] | None:
+        found = routes.get(path)
+        if found is None and path.startswith("/rpc/") and "/" not in path[5:] and path[5:]:
+            found = routes["/rpc"]  # /rpc/{version}
+        return found
 
-    middleware = []
-    if cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(cors_origins),
-                allow_methods=["POST", "GET", "OPTIONS"],
-                allow_headers=["content-type", "authorization", "x-api-key"],
-            )
-        )
-    routes = [
-        Route("/v1/transactions/prepare-typed-data", rest(prepare), methods=["POST"]),
-        Route("/v1/transactions/execute-sponsored-transaction", rest(execute), methods=["POST"]),
-        Route("/v1/transactions/execute-sponsored-raw", rest(execute_raw), methods=["POST"]),
-        Route("/rpc", rpc, methods=["POST"]),
-        Route("/rpc/{version}", rpc, methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
-    ]
-    return Starlette(
-        routes=routes,
-        middleware=middleware,
-        exception_handlers={404: not_found, 405: not_allowed},
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off and websockets are not served
+            return
+        method, path = scope["method"], scope["path"]
+        found = route(path)
+        if found is None:
+            answer = _error(404, "NOT_FOUND", f"no route {method} {path}")
+        elif method not in found[0]:
+            answer = _error(405, "METHOD_NOT_ALLOWED", f"{method} not allowed here")
+        else:
+            answer = await found[1](scope, receive)
+        await respond(send, answer)
+
+    if not cors_origins:
+        return app
+    from starlette.middleware.cors import CORSMiddleware  # only when browsers are let in
+
+    cors: ASGIApp = CORSMiddleware(
+        app,
+        allow_origins=list(cors_origins),
+        allow_methods=["POST", "GET", "OPTIONS"],
+        allow_headers=["content-type", "authorization", "x-api-key"],
     )
+    return cors
+
+
+def _query_param(scope: Scope, name: bytes) -> str | None:
+    from urllib.parse import parse_qsl
+
+    for key, value in parse_qsl(bytes(scope.get("query_string", b"")).decode("latin-1")):
+        if key == name.decode():
+            return value
+    return None

@@ -119,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_timeout,
         default=30.0,
         metavar="SECONDS",
-        help="close a connection whose request has not fully arrived in time "
-        "(default %(default)s)",
+        help="close a connection whose request has not fully arrived in time (default %(default)s)",
     )
     p.add_argument(
         "--keep-alive",
@@ -128,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="close an idle keep-alive connection after this long (default %(default)s)",
+    )
+    p.add_argument(
+        "--http",
+        choices=("auto", "httptools", "h11"),
+        default="auto",
+        help="HTTP/1.1 parser: httptools (C, fast) when installed, else h11 (default %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the banner as one JSON line")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             cors_origins=tuple(args.cors_origin),
             keep_alive=args.keep_alive,
             request_timeout=args.request_timeout,
+            http=args.http,
         )
         if saved is not None:
             state_from_json(server.chain, saved)

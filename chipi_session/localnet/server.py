@@ -32,6 +32,7 @@ from ..types import WalletData
 from ..validate import check_clock, check_instance, check_int, check_number, describe, invalid
 from ..vault import KdfCost, Vault
 from .app import AuthConfig, Faults, create_app
+from .protocols import HttpImpl, http_protocol, resolve_http
 from .wire import API_KEY_PATTERN
 
 __all__ = ["LocalnetServer", "DemoWallet", "generate_api_key"]
@@ -78,63 +79,6 @@ def _check_strings(values: object, what: str) -> list[str] | None:
     return list(values)
 
 
-def _timed_h11_protocol(request_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol plus a request deadline.
-
-    uvicorn closes idle keep-alive connections but never one whose request is unfinished: a
-    client that opens a connection and sends nothing, or half a request, holds it forever
-    (slowloris). Here a request must arrive whole (head and body) within ``request_timeout``
-    of its first byte (or of the connection being made); otherwise the connection is closed.
-    Time the app spends answering does not count.
-    """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class TimedH11Protocol(H11Protocol):
-        _deadline: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)  # type: ignore[arg-type]
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            if self._deadline is None and self.conn.their_state is h11.IDLE:
-                self._arm()  # the first bytes of the next request on this connection
-            super().data_received(data)
-
-        def on_response_complete(self) -> None:
-            self._disarm()
-            super().on_response_complete()
-            if self.conn.their_state is h11.SEND_BODY:  # a pipelined request, half there
-                self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._deadline = self.loop.call_later(request_timeout, self._expired)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expired(self) -> None:
-            self._deadline = None
-            waiting = self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
-            if waiting and not self.transport.is_closing():
-                logger.debug(  # debug: a flood of these must not flood the log
-                    "closing a connection from %s: request not received within %.3g s",
-                    self.client,
-                    request_timeout,
-                )
-                self.transport.close()
-
-    return TimedH11Protocol
-
-
 @attrs.frozen
 class DemoWallet:
     """A funded CHIPI wallet to try things with (printed by the CLI).
@@ -167,6 +111,8 @@ class LocalnetServer:
     exit; ``server.rest_url`` (for ``base_url`` / the JS SDK's ``alphaUrl``) and
     ``server.rpc_url`` (``rpc_url`` / ``STARKNET_RPC_URL``) are ready once started. Use
     :meth:`locked` to touch the chain from another thread. ``faults`` injects failures in tests.
+    ``http`` is the HTTP/1.1 parser: ``"auto"`` (httptools when installed, else h11), or one of
+    them by name; both enforce ``request_timeout`` (see :mod:`.protocols`).
     """
 
     def __init__(
@@ -185,8 +131,14 @@ class LocalnetServer:
         cors_origins: tuple[str, ...] = (),
         keep_alive: float = 30.0,
         request_timeout: float = 30.0,
+        http: HttpImpl = "auto",
     ) -> None:
         _check_loopback(host)
+        if http not in ("auto", "httptools", "h11"):
+            raise invalid(f"http must be 'auto', 'httptools' or 'h11', got {describe(http)}")
+        self.http = resolve_http(http)
+        if self.http != http and http != "auto":
+            raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"{http} is not installed")
         check_int(port, "port", low=0, high=65535)
         self._keep_alive = check_number(keep_alive, "keep_alive", positive=True)
         self._request_timeout = check_number(request_timeout, "request_timeout", positive=True)
@@ -312,7 +264,9 @@ class LocalnetServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
-            http=_timed_h11_protocol(self._request_timeout),
+            http=http_protocol(self.http, self._request_timeout),
+            ws="none",
+            proxy_headers=False,  # loopback only: no proxy in front, and a layer less per request
             timeout_keep_alive=self._keep_alive,  # type: ignore[arg-type]  # a float works
             timeout_graceful_shutdown=1,
             server_header=False,
