@@ -4,7 +4,7 @@ The session's state and every rule that changes it are pure (``session_core``, o
 ``lifecycle`` table and ``policy``); this module is the facade and runs the effects the core
 asks for: backend calls, the write journal, expiry deadlines, status polling and event
 publishing (keys and tokens: ``credentials``; spending policies: ``handlers.policies``;
-auto-renewal: ``renewing``). Background work runs in a :class:`~chipi_session.scheduling.Scheduler`
+auto-renewal: ``handlers.renewal``). Background work runs in a :class:`~chipi_session.scheduling.Scheduler`
 (one timer heap, one poller, one task group): a standalone session owns a private one, a
 ``SessionHub`` shares one among thousands. Leaving ``async with`` (or closing the session)
 cancels the session's actions; an action in flight is then reported as failed and the local
@@ -43,6 +43,7 @@ from .handlers import doubts, registration
 from .handlers.execution import confirm_execute, follow_revert
 from .handlers.policies import SpendingPolicies
 from .handlers.registration import OwnerWrites
+from .handlers.renewal import Renewer
 from .handlers.status import read_status
 from .handlers.timers import ExpiryTimer
 from .handlers.writes import send_write, unknown_outcome
@@ -50,8 +51,7 @@ from .keys import SecretKey
 from .logs import get_logger
 from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
-from .renewing import RenewalMixin
-from .scheduling import Scheduler, TimerHandle, TimerHeap, backend_status_reader
+from .scheduling import Scheduler, TimerHeap, backend_status_reader
 from .session_core import SessionCore
 from .session_inputs import AppliedHashLost as _AppliedHashLost
 from .session_inputs import hash_lost_error as _hash_lost_error
@@ -113,7 +113,7 @@ class _Box:
     cancelled: bool = False
 
 
-class ChipiSession(RenewalMixin):
+class ChipiSession:
     """One wallet's session key, driven like Chipi's ``useChipiSession`` hook.
 
     Use as ``async with ChipiSession(...) as session:``. Properties are plain reads of local
@@ -139,6 +139,7 @@ class ChipiSession(RenewalMixin):
         "_renewal",
         "_core",
         "_policies",
+        "_renewer",
         "_session",
         "_session_key",
         "_key_lock",
@@ -242,13 +243,13 @@ class ChipiSession(RenewalMixin):
             expire=self._expire_by_time,
             rearm=self._reschedule,
         )
-        self._renewal_timer: TimerHandle | None = None
-        self._renewal_done: anyio.Event | None = None
-        #: keys being retired after a renewal:
-        #: [generation, executes still in flight with that key, drained event]
-        self._retiring: list[list[Any]] | None = None
-        #: public keys of replaced sessions not yet revoked (persisted: resumed on open)
-        self._retire_pending: list[int] = []
+        #: auto-renewal's effects and the keys being retired (handlers/renewal.py)
+        self._renewer = Renewer(
+            self,
+            self._renewal,
+            default_duration=self._default_duration,
+            default_max_calls=self._default_max_calls,
+        )
         self._scopes: set[anyio.CancelScope] | None = None
         self._entered = False
         self._closed = False
@@ -307,8 +308,7 @@ class ChipiSession(RenewalMixin):
             for scope in list(self._scopes):
                 scope.cancel()
         self._expiry_timer.cancel()
-        if self._renewal_timer is not None:
-            self._renewal_timer.cancel()
+        self._renewer.cancel()
         if self._scheduler is not None:
             self._scheduler.poller.remove(self)
         self._zero_session_key()
@@ -377,7 +377,7 @@ class ChipiSession(RenewalMixin):
     @property
     def is_renewing(self) -> bool:
         """A successor is being prepared, or a replaced key is still being revoked."""
-        return self._core.renewing or self._retiring is not None
+        return self._renewer.busy
 
     @property
     def renewal_successor(self) -> SessionKeyData | None:
@@ -389,7 +389,7 @@ class ChipiSession(RenewalMixin):
     def retiring_keys(self) -> tuple[int, ...]:
         """Public keys of replaced sessions still to be revoked on chain (a store keeps
         them, so a close or crash mid-retirement is finished on the next open)."""
-        return tuple(self._retire_pending)
+        return self._renewer.retiring_keys
 
     @property
     def in_doubt(self) -> tuple[SubmitInfo, ...]:
@@ -694,9 +694,9 @@ class ChipiSession(RenewalMixin):
         self._require_supported()
         while True:
             session = self._require_session()
-            if self._renewal is not None and not self._core.renewing:
-                self._maybe_renew_by_calls()
-            renewal_done = self._renewal_done if self._core.renewing else None
+            if not self._core.renewing:
+                self._renewer.maybe_renew_by_calls()
+            renewal_done = self._renewer.in_progress()
             now = int(self._clock.now())
             try:
                 # the contract's rules, with in-flight and in-doubt executes counted
@@ -749,12 +749,8 @@ class ChipiSession(RenewalMixin):
             raise
         finally:
             self._core.end_write(session.public_key)  # its effect is applied below, no await
-            if not self._core.release(generation) and self._retiring is not None:
-                for record in self._retiring:
-                    if record[0] == generation:
-                        record[1] -= 1
-                        if record[1] <= 0:
-                            record[2].set()
+            if not self._core.release(generation):  # signed by a key being retired
+                self._renewer.executes_finished(generation)
         if generation == self._core.generation and self._core.status is not None:
             self._core.executed()
             self._policies.spent(parsed, int(self._clock.now()))
@@ -763,7 +759,7 @@ class ChipiSession(RenewalMixin):
             if self._core.model.current is S.ACTIVE:
                 self._transition("execute")
                 self._check_exhausted()
-                self._maybe_renew_by_calls()
+                self._renewer.maybe_renew_by_calls()
         if lost is not None:
             raise _hash_lost_error("execute")
         if not wait:
@@ -921,14 +917,16 @@ class ChipiSession(RenewalMixin):
             self._session_key = key
             return key
 
-    def _switch_session(
+    def switch_session(
         self, data: SessionKeyData, key: SecretKey | None, *, reset_windows: bool = False
-    ) -> None:
+    ) -> SecretKey | None:
         """Make ``data`` (with its decrypted ``key``, if known) the local session; a renewal's
-        successor starts its spending windows afresh (``reset_windows``)."""
-        self._session, self._session_key = data, key
+        successor starts its spending windows afresh (``reset_windows``). Returns the
+        replaced session's decrypted key (the caller zeroes it)."""
+        old_key, self._session, self._session_key = self._session_key, data, key
         if reset_windows:
             self._policies.reset_windows(int(self._clock.now()))
+        return old_key
 
     def _zero_session_key(self) -> None:
         if self._session_key is not None:
@@ -950,7 +948,7 @@ class ChipiSession(RenewalMixin):
     def _new_generation(self) -> None:
         self._core.new_generation()
         self._zero_session_key()
-        self._cancel_renewal()
+        self._renewer.cancel()
         self._reschedule()
 
     def _transition(self, trigger: str, *, reason: str | None = None, **kwargs: Any) -> None:
@@ -986,7 +984,7 @@ class ChipiSession(RenewalMixin):
         target, reason = found
         self._transition("reconcile", target=target, reason=reason)
         if target is S.ACTIVE:
-            self._maybe_renew_by_calls()
+            self._renewer.maybe_renew_by_calls()
 
     def _persist(self) -> None:
         journal = self._journal
@@ -1086,7 +1084,7 @@ class ChipiSession(RenewalMixin):
         retiring: Iterable[int],
         in_doubt: SubmitInfo | None = None,
     ) -> None:
-        await self._resume_renewal(successor, retiring, in_doubt)
+        await self._renewer.resume(successor, retiring, in_doubt)
 
     def persist(self) -> None:
         self._persist()
@@ -1119,7 +1117,17 @@ class ChipiSession(RenewalMixin):
     _new_session_key = new_session_key
 
     def cancel_renewal(self) -> None:
-        self._cancel_renewal()
+        self._renewer.cancel()
+
+    # renewal (handlers/renewal.py)
+    @property
+    def policies(self) -> SpendingPolicies:
+        return self._policies
+
+    register_key = _register_key
+    revoke_key = _revoke_key
+    confirm = _confirm
+    apply_status = _apply_status
 
     def adopt_session(self, data: SessionKeyData, key: SecretKey) -> None:
         self._session, self._session_key = data, key
@@ -1170,7 +1178,7 @@ class ChipiSession(RenewalMixin):
         self._expiry_timer.arm(
             scheduler.timers if scheduler is not None and not self._closed else None
         )
-        self._arm_renewal_timer()
+        self._renewer.arm()
 
     def _expiry_deadline(self) -> float | None:
         session = self._session
@@ -1179,6 +1187,8 @@ class ChipiSession(RenewalMixin):
     def _expire_by_time(self) -> None:
         with logs.action(self._log_context, "expire"):  # the shared timer's task
             self._expire(ExpiryReason.TIME)
+
+    reschedule = _reschedule  # the handlers' view (handlers/context.py)
 
 
 #: An execute refused for these waits for a renewal in progress instead of failing.

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from ..keys import SecretKey
     from ..scheduling import TimerHeap
     from ..session_core import SessionCore
-    from ..types import SessionKeyData, WalletData
+    from ..types import SessionKeyData, SessionStatus, WalletData
+    from .policies import SpendingPolicies
 
 __all__ = [
     "CreationContext",
@@ -107,6 +108,61 @@ class SessionContext(Protocol):
     async def owner_write(self, action: str, public_key: int, send: OwnerSend) -> str:
         """One owner-signed write: bearer token, owner key decrypted for this write only,
         journalled; raises ``AppliedHashLost`` if it executed but its hash was lost."""
+        ...
+
+
+class RenewalContext(SessionContext, Protocol):
+    """What auto-renewal needs beyond :class:`SessionContext` (``handlers.renewal``)."""
+
+    @property
+    def journal(self) -> ActionJournal | None:
+        """The write-ahead journal (a hub's); None for a standalone session."""
+        ...
+
+    @property
+    def timers(self) -> TimerHeap | None:
+        """The scheduler's timer heap; None once closing (or not started)."""
+        ...
+
+    @property
+    def policies(self) -> SpendingPolicies:
+        """The caps a successor inherits, and the write that sets them."""
+        ...
+
+    async def new_session_key(self, duration: int) -> tuple[SessionKeyData, SecretKey]:
+        """A new key valid ``duration`` seconds from now, encrypted and persisted."""
+        ...
+
+    async def register_key(
+        self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
+    ) -> str:
+        """Send the owner-signed register of ``public_key`` (no local effect)."""
+        ...
+
+    async def revoke_key(self, public_key: int) -> str:
+        """Send the owner-signed revoke of ``public_key`` (no local effect)."""
+        ...
+
+    async def confirm(self, tx_hash: str) -> None:
+        """Wait for the backend to confirm a transaction, when it can."""
+        ...
+
+    def switch_session(
+        self, data: SessionKeyData, key: SecretKey | None, *, reset_windows: bool = False
+    ) -> SecretKey | None:
+        """Make ``data`` the local session; returns the replaced decrypted key."""
+        ...
+
+    def new_generation(self) -> None:
+        """The key is being replaced: what the old one had in flight is not ours."""
+        ...
+
+    def apply_status(self, status: SessionStatus) -> None:
+        """Apply a status read from the chain (publish, reconcile)."""
+        ...
+
+    def reschedule(self) -> None:
+        """The deadlines may have moved: re-arm the expiry and renewal timers."""
         ...
 
 
