@@ -4,8 +4,9 @@ Each handler follows the Cairo code's order of checks, because which check fails
 the panic message (or the 0 that ``__validate__`` returns). The session policy itself
 (``is_session_allowed_for_calls``, ``check_and_update_spending``) is
 :mod:`chipi_session.policy`, the very code the engine runs as its pre-flight, so the two cannot
-drift apart. Storage lives in :class:`~chipi_session.localchain.state.ChainState`, keyed by the
-account address.
+drift apart. The session-key component (keys, whitelist, budget, spending policies and their
+entrypoints) is :mod:`.session_keys`. Storage lives in
+:class:`~chipi_session.localchain.state.ChainState`, keyed by the account address.
 
 Deliberate simplifications (documented, not observable through the v33 ABI): ``upgrade``
 records the new class hash and emits ``Upgraded`` but the account keeps running v33 code, and the
@@ -16,15 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..felts import U64_MAX, encode_short_string, selector, split_u256
-from ..hashing import ANY_CALLER, outside_execution_hash, poseidon_many, session_validate_hash
-from ..policy import SPENDING_SELECTORS, SpendingViolation, apply_spending, check_session_allowed
-from ..types import Call, SessionStatus, SpendingPolicy
+from ..felts import U64_MAX, encode_short_string, selector
+from ..hashing import ANY_CALLER, outside_execution_hash, poseidon_many
+from ..types import Call, SessionStatus
+from . import session_keys
 from .abi import Calldata, encode_spans
 from .ecdsa import check_ecdsa_signature
 from .model import ContractPanic
 from .runtime import ContractClass, Frame, Handler
-from .state import SessionRecord
+from .session_keys import (
+    assert_only_self,
+    check_and_update_spending,
+    consume_call,
+    session_allowed_for_calls,
+    session_record,
+    validate_session,
+)
 
 __all__ = [
     "ACCOUNT_CLASS",
@@ -55,48 +63,16 @@ ISRC6_ID = 0x2CECCEF7F994940B3962A6C67E0BA4FCD37DF7D131417C604F91E03CAECC1CD
 ISRC9_V2_ID = 0x1D1144BB2138366FF28D8E9AB57456B1D332AC42196230C3A602003C89872
 
 # events (docs/contract.md §11.1): keys[0] is sn_keccak of the variant name
-_EV_SESSION_ADDED = selector("SessionKeyAdded")
-_EV_SESSION_REVOKED = selector("SessionKeyRevoked")
-_EV_POLICY_SET = selector("SpendingPolicySet")
-_EV_POLICY_REMOVED = selector("SpendingPolicyRemoved")
 _EV_OWNER_ADDED = selector("OwnerAdded")
 _EV_OWNER_REMOVED = selector("OwnerRemoved")
 _EV_UPGRADED = selector("Upgraded")
 
 # panic messages (docs/contract.md §12 and the OZ / corelib texts)
-_UNAUTHORIZED = "Account: unauthorized"
 _UNAUTHORIZED_CALLER = "Account: unauthorized caller"
 _INVALID_SIGNATURE = "Account: invalid signature"
 
 
 # -- storage helpers -----------------------------------------------------------------------
-
-
-def _session(f: Frame, key: int) -> SessionRecord:
-    return f.state.sessions.get((f.address, key))
-
-
-def _session_status(f: Frame, key: int) -> SessionStatus:
-    record = _session(f, key)
-    entrypoints = f.state.entrypoints
-    allowed = tuple(
-        entrypoints.get((f.address, key, i)) for i in range(record.allowed_entrypoints_len)
-    )
-    return SessionStatus(record.valid_until, record.max_calls, record.calls_used, allowed)
-
-
-def _is_session_allowed_for_calls(f: Frame, key: int, calls: Sequence[Call]) -> bool:
-    return check_session_allowed(_session_status(f, key), f.address, calls, f.now) is None
-
-
-def _consume(f: Frame, key: int) -> None:
-    record = _session(f, key)
-    f.state.sessions.set((f.address, key), record._replace(calls_used=record.calls_used + 1))
-
-
-def _assert_only_self(f: Frame) -> None:
-    if f.caller != f.address:
-        raise ContractPanic(_UNAUTHORIZED)
 
 
 # -- signatures ----------------------------------------------------------------------------
@@ -111,7 +87,7 @@ def _is_valid_signature(f: Frame, msg_hash: int, signature: Sequence[int]) -> bo
         key, r, s, valid_until = signature
         if valid_until > U64_MAX or f.now > valid_until:
             return False
-        record = _session(f, key)
+        record = session_record(f, key)
         status = SessionStatus(record.valid_until, record.max_calls, record.calls_used)
         if not status.is_active(f.now):
             return False
@@ -129,26 +105,6 @@ def _assert_owner_signed(f: Frame) -> None:
         raise ContractPanic(_INVALID_SIGNATURE)
 
 
-def _validate_session(f: Frame, signature: Sequence[int], calls: Sequence[Call]) -> bool:
-    """The 4-felt path of ``__validate__`` (docs/contract.md §4.1): False instead of panicking."""
-    key, r, s, valid_until = signature
-    if valid_until > U64_MAX or f.now > valid_until:
-        return False
-    if not _is_session_allowed_for_calls(f, key, calls):
-        return False
-    msg_hash = session_validate_hash(
-        account=f.address,
-        chain_id=f.tx.chain_id,
-        nonce=f.tx.nonce,
-        valid_until=valid_until,
-        calls=calls,
-    )
-    if not check_ecdsa_signature(msg_hash, key, r, s):
-        return False
-    _consume(f, key)
-    return True
-
-
 _STARKNET_MESSAGE = encode_short_string("StarkNet Message")
 _ACCEPT_OWNERSHIP = encode_short_string("accept_ownership")
 
@@ -156,29 +112,6 @@ _ACCEPT_OWNERSHIP = encode_short_string("accept_ownership")
 def accept_ownership_hash(account: int, current_owner: int) -> int:
     """What a new owner key signs for ``set_public_key`` (OZ, docs/contract.md §7.3)."""
     return poseidon_many([_STARKNET_MESSAGE, _ACCEPT_OWNERSHIP, account, current_owner])
-
-
-# -- spending (docs/contract.md §8) ----------------------------------------------------------
-
-
-def _check_and_update_spending(f: Frame, key: int, calls: Sequence[Call]) -> None:
-    tokens = {c.to for c in calls if c.selector in SPENDING_SELECTORS}
-    if not tokens:
-        return
-    store = f.state.policies
-    policies: dict[int, SpendingPolicy] = {}
-    for token in tokens:
-        policy = store.get((f.address, key, token))
-        if policy.max_per_window:
-            policies[token] = policy
-    if not policies:
-        return
-    try:
-        updated = apply_spending(policies, calls, f.now)
-    except SpendingViolation as violation:
-        raise ContractPanic(violation.panic) from None
-    for token, policy in updated.items():
-        store.set((f.address, key, token), policy)
 
 
 # -- multicall -----------------------------------------------------------------------------
@@ -219,7 +152,7 @@ def _validate(f: Frame, cd: Calldata) -> list[int]:
     if len(signature) == 0:
         return [VALID if f.caller == f.address else 0]
     if len(signature) == 4:
-        return [VALID if _validate_session(f, signature, calls) else 0]
+        return [VALID if validate_session(f, signature, calls) else 0]
     if len(signature) == 2:
         _assert_owner_signed(f)
         return [VALID]
@@ -232,7 +165,7 @@ def _execute(f: Frame, cd: Calldata) -> list[int]:
     if f.caller not in (0, f.address):
         raise ContractPanic(_UNAUTHORIZED_CALLER)
     if len(f.tx.signature) == 4:
-        _check_and_update_spending(f, f.tx.signature[0], calls)
+        check_and_update_spending(f, f.tx.signature[0], calls)
     return _execute_calls(f, calls)
 
 
@@ -259,110 +192,6 @@ def _is_valid_signature_ep(f: Frame, cd: Calldata) -> list[int]:
     return [VALID if _is_valid_signature(f, msg_hash, signature) else 0]
 
 
-def _add_or_update_session_key(f: Frame, cd: Calldata) -> list[int]:
-    key = cd.felt()
-    valid_until = cd.u64()
-    max_calls = cd.u32()
-    allowed = cd.felts()
-    cd.end()
-    _assert_only_self(f)
-    me, entrypoints = f.address, f.state.entrypoints
-    for i in range(_session(f, key).allowed_entrypoints_len):  # stale-entrypoint cleanup
-        entrypoints.set((me, key, i), 0)
-    f.state.sessions.set((me, key), SessionRecord(valid_until, max_calls, 0, len(allowed)))
-    for i, sel in enumerate(allowed):
-        entrypoints.set((me, key, i), sel)
-    f.emit([_EV_SESSION_ADDED, key], [valid_until, max_calls])
-    return []
-
-
-def _revoke_session_key(f: Frame, cd: Calldata) -> list[int]:
-    key = cd.felt()
-    cd.end()
-    _assert_only_self(f)
-    me, entrypoints = f.address, f.state.entrypoints
-    for i in range(_session(f, key).allowed_entrypoints_len):
-        entrypoints.set((me, key, i), 0)
-    f.state.sessions.set((me, key), SessionRecord())
-    f.emit([_EV_SESSION_REVOKED, key])
-    return []
-
-
-def _get_session_data(f: Frame, cd: Calldata) -> list[int]:
-    key = cd.felt()
-    cd.end()
-    return list(_session(f, key))
-
-
-def _get_session_allowed_entrypoints_len(f: Frame, cd: Calldata) -> list[int]:
-    key = cd.felt()
-    cd.end()
-    return [_session(f, key).allowed_entrypoints_len]
-
-
-def _get_session_allowed_entrypoint_at(f: Frame, cd: Calldata) -> list[int]:
-    key = cd.felt()
-    index = cd.u32()
-    cd.end()
-    return [f.state.entrypoints.get((f.address, key, index))]  # no bounds check, as on chain
-
-
-def _compute_session_message_hash(f: Frame, cd: Calldata) -> list[int]:
-    calls = cd.calls()
-    valid_until = cd.u64()
-    cd.end()
-    return [
-        session_validate_hash(
-            account=f.address,
-            chain_id=f.tx.chain_id,
-            nonce=f.tx.nonce,
-            valid_until=valid_until,
-            calls=calls,
-        )
-    ]
-
-
-def _set_spending_policy(f: Frame, cd: Calldata) -> list[int]:
-    key = cd.felt()
-    token = cd.address()
-    max_per_call = cd.u256()
-    max_per_window = cd.u256()
-    window_seconds = cd.u64()
-    cd.end()
-    _assert_only_self(f)
-    policy = SpendingPolicy(max_per_call, max_per_window, window_seconds, 0, f.now)
-    f.state.policies.set((f.address, key, token), policy)
-    f.emit(
-        [_EV_POLICY_SET, key, token],
-        [*split_u256(max_per_call), *split_u256(max_per_window), window_seconds],
-    )
-    return []
-
-
-def _get_spending_policy(f: Frame, cd: Calldata) -> list[int]:
-    key = cd.felt()
-    token = cd.address()
-    cd.end()
-    p = f.state.policies.get((f.address, key, token))
-    return [
-        *split_u256(p.max_per_call),
-        *split_u256(p.max_per_window),
-        p.window_seconds,
-        *split_u256(p.spent_in_window),
-        p.window_start,
-    ]
-
-
-def _remove_spending_policy(f: Frame, cd: Calldata) -> list[int]:
-    key = cd.felt()
-    token = cd.address()
-    cd.end()
-    _assert_only_self(f)
-    f.state.policies.set((f.address, key, token), SpendingPolicy(0, 0, 0, 0, 0))
-    f.emit([_EV_POLICY_REMOVED, key, token])
-    return []
-
-
 def _execute_from_outside_v2(f: Frame, cd: Calldata) -> list[int]:
     """docs/contract.md §6, in its exact order; any panic reverts the whole call."""
     oe = cd.outside_execution()
@@ -385,9 +214,9 @@ def _execute_from_outside_v2(f: Frame, cd: Calldata) -> list[int]:
         key = signature[0]
         if signature[3] > U64_MAX:
             raise ContractPanic("Session: invalid timestamp")
-        if not signature[3] <= _session(f, key).valid_until:
+        if not signature[3] <= session_record(f, key).valid_until:
             raise ContractPanic("Session: valid_until exceeded")
-        if not _is_session_allowed_for_calls(f, key, oe.calls):
+        if not session_allowed_for_calls(f, key, oe.calls):
             raise ContractPanic("Session: unauthorized selector")
 
     def message_hash(felt_times: bool) -> int:
@@ -408,8 +237,8 @@ def _execute_from_outside_v2(f: Frame, cd: Calldata) -> list[int]:
             raise ContractPanic("SRC9: invalid signature")
 
     if is_session:
-        _consume(f, signature[0])
-        _check_and_update_spending(f, signature[0], oe.calls)
+        consume_call(f, signature[0])
+        check_and_update_spending(f, signature[0], oe.calls)
     return _execute_calls(f, oe.calls)
 
 
@@ -421,7 +250,7 @@ def _is_valid_outside_execution_nonce(f: Frame, cd: Calldata) -> list[int]:
 
 def _register_interfaces(f: Frame, cd: Calldata) -> list[int]:
     cd.end()
-    _assert_only_self(f)
+    assert_only_self(f)
     f.state.src5.set((f.address, SESSION_KEY_MANAGER_ID), True)
     return []
 
@@ -439,7 +268,7 @@ def _get_snip9_version(f: Frame, cd: Calldata) -> list[int]:
 def _upgrade(f: Frame, cd: Calldata) -> list[int]:
     class_hash = cd.address()  # ClassHash: a felt below 2**251
     cd.end()
-    _assert_only_self(f)
+    assert_only_self(f)
     if class_hash == 0:
         raise ContractPanic("Class hash cannot be zero")
     f.state.class_hashes.set(f.address, class_hash)
@@ -464,7 +293,7 @@ def _set_public_key(f: Frame, cd: Calldata) -> list[int]:
     new_key = cd.felt()
     signature = cd.felts()
     cd.end()
-    _assert_only_self(f)
+    assert_only_self(f)
     current = f.state.owner_keys.get(f.address)
     message = accept_ownership_hash(f.address, current)
     if len(signature) != 2 or not check_ecdsa_signature(
@@ -478,20 +307,12 @@ def _set_public_key(f: Frame, cd: Calldata) -> list[int]:
 
 
 _ENTRYPOINTS: dict[str, Handler] = {
+    **session_keys.ENTRYPOINTS,
     "__validate__": _validate,
     "__execute__": _execute,
     "__validate_deploy__": _validate_deploy,
     "__validate_declare__": _validate_declare,
     "is_valid_signature": _is_valid_signature_ep,
-    "add_or_update_session_key": _add_or_update_session_key,
-    "revoke_session_key": _revoke_session_key,
-    "get_session_data": _get_session_data,
-    "get_session_allowed_entrypoints_len": _get_session_allowed_entrypoints_len,
-    "get_session_allowed_entrypoint_at": _get_session_allowed_entrypoint_at,
-    "compute_session_message_hash": _compute_session_message_hash,
-    "set_spending_policy": _set_spending_policy,
-    "get_spending_policy": _get_spending_policy,
-    "remove_spending_policy": _remove_spending_policy,
     "execute_from_outside_v2": _execute_from_outside_v2,
     "is_valid_outside_execution_nonce": _is_valid_outside_execution_nonce,
     "register_interfaces": _register_interfaces,

@@ -2,8 +2,8 @@
 
 The protocol layer lives here: transactions (INVOKE with its validate/execute phases, outside
 executions through a relayer), nonces, blocks, receipts and transaction hashes. The contracts
-themselves are in :mod:`.account` and :mod:`.erc20`, the sponsoring relayer in
-:mod:`.paymaster`, the async ``SessionBackend`` methods in :mod:`.backend`.
+themselves are in :mod:`.account` and :mod:`.erc20`, deploying them in :mod:`.deployment`, the
+sponsoring relayer in :mod:`.paymaster`, the async ``SessionBackend`` methods in :mod:`.backend`.
 
 Block time is ``int(clock.now())``; every included transaction gets its own block (an INVOKE's
 ``__validate__`` sees time and number rounded down, docs/contract.md §9.1). Transaction
@@ -28,18 +28,17 @@ from ..felts import (
     parse_felts,
     parse_selector,
     selector,
-    split_u256,
     to_hex,
 )
 from ..hashing import SN_MAIN, poseidon_many
-from ..keys import generate_private_key, public_key_of
 from ..logs import get_logger
-from ..types import Call, SessionStatus, SpendingPolicy, WalletData, WalletType
-from ..validate import check_clock, check_int, check_vault
+from ..types import Call, SessionStatus, SpendingPolicy
+from ..validate import check_clock, check_vault
 from . import account as v33
 from . import erc20
-from .abi import ADDRESS_BOUND, Calldata, decode_spans, encode_calls
+from .abi import decode_spans, encode_calls
 from .backend import PaymasterSessionBackend
+from .deployment import ACCOUNT_KIND, ERC20_KIND, ChainSetup
 from .model import (
     REVERTED,
     SUCCEEDED,
@@ -50,12 +49,12 @@ from .model import (
     TxInfo,
 )
 from .paymaster import IssuedRequest, Paymaster
-from .runtime import Frame, Handler, Runtime
+from .runtime import Runtime
 from .state import ChainState
 
 if TYPE_CHECKING:
     from ..backends.base import SessionBackend
-    from ..vault import HighEntropyKey, Vault
+    from ..vault import Vault
 
 __all__ = ["LocalChain", "ChainSnapshot", "DEFAULT_RELAYER", "default_chain"]
 
@@ -64,8 +63,6 @@ log = get_logger(__name__)
 #: The paymaster's relayer account (the immediate caller of ``execute_from_outside_v2``).
 DEFAULT_RELAYER = encode_short_string("CHIPI_LOCAL_RELAYER")
 
-_ACCOUNT = "account"
-_ERC20 = "erc20"
 _VALIDATE = selector("__validate__")
 _EXECUTE = selector("__execute__")
 _EXECUTE_FROM_OUTSIDE = selector("execute_from_outside_v2")
@@ -87,7 +84,7 @@ class ChainSnapshot:
     paymaster: Any = attrs.field(repr=False)
 
 
-class LocalChain(PaymasterSessionBackend):
+class LocalChain(ChainSetup, PaymasterSessionBackend):
     """An embedded chain that behaves like Starknet with the Chipi v33 wallet contract.
 
     Synchronous inside; the ``SessionBackend`` methods are async wrappers around the paymaster
@@ -110,7 +107,7 @@ class LocalChain(PaymasterSessionBackend):
         self.relayer = parse_felt(relayer, "relayer")
         self._state = ChainState()
         self._runtime = Runtime(
-            self._state, {_ACCOUNT: v33.ACCOUNT_CLASS, _ERC20: erc20.ERC20_CLASS}
+            self._state, {ACCOUNT_KIND: v33.ACCOUNT_CLASS, ERC20_KIND: erc20.ERC20_CLASS}
         )
         self._receipts: dict[str, Receipt] = {}
         self._block_number = 0
@@ -161,59 +158,7 @@ class LocalChain(PaymasterSessionBackend):
         self._block_number = snapshot.block_number
         self._paymaster.restore(snapshot.paymaster)
 
-    # -- setup -------------------------------------------------------------------------------
-
-    def create_wallet(
-        self,
-        encrypt_key: str | HighEntropyKey,
-        *,
-        private_key: int | None = None,
-        wallet_type: WalletType = WalletType.CHIPI,
-    ) -> WalletData:
-        """Deploy a v33 account for a fresh (or the given) owner key; the key comes back
-        encrypted with :attr:`vault` (a default-cost :class:`Vault` if none was given)."""
-        from ..vault import Vault
-
-        if self.vault is None:
-            self.vault = Vault()
-        key = generate_private_key() if private_key is None else private_key
-        public_key = public_key_of(key)
-        blob = self.vault.encrypt(key, encrypt_key)
-        address = self.deploy_account(public_key)
-        return WalletData(
-            address=address,
-            encrypted_private_key=blob,
-            wallet_type=wallet_type,
-            owner_public_key=public_key,
-        )
-
-    def deploy_account(self, owner_public_key: int, *, address: int | None = None) -> int:
-        """Deploy a v33 account (constructor ``(public_key)``); returns its address, by default
-        the counterfactual one (class hash, salt = public key, no deployer)."""
-        public_key = parse_felt(owner_public_key, "owner_public_key")
-        return self._deploy(
-            _ACCOUNT, v33.V33_CLASS_HASH, v33.CONSTRUCTOR, [public_key], public_key, address
-        )
-
-    def deploy_token(
-        self, symbol: str = "TKN", decimals: int = 18, *, address: int | None = None
-    ) -> int:
-        """Deploy an ERC-20 named and symbolized ``symbol`` with no supply (see :meth:`mint`)."""
-        sym = encode_short_string(symbol, "symbol")
-        check_int(decimals, "decimals", low=0, high=255)
-        return self._deploy(
-            _ERC20, erc20.ERC20_CLASS_HASH, erc20.constructor, [sym, sym, decimals], sym, address
-        )
-
-    def mint(self, token: int, to: int, amount: int) -> None:
-        token = parse_felt(token, "token")
-        to = parse_felt(to, "to")
-        split_u256(amount)
-        if self._state.contracts.get(token) != _ERC20:
-            raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"no token at {hex(token)}")
-        self._runtime.begin_block(self.now(), self._block_number + 1)
-        with self._state.journal.atomic():
-            erc20.mint(Frame(self._runtime, token, 0, self._call_tx(0)), to, amount)
+    # -- token and account reads (setup is ChainSetup's) -------------------------------------
 
     def balance_of(self, token: int, owner: int) -> int:
         return join_u256(*self.view(token, "balance_of", [owner]))
@@ -222,48 +167,7 @@ class LocalChain(PaymasterSessionBackend):
         return join_u256(*self.view(token, "allowance", [owner, spender]))
 
     def is_account(self, address: int) -> bool:
-        return self._state.contracts.get(address) == _ACCOUNT
-
-    def _deploy(
-        self,
-        kind: str,
-        class_hash: int,
-        constructor: Handler,
-        calldata: list[int],
-        salt: int,
-        address: int | None,
-    ) -> int:
-        contracts = self._state.contracts
-        if address is None:
-            from starknet_py.hash.address import compute_address
-
-            while True:
-                address = int(
-                    compute_address(
-                        class_hash=class_hash,
-                        constructor_calldata=calldata,
-                        salt=salt,
-                        deployer_address=0,
-                    )
-                )
-                if address not in contracts:
-                    break
-                salt += 1
-        else:
-            address = parse_felt(address, "address")
-            if not 0 < address < ADDRESS_BOUND:
-                raise ChipiSessionError(ErrorCode.INVALID_INPUT, "address out of range")
-            if address in contracts:
-                raise ChipiSessionError(
-                    ErrorCode.INVALID_INPUT, f"a contract is already deployed at {hex(address)}"
-                )
-        self._runtime.begin_block(self.now(), self._block_number + 1)
-        with self._state.journal.atomic():
-            contracts.set(address, kind)
-            self._state.class_hashes.set(address, class_hash)
-            constructor(Frame(self._runtime, address, 0, self._call_tx(0)), Calldata(calldata))
-        log.debug("deployed %s at %#x", kind, address)
-        return address
+        return self._state.contracts.get(address) == ACCOUNT_KIND
 
     # -- contract level ----------------------------------------------------------------------
 
