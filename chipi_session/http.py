@@ -1,15 +1,18 @@
 """anyio-native JSON-over-HTTP transport for the remote backends.
 
-Why a layer of our own over ``httpx.AsyncClient`` (which runs on asyncio and trio alike):
+Why a layer of our own (on anyio, so it runs on asyncio and trio alike):
 
 * **Timeouts everywhere.** connect / read / write / pool timeouts per socket operation, and a
   ``total`` deadline over a whole call including retries, so no request can hang forever.
-* **Knowing whether a request left.** httpcore's documented ``trace`` extension tells us when
-  the request headers start going out. A failure *before* that point provably did not reach the
-  server, so even a write may be retried; a failure *after* it is ambiguous for a write and is
+* **Knowing whether a request left.** Our HTTP/1.1 client knows when the first byte is
+  written; through httpx, httpcore's documented ``trace`` extension tells us. A failure
+  *before* that point provably did not reach the server, so even a write may be retried; a failure *after* it is ambiguous for a write and is
   reported as ``UNKNOWN_OUTCOME`` (never retried), and is retried only for idempotent requests.
 * **Keep-alive.** One pooled client per backend; connections are reused across calls.
-* **Bounded responses.** Bodies are streamed and cut at ``max_response_bytes``.
+* **Bounded responses.** Bodies are cut at ``max_response_bytes``.
+* **Light.** Plain-http URLs (localnet, a local node) go through our own HTTP/1.1 client
+  (:mod:`chipi_session.http1`, a fifth of httpx's CPU per request); https URLs and custom
+  transports through httpx (:mod:`chipi_session.http_httpx`), imported on first use.
 
 Nothing here logs headers or bodies (they carry API keys, bearer tokens and signatures), and
 error messages name only the URL's origin (RPC URLs often embed a provider key in the path);
@@ -23,19 +26,23 @@ import functools
 import json
 import math
 import random
-import ssl
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import SplitResult, quote, urlencode, urlsplit
 
 import anyio
 import attrs
-import httpx
 
 from .errors import ChipiSessionError, ErrorCode
-from .http1 import PlainPool, WireError, encode_headers
+from .http1 import PlainPool, SendTracker, WireError, encode_headers
 from .logs import get_logger
 from .validate import check_number
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
+
+    from .http_httpx import HttpxSender
 
 __all__ = [
     "Timeouts",
@@ -45,6 +52,7 @@ __all__ = [
     "safe_origin",
     "DEFAULT_RETRY_STATUSES",
     "REDACTED_PATH",
+    "parse_http_url",
 ]
 
 logger = get_logger(__name__)
@@ -95,6 +103,8 @@ class Timeouts:
         )
 
     def to_httpx(self) -> httpx.Timeout:
+        import httpx
+
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
 
 
@@ -129,67 +139,65 @@ class Exchange:
     error: str | None = None
 
 
-def safe_origin(url: str | httpx.URL) -> str:
-    """``scheme://host[:port]`` only: paths and queries may hold provider keys."""
+def parse_http_url(value: object) -> SplitResult | None:
+    """An ``http(s)`` URL with a host (a ``str``, or an ``httpx.URL``), or None. Never raises,
+    and never puts the URL in a message (it may hold a provider key)."""
+    text = _url_text(value)
+    if text is None or any(c.isspace() or ord(c) < 32 for c in text):
+        return None
     try:
-        u = url if isinstance(url, httpx.URL) else httpx.URL(str(url))
-        port = f":{u.port}" if u.port else ""
-        return f"{u.scheme}://{u.host}{port}"
-    except Exception:  # pragma: no cover - garbage in, no secrets out
+        u = urlsplit(text)
+        u.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return None
+    return u
+
+
+def _url_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value.strip()
+    if type(value).__name__ == "URL" and type(value).__module__.startswith("httpx"):
+        return str(value)
+    return None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def safe_origin(url: object) -> str:
+    """``scheme://host[:port]`` only: paths and queries may hold provider keys."""
+    u = parse_http_url(url)
+    if u is None or u.hostname is None:
         return "<invalid url>"
+    host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+    port = u.port
+    shown = f":{port}" if port is not None and port != _DEFAULT_PORTS.get(u.scheme) else ""
+    return f"{u.scheme}://{host}{shown}"
 
 
 @functools.lru_cache(maxsize=64)
-def _parsed(url: str, query: tuple[tuple[str, str], ...] = ()) -> tuple[httpx.URL, str, str]:
-    """``url`` with ``query`` parsed once (a backend posts to the same few URLs with the same
-    parameters; httpx re-parses a URL that is given params, ~0.2 ms): URL, origin, path."""
-    u = httpx.URL(url, params=dict(query)) if query else httpx.URL(url)  # as httpx would
-    return u, safe_origin(u), u.path
+def _parsed(url: str, query: tuple[tuple[str, str], ...] = ()) -> tuple[str, str, str, _Target]:
+    """Parsed once per (url, params) (a backend posts to the same few URLs): scheme, origin,
+    path, and for plain http the connection target and request head start."""
+    u = parse_http_url(url)
+    if u is None or u.hostname is None:
+        raise ChipiSessionError(ErrorCode.INVALID_INPUT, "not an http(s) URL")
+    path = quote(u.path or "/", safe="/%:@!$&'()*+,;=-._~")
+    q = urlencode(query) if query else u.query  # params replace the query, as httpx does
+    target = f"{path}?{q}" if q else path
+    netloc = u.netloc.rpartition("@")[2]  # never the userinfo
+    start = f"POST {target} HTTP/1.1\r\nhost: {netloc}\r\n".encode("ascii")
+    port = u.port or _DEFAULT_PORTS[u.scheme]
+    return u.scheme, safe_origin(u.geturl()), path, _Target(u.hostname, port, start)
 
 
-@functools.lru_cache(maxsize=64)
-def _plain_target(url: httpx.URL) -> tuple[str, int, bytes]:
-    """Host, port and the request line + ``host`` header of a plain-http URL, built once."""
-    target = url.raw_path.decode("ascii")
-    start = f"POST {target} HTTP/1.1\r\nhost: {url.netloc.decode('ascii')}\r\n"
-    return url.host, url.port or 80, start.encode("ascii")
-
-
-@functools.cache
-def _verified_tls_context() -> ssl.SSLContext:
-    """The verifying TLS context (certifi's roots), built once per process on the first https
-    request: loading the roots costs ~15 ms, which a plain-http localnet never needs."""
-    return httpx.create_ssl_context(verify=True, trust_env=False)
-
-
-@functools.cache
-def _no_tls_context() -> ssl.SSLContext:
-    """For the plain-http pool, which never starts TLS: a client context with no trusted roots,
-    so that if anything ever did start TLS with it, verification would fail closed."""
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
-
-class _SchemeTransport(httpx.AsyncBaseTransport):
-    """httpx's own transport, one pool per scheme, each created on its first request (so a
-    client of ``http://127.0.0.1`` never builds a verifying TLS context)."""
-
-    def __init__(self, limits: httpx.Limits) -> None:
-        self._limits = limits
-        self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        scheme = request.url.scheme
-        pool = self._pools.get(scheme)
-        if pool is None:
-            tls = _verified_tls_context() if scheme != "http" else _no_tls_context()
-            pool = httpx.AsyncHTTPTransport(verify=tls, limits=self._limits, trust_env=False)
-            self._pools[scheme] = pool
-        return await pool.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            await pool.aclose()
+@attrs.frozen
+class _Target:
+    host: str
+    port: int
+    start: bytes
 
 
 def _server_timing(headers: Mapping[str, str]) -> float | None:
@@ -209,31 +217,6 @@ def _server_timing(headers: Mapping[str, str]) -> float | None:
                 except ValueError:
                     pass
     return total if found else None
-
-
-class _SendTracker:
-    """Records, through httpcore's ``trace`` extension, whether the request began to leave."""
-
-    __slots__ = ("traceable", "traced", "sent")
-
-    def __init__(self, traceable: bool) -> None:
-        self.traceable = traceable
-        self.traced = False
-        self.sent = False
-
-    async def __call__(self, event: str, info: Mapping[str, Any]) -> None:
-        self.traced = True
-        if event.endswith(".send_request_headers.started"):
-            self.sent = True
-
-    def maybe_sent(self, exc: BaseException | None) -> bool:
-        if self.traceable or self.traced:
-            # httpcore reports every phase: no "send headers" event means nothing left (e.g.
-            # the deadline hit while waiting for a pooled connection or while connecting).
-            return self.sent
-        # A transport that does not trace (a test double, a custom transport): only
-        # connect-phase errors are known not to have sent anything.
-        return not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
 class HttpClient:
@@ -260,17 +243,13 @@ class HttpClient:
         self.max_response_bytes = max_response_bytes
         self._on_exchange = on_exchange
         self._retry_backoff = retry_backoff
-        # httpcore (httpx's own transport) honours the trace extension; others may not.
-        self._traceable = transport is None or isinstance(transport, httpx.AsyncHTTPTransport)
-        base_headers = {"user-agent": _USER_AGENT, "accept": "application/json"}
-        base_headers.update(headers or {})
-        limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_keepalive_connections,
-            keepalive_expiry=keepalive_expiry,
-        )
+        self._closed = False
+        self._base_headers = {"user-agent": _USER_AGENT, "accept": "application/json"}
+        self._base_headers.update(headers or {})
+        self._limits = (max_connections, max_keepalive_connections, keepalive_expiry)
+        self._transport = transport
         # Plain http on our own HTTP/1.1 client (chipi_session.http1: a fifth of the CPU per
-        # request); https and custom transports go through httpx.
+        # request); https and custom transports through httpx, loaded on first use.
         self._plain = (
             PlainPool(
                 max_connections=max_connections,
@@ -281,18 +260,33 @@ class HttpClient:
             if transport is None
             else None
         )
-        self._plain_headers = encode_headers(base_headers)
-        self._client = httpx.AsyncClient(
-            timeout=self.timeouts.to_httpx(),
-            limits=limits,
-            transport=transport if transport is not None else _SchemeTransport(limits),
-            headers=base_headers,
-            follow_redirects=False,  # a redirect of a POST is never followed silently
-            trust_env=False,  # no surprise proxies from the environment for signed payloads
-        )
+        self._plain_headers = encode_headers(self._base_headers)
+        self._httpx: HttpxSender | None = None
+        self._failures: tuple[type[BaseException], ...] = (TimeoutError, WireError)
+        if transport is not None:
+            self._httpx_sender()
+
+    def _httpx_sender(self) -> HttpxSender:
+        if self._httpx is None:
+            from .http_httpx import FAILURES, HttpxSender
+
+            t = self.timeouts
+            self._httpx = HttpxSender(
+                timeouts=(t.connect, t.read, t.write, t.pool),
+                max_connections=self._limits[0],
+                max_keepalive_connections=self._limits[1],
+                keepalive_expiry=self._limits[2],
+                max_response_bytes=self.max_response_bytes,
+                transport=self._transport,
+                headers=self._base_headers,
+            )
+            self._failures = (*self._failures, *FAILURES)
+        return self._httpx
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._closed = True
+        if self._httpx is not None:
+            await self._httpx.aclose()
         if self._plain is not None:
             await self._plain.aclose()
 
@@ -304,7 +298,7 @@ class HttpClient:
 
     @property
     def is_closed(self) -> bool:
-        return self._client.is_closed
+        return self._closed
 
     async def post_json(
         self,
@@ -330,7 +324,7 @@ class HttpClient:
         overrides the client's total deadline for this call. ``redact_path`` keeps the URL's
         path out of debug logs and :class:`Exchange` records (for URLs that embed a key).
         """
-        if self._client.is_closed:
+        if self._closed:
             raise ChipiSessionError(ErrorCode.CLOSED, "the HTTP client is closed")
         body = json.dumps(payload, separators=(",", ":")).encode()
         req_headers = {"content-type": "application/json"}
@@ -339,20 +333,10 @@ class HttpClient:
         attempt = 0
         while True:
             attempt += 1
-            tracker = _SendTracker(self._traceable)
-            parsed_url, origin, path = _parsed(url, tuple(params.items()) if params else ())
-            plain = self._plain is not None and parsed_url.scheme == "http"
-            request = (
-                None
-                if plain
-                else self._client.build_request(
-                    "POST",
-                    parsed_url,
-                    content=body,
-                    headers=req_headers,
-                    extensions={"trace": tracker},
-                )
-            )
+            query = tuple(params.items()) if params else ()
+            scheme, origin, path, target = _parsed(url, query)
+            sender = None if scheme == "http" and self._plain is not None else self._httpx_sender()
+            tracker = SendTracker(sender is None or sender.traceable)
             if redact_path:
                 path = REDACTED_PATH
             started = time.monotonic()
@@ -364,20 +348,15 @@ class HttpClient:
             else:
                 try:
                     with anyio.fail_after(remaining):
-                        if request is None:
-                            tracker.traced = True  # sent is exact on this path
-                            response = await self._send_plain(
-                                parsed_url, body, req_headers, tracker, started
-                            )
+                        if sender is None:
+                            tracker.traced = True  # our own client: sent is exact
+                            response = await self._send_plain(target, body, req_headers, tracker)
                         else:
-                            response = await self._send(request, started)
-                except (
-                    httpx.TransportError,
-                    httpx.DecodingError,
-                    TimeoutError,
-                    _TooLarge,
-                    WireError,
-                ) as exc:
+                            status, raw, got = await sender.send(
+                                url, query, body, req_headers, tracker
+                            )
+                            response = _response(status, raw, got, started)
+                except self._failures as exc:
                     failure = exc
             elapsed = time.monotonic() - started
             sent = tracker.maybe_sent(failure) if failure is not None else True
@@ -436,17 +415,16 @@ class HttpClient:
 
     async def _send_plain(
         self,
-        url: httpx.URL,
+        target: _Target,
         body: bytes,
         headers: Mapping[str, str],
-        tracker: _SendTracker,
-        started: float,
+        tracker: SendTracker,
     ) -> HttpResponse:
         assert self._plain is not None
-        host, port, start = _plain_target(url)
+        started = time.monotonic()
         head = b"".join(
             (
-                start,
+                target.start,
                 self._plain_headers,
                 encode_headers(headers),
                 b"content-length: %d\r\n\r\n" % len(body),
@@ -454,8 +432,8 @@ class HttpClient:
         )
         t = self.timeouts
         raw = await self._plain.post(
-            host,
-            port,
+            target.host,
+            target.port,
             head,
             body,
             tracker,
@@ -465,29 +443,6 @@ class HttpClient:
             pool_timeout=t.pool,
         )
         return _response(raw.status, raw.body, raw.headers, started)
-
-    async def _send(self, request: httpx.Request, started: float) -> HttpResponse:
-        response = await self._client.send(request, stream=True)
-        try:
-            declared = response.headers.get("content-length")
-            if (
-                declared is not None
-                and declared.isdigit()
-                and int(declared) > self.max_response_bytes
-            ):
-                raise _TooLarge(f"response of {declared} bytes")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self.max_response_bytes:
-                    raise _TooLarge(f"response over {self.max_response_bytes} bytes")
-                chunks.append(chunk)
-        finally:
-            await response.aclose()
-        return _response(
-            response.status_code, b"".join(chunks), dict(response.headers.items()), started
-        )
 
     def _report(self, exchange: Exchange) -> None:
         logger.debug(
@@ -519,10 +474,6 @@ def _response(status: int, raw: bytes, headers: Mapping[str, str], started: floa
         elapsed=time.monotonic() - started,
         server_ms=_server_timing(headers),
     )
-
-
-class _TooLarge(Exception):
-    """The response exceeded ``max_response_bytes``."""
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -8,7 +8,7 @@ a wake-up. It does only what :class:`~chipi_session.http.HttpClient` needs: POST
 close, a bounded pool with keep-alive, and per-operation timeouts (connect / write / read, pool
 waits). https and custom transports stay on httpx.
 
-The one promise that matters is :attr:`SendState.sent`: it turns True immediately before the
+The one promise that matters is :attr:`SendTracker.sent`: it turns True immediately before the
 first byte of the request is written, so any failure before that provably sent nothing.
 """
 
@@ -18,7 +18,7 @@ import select
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -28,7 +28,7 @@ from .errors import ChipiSessionError, ErrorCode
 
 __all__ = [
     "PlainPool",
-    "SendState",
+    "SendTracker",
     "WireError",
     "ConnectError",
     "WriteError",
@@ -70,10 +70,33 @@ class ResponseTooLarge(WireError):
     """The response exceeded the client's ``max_response_bytes``."""
 
 
-class SendState(Protocol):
-    """Whether the request began to leave (set just before the first byte is written)."""
+class SendTracker:
+    """Whether the request began to leave. Our client sets :attr:`sent` just before the first
+    byte is written (and ``traced``); through httpx, httpcore's ``trace`` extension calls this
+    object with each phase."""
 
-    sent: bool
+    __slots__ = ("traceable", "traced", "sent")
+
+    def __init__(self, traceable: bool) -> None:
+        self.traceable = traceable
+        self.traced = False
+        self.sent = False
+
+    async def __call__(self, event: str, info: Mapping[str, Any]) -> None:
+        self.traced = True
+        if event.endswith(".send_request_headers.started"):
+            self.sent = True
+
+    def maybe_sent(self, exc: BaseException | None) -> bool:
+        if self.traceable or self.traced:
+            # Every phase is reported: no "send headers" event means nothing left (e.g. the
+            # deadline hit while waiting for a pooled connection or while connecting).
+            return self.sent
+        # A transport that does not trace (a test double, a custom httpx transport, so httpx
+        # is loaded): only connect-phase errors are known not to have sent anything.
+        import httpx
+
+        return not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
 @attrs.frozen
@@ -144,7 +167,7 @@ class PlainPool:
         port: int,
         head: bytes,
         body: bytes,
-        state: SendState,
+        state: SendTracker,
         *,
         connect_timeout: float,
         write_timeout: float,

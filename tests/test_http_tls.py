@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chipi_session import http as http_module
+from chipi_session import http_httpx as http_module
 from chipi_session.errors import ChipiSessionError, ErrorCode
 from chipi_session.http import HttpClient, Timeouts
 
@@ -83,7 +83,7 @@ def tls_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting_load)
     monkeypatch.setattr(
-        http_module, "_verified_tls_context", http_module._verified_tls_context.__wrapped__
+        http_module, "verified_tls_context", http_module.verified_tls_context.__wrapped__
     )
     return builds
 
@@ -112,14 +112,14 @@ async def test_https_uses_the_verifying_context(server: JsonServer, tls_builds: 
 
 
 def test_verifying_context_is_built_once_per_process() -> None:
-    first = http_module._verified_tls_context()
-    assert http_module._verified_tls_context() is first
+    first = http_module.verified_tls_context()
+    assert http_module.verified_tls_context() is first
     assert first.verify_mode is ssl.CERT_REQUIRED and first.check_hostname
     assert first.cert_store_stats()["x509_ca"] > 0
 
 
 def test_the_plain_pool_context_fails_closed() -> None:
-    ctx = http_module._no_tls_context()
+    ctx = http_module.no_tls_context()
     assert ctx.verify_mode is ssl.CERT_REQUIRED and ctx.check_hostname
     assert ctx.cert_store_stats()["x509_ca"] == 0  # trusts nobody
 

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-import httpx
 
 from .. import selfcalls
 from ..clock import Clock, SystemClock
@@ -60,6 +59,9 @@ from .chipi_rest import (
 from .starknet_rpc import StarknetRpcBackend
 from .typed_data_check import PreparedExecution, check_prepared_typed_data
 from .write_args import check_api_key, check_felt, check_policy_args, check_range
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
 
 __all__ = [
     "ChipiApiBackend",
@@ -126,10 +128,10 @@ class ChipiApiBackend:
         )
         self._owns_rpc = rpc is None
         # One pool for both origins: keep-alive everywhere, and on_exchange sees RPC traffic.
-        url = rpc_url if isinstance(rpc_url, str) else ""  # not a str: refused as no URL
-        if isinstance(rpc_url, httpx.URL):
-            url = str(rpc_url)
-        self.rpc: StarknetRpcBackend = rpc or StarknetRpcBackend(url, http=self._http)
+        if rpc is None:
+            assert rpc_url is not None  # exactly one of the two, checked above
+            rpc = StarknetRpcBackend(rpc_url, http=self._http)  # not a URL: refused there
+        self.rpc: StarknetRpcBackend = rpc
         self._chain_id = chain_id
         self._clock: Clock = clock or SystemClock()
         self._allowed_callers = frozenset(allowed_callers)

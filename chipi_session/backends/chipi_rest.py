@@ -9,16 +9,16 @@ builds on this client.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
-import httpx
 
 from ..errors import ChipiSessionError, ErrorCode
 from ..felts import parse_felt, selector, to_hex
-from ..http import HttpClient, HttpResponse
+from ..http import HttpClient, HttpResponse, parse_http_url
 from ..logs import get_logger
 from ..outcome import OutcomeResolution
 from ..types import Call, SubmitInfo, WalletData, WalletType
@@ -110,15 +110,12 @@ def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, "base_url must be a non-empty URL")
     text = url.strip().rstrip("/")
     text = _VERSION_SUFFIX.sub("", text).rstrip("/")
-    try:
-        parsed = httpx.URL(text)
-    except Exception:
-        raise ChipiSessionError(ErrorCode.INVALID_INPUT, "base_url is not a URL") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
+    parsed = parse_http_url(text)
+    if parsed is None or parsed.hostname is None:
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, "base_url must be an http(s) URL")
-    if parsed.query or parsed.fragment:
+    if parsed.query or parsed.fragment or text.endswith(("?", "#")):
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, "base_url must not have a query")
-    if parsed.scheme == "http" and not allow_insecure_http and not _is_loopback(parsed.host):
+    if parsed.scheme == "http" and not allow_insecure_http and not _is_loopback(parsed.hostname):
         raise ChipiSessionError(
             ErrorCode.INVALID_INPUT,
             "base_url uses plain http to a non-loopback host; use https "
@@ -128,7 +125,13 @@ def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+    """``localhost`` or a loopback address (``127.evil.example`` is a name, not loopback)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 # -- errors ------------------------------------------------------------------------------

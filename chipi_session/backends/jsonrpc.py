@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
-
-import httpx
+from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import ChipiSessionError, ErrorCode
-from ..http import HttpClient, HttpResponse, Timeouts, safe_origin
+from ..http import HttpClient, HttpResponse, Timeouts, parse_http_url, safe_origin
 from .rpc_wire import StarknetRpcError, rpc_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
 
 __all__ = ["JsonRpcClient"]
 
@@ -36,14 +37,11 @@ class JsonRpcClient:
         http: HttpClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        try:
-            url = httpx.URL(rpc_url) if isinstance(rpc_url, (str, httpx.URL)) else None
-        except (TypeError, ValueError, httpx.InvalidURL):
-            url = None  # the URL itself stays out of the message: it may hold a provider key
-        if url is None or url.scheme not in ("http", "https") or not url.host:
+        url = parse_http_url(rpc_url)
+        if url is None:  # the URL itself stays out of the message: it may hold a provider key
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "rpc_url must be an http(s) URL")
-        self._url = str(url)
-        self._origin = safe_origin(url)
+        self._url = url.geturl()
+        self._origin = safe_origin(self._url)
         self._retries = retries
         self._owns_http = http is None
         self._http = http or HttpClient(timeouts=timeout, transport=transport)

@@ -17,10 +17,9 @@ adds the session-state reads). What an execute's confirmation costs (docs/execut
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from ..errors import ChipiSessionError, ErrorCode
 from ..execution_results import result_from_rpc
@@ -37,6 +36,9 @@ from .rpc_wire import (
     decode_receipt,
     decode_transaction_status,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
 
 __all__ = ["TransactionReads", "FINALITY_ORDER"]
 

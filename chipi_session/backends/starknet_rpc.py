@@ -16,9 +16,7 @@ methods, and a session on it refuses writes with ``NOT_SUPPORTED``. For transact
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ChipiSessionError, ErrorCode
 from ..felts import parse_felt, parse_felts, parse_selector, selector, to_hex
@@ -34,6 +32,9 @@ from .rpc_wire import (
     TransactionReceipt,
     TransactionStatus,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
 
 __all__ = [
     "StarknetRpcBackend",
