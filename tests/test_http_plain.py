@@ -196,3 +196,40 @@ async def test_garbage_answer_after_sending_a_write_is_an_unknown_outcome(
         with pytest.raises(ChipiSessionError) as e:
             await http.post_json(server.url, {}, idempotent=False)
     assert e.value.code is ErrorCode.UNKNOWN_OUTCOME and len(server.requests) == 1
+
+
+def test_the_working_path_and_a_plain_http_backend_never_load_httpx() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from chipi_session import ChipiSession, Call, WalletData\n"
+        "from chipi_session.backends import ChipiApiBackend\n"
+        "b = ChipiApiBackend('pk_dev_' + 'a' * 32, base_url='http://127.0.0.1:9',"
+        " rpc_url='http://127.0.0.1:9/rpc')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://127.0.0.1:5050", True),
+        ("http://localhost:5050", True),
+        ("http://[::1]:5050", True),
+        ("http://127.evil.example", False),
+        ("http://10.0.0.1", False),
+    ],
+)
+def test_plain_http_base_url_only_to_loopback(url: str, ok: bool) -> None:
+    from chipi_session.backends.chipi_rest import normalize_base_url
+
+    if ok:
+        assert normalize_base_url(url) == url + "/v1"
+    else:
+        with pytest.raises(ChipiSessionError) as e:
+            normalize_base_url(url)
+        assert e.value.code is ErrorCode.INVALID_INPUT
