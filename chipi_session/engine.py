@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, Unpack, overload
 
@@ -42,6 +42,7 @@ from .felts import to_hex
 from .handlers import doubts, registration
 from .handlers.execution import confirm_execute, follow_revert
 from .handlers.policies import SpendingPolicies
+from .handlers.polling import StatusPolling
 from .handlers.registration import OwnerWrites
 from .handlers.renewal import Renewer
 from .handlers.status import read_status
@@ -144,7 +145,7 @@ class ChipiSession:
         "_session_key",
         "_key_lock",
         "_owner_writes",
-        "_poll_version",
+        "_polling",
         "_pending",
         "_error",
         "_events",
@@ -227,7 +228,8 @@ class ChipiSession:
         self._owner_writes = OwnerWrites(
             bearer_token=self._bearer_token, owner_key=self._owner_key, send=self._write
         )
-        self._poll_version = -1
+        #: the status poller's side of this session while it is polled (handlers/polling.py)
+        self._polling: StatusPolling | None = None
         #: the spending caps as last known and their actions (handlers/policies.py)
         self._policies = SpendingPolicies(self)
         self._pending = [0, 0, 0, 0, 0, 0]
@@ -239,7 +241,7 @@ class ChipiSession:
         self._journal: ActionJournal | None = None
         self._expiry_timer = ExpiryTimer(
             deadline=self._expiry_deadline,
-            now=lambda: self._clock.now(),
+            now=self._clock.now,
             expire=self._expire_by_time,
             rearm=self._reschedule,
         )
@@ -274,7 +276,8 @@ class ChipiSession:
         self._entered = True
         if self._auto_check_status and self._wallet.supports_session:
             assert self._scheduler is not None
-            self._scheduler.poller.add(self)
+            self._polling = StatusPolling(self)
+            self._scheduler.poller.add(self._polling)
         if self._stored_session is not None:
             self._restore(self._stored_session)
             if self._wallet.supports_session:
@@ -309,8 +312,8 @@ class ChipiSession:
                 scope.cancel()
         self._expiry_timer.cancel()
         self._renewer.cancel()
-        if self._scheduler is not None:
-            self._scheduler.poller.remove(self)
+        if self._scheduler is not None and self._polling is not None:
+            self._scheduler.poller.remove(self._polling)
         self._zero_session_key()
         if self._events is not None:
             self._events.close()
@@ -1145,30 +1148,11 @@ class ChipiSession:
 
     refetch_quietly = _quiet_refetch
 
-    # ------------------------------------------------------- polling (Pollable)
-    def poll_target(self) -> tuple[int, int] | None:
-        if self._closed or self._session is None or self._pending[_STATUS]:
-            return None
-        self._poll_version = self._core.version  # a result older than a local write is dropped
-        return (self._wallet.address, self._session.public_key)
+    # ----------------------- the status poller's view (handlers/polling.py; internal)
+    apply_status = _apply_status
 
-    def poll_result(self, status: Any) -> None:
-        session = self._session
-        if (
-            not self._closed
-            and session is not None
-            and isinstance(status, SessionStatus)
-            and self._core.fresh(self._poll_version, session.public_key)
-        ):
-            with logs.action(self._log_context, "status_poll"):  # the shared poller's task
-                self._apply_status(status)
-
-    def poll_failed(self, error: Exception) -> None:
-        with logs.action(self._log_context, "status_poll"):
-            if isinstance(error, ChipiSessionError):
-                self._record_failure("refetch_status", error)
-            else:
-                log.warning("status poll failed: %s", type(error).__name__)
+    def logged(self, action: str) -> AbstractContextManager[logs.LogContext]:
+        return logs.action(self._log_context, action)
 
     # ------------------------------------------------------------- expiry timer
     def _reschedule(self) -> None:

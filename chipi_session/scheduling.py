@@ -108,13 +108,26 @@ class TimerHeap:
 
 
 class Pollable(Protocol):
-    """What the poller needs from a session."""
+    """What the poller needs from a polled session (``handlers.polling.StatusPolling``).
 
-    def poll_target(self) -> tuple[int, int] | None: ...  # (wallet, session pubkey) or None
+    Each round, for every member due: :meth:`poll_target` right before the batch is read;
+    then, once the batch is back, exactly one of :meth:`poll_result` / :meth:`poll_failed`
+    for each target returned (none for a None target: the member stays registered and is
+    asked again next round). All three run on the poller's task: synchronous, they must not
+    block or raise (an exception would end the shared scheduler and every session's polls).
+    """
 
-    def poll_result(self, status: Any) -> None: ...  # a SessionStatus
+    def poll_target(self) -> tuple[int, int] | None:
+        """``(wallet address, session public key)`` to read now, or None to skip a round."""
+        ...
 
-    def poll_failed(self, error: Exception) -> None: ...
+    def poll_result(self, status: Any) -> None:
+        """What the read of the last target returned (a ``SessionStatus``)."""
+        ...
+
+    def poll_failed(self, error: Exception) -> None:
+        """The read of the last target failed (for the whole batch or this target)."""
+        ...
 
 
 StatusReader = Callable[[list[tuple[int, int]]], Awaitable[list[Any]]]

@@ -36,6 +36,7 @@ __all__ = [
     "CreationContext",
     "DoubtContext",
     "OwnerSend",
+    "PollingContext",
     "RegistrationContext",
     "SessionContext",
 ]
@@ -222,4 +223,24 @@ class DoubtContext(SessionContext, Protocol):
 
     async def refetch_quietly(self) -> None:
         """Read the status once and apply it; a failure is kept in ``error``, not raised."""
+        ...
+
+
+class PollingContext(SessionContext, Protocol):
+    """What the status poller's side needs beyond :class:`SessionContext`
+    (``handlers.polling``)."""
+
+    @property
+    def is_loading_status(self) -> bool:
+        """An explicit status read is running (the poll sits this round out)."""
+        ...
+
+    def apply_status(self, status: SessionStatus) -> None:
+        """Apply a fresh status: publish ``StatusRefreshed``, reconcile the state, re-check
+        in-doubt writes."""
+        ...
+
+    def logged(self, action: str) -> AbstractContextManager[object]:
+        """Log records made inside carry this session and ``action`` (work started by a
+        shared task: the poller, a timer)."""
         ...
