@@ -13,8 +13,8 @@ spending a call twice or forgetting a transaction it sent. Three pieces make tha
 
 One module per implementation of the ``SessionStore`` protocol (``protocol``): ``memory``
 (tests), ``json_file`` (one small bot process), ``sqlite`` (many sessions, several processes on
-one host), ``postgres`` (a fleet on several hosts; the ``postgres`` extra). ``codec`` and
-``files`` hold what they share; ``async_store`` is the hub's awaitable view of any store. Names load on first use (PEP 562), so
+one host), ``postgres`` (a fleet on several hosts; the ``postgres`` extra); the two SQL stores share their
+flows through ``sql``. ``codec`` and ``files`` hold what they share; ``async_store`` is the hub's awaitable view of any store. Names load on first use (PEP 562), so
 ``MemoryStore`` does not import ``sqlite3``.
 """
 

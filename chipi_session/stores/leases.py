@@ -67,6 +67,11 @@ class LeaseLostError(ChipiSessionError):
     """
 
 
+def _row_lease(owner: object, token: object, expires_at: object) -> Lease:
+    """A lease read from a database row (``_Corrupt`` if the row is malformed)."""
+    return Lease._checked(owner, token, expires_at)
+
+
 def _lease_lost(key: str, token: int) -> LeaseLostError:
     return LeaseLostError(
         ErrorCode.ACTION_IN_PROGRESS,

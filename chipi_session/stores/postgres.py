@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import attrs
 import psycopg
@@ -33,22 +33,17 @@ from psycopg_pool import ConnectionPool
 from ..errors import ChipiSessionError, ErrorCode
 from .codec import (
     STORE_FORMAT,
-    _check_fence,
     _check_number,
     _check_text,
     _check_timeout,
     _check_ttl,
     _closed,
-    _dumps,
     _invalid,
-    _loads,
-    _parse,
     _show,
     _stored_error,
 )
-from .journal import JournalEntry, _check_entry, _duplicate_entry, _key_changed, _no_entry
-from .leases import Lease, _acquire, _fence_ok, _lease_lost, _release
-from .records import SessionRecord, _check_record
+from .journal import JournalEntry
+from .sql import SqlStatements, SqlStore
 
 __all__ = ["PostgresStore", "SCHEMA_VERSION", "Member"]
 
@@ -73,6 +68,32 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 #: pg_advisory_xact_lock key serialising schema migration (any constant unique to this app)
 _MIGRATION_LOCK: Final = 0x43484950_5353  # "CHIPSS"
 _LEASE_QUERY: Final = "SELECT owner, token, expires_at FROM chipi_leases WHERE key = %s"
+_SQL: Final = SqlStatements(
+    load="SELECT json FROM chipi_sessions WHERE key = %s",
+    load_all="SELECT key, json FROM chipi_sessions ORDER BY key",
+    save="INSERT INTO chipi_sessions (key, json) VALUES (%s, %s)"
+    " ON CONFLICT (key) DO UPDATE SET json = excluded.json",
+    delete=(
+        "DELETE FROM chipi_sessions WHERE key = %s",
+        "DELETE FROM chipi_journal WHERE key = %s",
+    ),
+    journal_key="SELECT key FROM chipi_journal WHERE entry_id = %s FOR UPDATE",
+    journal_update="UPDATE chipi_journal SET json = %s WHERE entry_id = %s",
+    journal_remove="DELETE FROM chipi_journal WHERE entry_id = %s",
+    journal_all="SELECT entry_id, key, json FROM chipi_journal ORDER BY seq",
+    journal_of_key="SELECT entry_id, key, json FROM chipi_journal WHERE key = %s ORDER BY seq",
+    lease=_LEASE_QUERY,
+    lease_to_write=_LEASE_QUERY + " FOR UPDATE",
+    # FOR SHARE: an acquisition (FOR UPDATE) waits for the fenced write's commit, and the
+    # write waits for an acquisition in progress and then sees its new token
+    lease_to_fence=_LEASE_QUERY + " FOR SHARE",
+    put_lease="UPDATE chipi_leases SET owner = %(owner)s, token = %(token)s,"
+    " expires_at = %(expires_at)s WHERE key = %(key)s",
+    # a row to lock even for a key never leased (two first acquisitions serialise on its
+    # primary key); token 0 marks it as "no lease yet"
+    lease_placeholder="INSERT INTO chipi_leases (key, owner, token, expires_at)"
+    " VALUES (%s, NULL, 0, 0) ON CONFLICT (key) DO NOTHING",
+)
 _RENEW: Final = (
     "UPDATE chipi_leases SET expires_at = GREATEST(expires_at, %(until)s)"
     " WHERE key = ANY(%(keys)s) AND owner = %(owner)s AND expires_at > %(now)s RETURNING key"
@@ -90,15 +111,18 @@ class Member:
     draining: bool
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """``PostgresStore("postgresql://user@host/db")``: sessions of a fleet on one PostgreSQL.
 
     ``min_size``/``max_size``: connections the pool keeps (one per concurrent store call is
     enough; the hub's calls are short transactions). ``timeout``: seconds to wait for a pooled
     connection or for another transaction's row lock before failing ``BACKEND_UNAVAILABLE``.
     Connections are checked when taken from the pool, so a restarted server or a killed
-    backend costs the failing call only, not the store.
+    backend costs the failing call only, not the store. The protocol's flows are
+    ``SqlStore``'s (stores/sql.py); this class holds PostgreSQL's SQL and plumbing.
     """
+
+    _SQL = _SQL
 
     def __init__(
         self,
@@ -223,162 +247,18 @@ class PostgresStore:
         rows = self._query("SELECT COALESCE(MAX(version), 0) FROM chipi_schema_version")
         return int(rows[0][0])
 
-    @staticmethod
-    def _json(text: object, where: str) -> Any:
-        if not isinstance(text, str):
-            raise _stored_error(where, "not JSON text")
-        try:
-            return _loads(text)
-        except (ValueError, RecursionError):
-            raise _stored_error(where, "not valid JSON") from None
+    def _where(self, what: str, key: object) -> str:
+        return f"session store: {what} {_show(key)}"
 
-    def _record(self, key: str, text: object) -> SessionRecord:
-        where = f"session store: session {_show(key)}"
-        record = _parse(SessionRecord.from_json, self._json(text, where), where)
-        if record.key != key:
-            raise _stored_error(where, "the record's key differs")
-        return record
-
-    def _entry(self, entry_id: str, key: str, text: object) -> JournalEntry:
-        where = f"session store: journal entry {_show(entry_id)}"
-        entry = _parse(JournalEntry.from_json, self._json(text, where), where)
-        if entry.entry_id != entry_id or entry.key != key:
-            raise _stored_error(where, "the entry's id or key differs from its row")
-        return entry
-
-    @staticmethod
-    def _lease(key: str, row: Sequence[object] | None) -> Lease | None:
-        if row is None or row[1] == 0:  # token 0: the placeholder of a first acquisition
-            return None
-        owner, token, expires_at = row
-        try:
-            return Lease.from_json({"owner": owner, "token": token, "expiresAt": expires_at})
-        except ChipiSessionError as exc:
-            raise _stored_error(f"session store: lease {_show(key)}", exc.message) from None
-
-    def _lease_row(self, cur: psycopg.Cursor[Any], key: str, lock: str) -> Lease | None:
-        cur.execute(_LEASE_QUERY + lock, (key,))
-        return self._lease(key, cur.fetchone())
-
-    def _fence(self, cur: psycopg.Cursor[Any], key: str, token: int | None) -> None:
-        """FOR SHARE: an acquisition (FOR UPDATE) waits for this write's commit, and this
-        write waits for an acquisition in progress and then sees its new token."""
-        if token is not None and not _fence_ok(self._lease_row(cur, key, " FOR SHARE"), token):
-            raise _lease_lost(key, token)
-
-    def _put_lease(self, cur: psycopg.Cursor[Any], key: str, lease: Lease) -> None:
+    def _insert_entry(self, cur: Any, entry: JournalEntry, text: str) -> bool:
         cur.execute(
-            "UPDATE chipi_leases SET owner = %s, token = %s, expires_at = %s WHERE key = %s",
-            (lease.owner, lease.token, lease.expires_at, key),
+            "INSERT INTO chipi_journal (entry_id, key, json) VALUES (%s, %s, %s)"
+            " ON CONFLICT (entry_id) DO NOTHING",
+            (entry.entry_id, entry.key, text),
         )
-
-    # -- records
-
-    def load(self, key: str) -> SessionRecord | None:
-        _check_text(key, "key")
-        rows = self._query("SELECT json FROM chipi_sessions WHERE key = %s", (key,))
-        return self._record(key, rows[0][0]) if rows else None
-
-    def load_all(self) -> list[SessionRecord]:
-        rows = self._query("SELECT key, json FROM chipi_sessions ORDER BY key")
-        return [self._record(key, text) for key, text in rows]
-
-    def save(self, record: SessionRecord, *, fencing_token: int | None = None) -> None:
-        _check_record(record)
-        fence = _check_fence(fencing_token)
-        text = _dumps(record.to_json())
-        with self._transaction("save a session") as cur:
-            self._fence(cur, record.key, fence)
-            cur.execute(
-                "INSERT INTO chipi_sessions (key, json) VALUES (%s, %s)"
-                " ON CONFLICT (key) DO UPDATE SET json = excluded.json",
-                (record.key, text),
-            )
-
-    def delete(self, key: str, *, fencing_token: int | None = None) -> None:
-        _check_text(key, "key")
-        fence = _check_fence(fencing_token)
-        with self._transaction("delete a session") as cur:
-            self._fence(cur, key, fence)
-            cur.execute("DELETE FROM chipi_sessions WHERE key = %s", (key,))
-            cur.execute("DELETE FROM chipi_journal WHERE key = %s", (key,))
-
-    # -- journal
-
-    def journal_append(self, entry: JournalEntry, *, fencing_token: int | None = None) -> None:
-        _check_entry(entry)
-        fence = _check_fence(fencing_token)
-        text = _dumps(entry.to_json())
-        with self._transaction("append to the journal") as cur:
-            self._fence(cur, entry.key, fence)
-            cur.execute(
-                "INSERT INTO chipi_journal (entry_id, key, json) VALUES (%s, %s, %s)"
-                " ON CONFLICT (entry_id) DO NOTHING",
-                (entry.entry_id, entry.key, text),
-            )
-            if cur.rowcount != 1:
-                raise _duplicate_entry(entry.entry_id)
-
-    def _journal_key(self, cur: psycopg.Cursor[Any], entry_id: str) -> str | None:
-        cur.execute("SELECT key FROM chipi_journal WHERE entry_id = %s FOR UPDATE", (entry_id,))
-        row = cur.fetchone()
-        return None if row is None else str(row[0])
-
-    def journal_update(self, entry: JournalEntry, *, fencing_token: int | None = None) -> None:
-        _check_entry(entry)
-        fence = _check_fence(fencing_token)
-        text = _dumps(entry.to_json())
-        with self._transaction("update the journal") as cur:
-            key = self._journal_key(cur, entry.entry_id)
-            if key is None:
-                raise _no_entry(entry.entry_id)
-            if key != entry.key:
-                raise _key_changed()
-            self._fence(cur, entry.key, fence)
-            cur.execute(
-                "UPDATE chipi_journal SET json = %s WHERE entry_id = %s", (text, entry.entry_id)
-            )
-
-    def journal_remove(self, entry_id: str, *, fencing_token: int | None = None) -> None:
-        _check_text(entry_id, "entry_id")
-        fence = _check_fence(fencing_token)
-        with self._transaction("remove a journal entry") as cur:
-            key = self._journal_key(cur, entry_id)
-            if key is None:
-                return
-            self._fence(cur, key, fence)
-            cur.execute("DELETE FROM chipi_journal WHERE entry_id = %s", (entry_id,))
-
-    def journal_pending(self, key: str | None = None) -> list[JournalEntry]:
-        if key is None:
-            rows = self._query("SELECT entry_id, key, json FROM chipi_journal ORDER BY seq")
-        else:
-            _check_text(key, "key")
-            rows = self._query(
-                "SELECT entry_id, key, json FROM chipi_journal WHERE key = %s ORDER BY seq",
-                (key,),
-            )
-        return [self._entry(entry_id, k, text) for entry_id, k, text in rows]
+        return bool(cur.rowcount == 1)
 
     # -- leases
-
-    def acquire_lease(self, key: str, owner: str, ttl_seconds: float, now: float) -> int | None:
-        _check_text(key, "key")
-        _check_text(owner, "owner")
-        ttl, at = _check_ttl(ttl_seconds), _check_number(now, "now")
-        with self._transaction("acquire a lease") as cur:
-            # a row to lock even for a key never leased (two first acquisitions serialise on
-            # its primary key); token 0 marks it as "no lease yet"
-            cur.execute(
-                "INSERT INTO chipi_leases (key, owner, token, expires_at)"
-                " VALUES (%s, NULL, 0, 0) ON CONFLICT (key) DO NOTHING",
-                (key,),
-            )
-            lease = _acquire(self._lease_row(cur, key, " FOR UPDATE"), owner, ttl, at)
-            if lease is None:
-                return None
-            self._put_lease(cur, key, lease)
-            return lease.token
 
     def renew_lease(self, key: str, owner: str, ttl_seconds: float, now: float) -> bool:
         return key in self.renew_leases([key], owner, ttl_seconds, now)
@@ -399,20 +279,6 @@ class PostgresStore:
         with self._transaction("renew leases") as cur:
             cur.execute(_RENEW, {"until": at + ttl, "keys": wanted, "owner": owner, "now": at})
             return {str(row[0]) for row in cur.fetchall()}
-
-    def release_lease(self, key: str, owner: str) -> None:
-        _check_text(key, "key")
-        _check_text(owner, "owner")
-        with self._transaction("release a lease") as cur:
-            lease = _release(self._lease_row(cur, key, " FOR UPDATE"), owner)
-            if lease is not None:
-                self._put_lease(cur, key, lease)
-
-    def get_lease(self, key: str) -> Lease | None:
-        """The key's lease row (for diagnostics and tests; not part of the protocol)."""
-        _check_text(key, "key")
-        rows = self._query(_LEASE_QUERY, (key,))
-        return self._lease(key, rows[0] if rows else None)
 
     def held_keys(self, owner: str, now: float) -> set[str]:
         """The keys whose unexpired lease ``owner`` holds at ``now``."""
@@ -458,14 +324,5 @@ class PostgresStore:
 
     # -- lifecycle
 
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._pool.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _disconnect(self) -> None:
+        self._pool.close()

@@ -8,31 +8,26 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any, Final, Self
+from collections.abc import Iterator
+from typing import Any, Final
 
 from ..errors import ChipiSessionError, ErrorCode
 from .codec import (
     STORE_FORMAT,
     STORE_VERSION,
-    _check_fence,
     _check_number,
     _check_text,
     _check_timeout,
     _check_ttl,
     _closed,
-    _Corrupt,
-    _dumps,
     _invalid,
-    _loads,
-    _parse,
     _show,
     _stored_error,
 )
 from .files import _fsync_dir, _io_error, _store_file
-from .journal import JournalEntry, _check_entry, _duplicate_entry, _key_changed, _no_entry
-from .leases import Lease, _acquire, _fence_ok, _lease_lost, _release, _renew
-from .records import SessionRecord, _check_record
+from .journal import JournalEntry
+from .leases import _renew
+from .sql import SqlStatements, SqlStore
 
 __all__ = ["SqliteStore"]
 
@@ -57,6 +52,24 @@ _NO_HARD_LINKS: Final = frozenset(
 #: The first 16 bytes of every SQLite 3 database file.
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 _LEASE_QUERY: Final = "SELECT owner, token, expires_at FROM leases WHERE key = ?"
+_SQL: Final = SqlStatements(
+    load="SELECT json FROM sessions WHERE key = ?",
+    load_all="SELECT key, json FROM sessions ORDER BY rowid",
+    save="INSERT INTO sessions (key, json) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET json = excluded.json",
+    delete=("DELETE FROM sessions WHERE key = ?", "DELETE FROM journal WHERE key = ?"),
+    journal_key="SELECT key FROM journal WHERE entry_id = ?",
+    journal_update="UPDATE journal SET json = ? WHERE entry_id = ?",
+    journal_remove="DELETE FROM journal WHERE entry_id = ?",
+    journal_all="SELECT entry_id, key, json FROM journal ORDER BY seq",
+    journal_of_key="SELECT entry_id, key, json FROM journal WHERE key = ? ORDER BY seq",
+    # BEGIN IMMEDIATE holds the database's write lock: a plain read is already exclusive
+    lease=_LEASE_QUERY,
+    lease_to_write=_LEASE_QUERY,
+    lease_to_fence=_LEASE_QUERY,
+    put_lease="INSERT OR REPLACE INTO leases (key, owner, token, expires_at)"
+    " VALUES (:key, :owner, :token, :expires_at)",
+)
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
@@ -68,7 +81,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     )
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """SQLite (stdlib) in WAL mode with ``synchronous=FULL``: many sessions, many processes.
 
     Every mutation is one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock serialises it
@@ -76,8 +89,11 @@ class SqliteStore:
     acquisition and fenced writes are correct across processes (not across hosts: SQLite's
     locks need a local filesystem). One connection per store, guarded by a lock, is shared by
     threads. Records are parsed when read, so a damaged row fails that read with
-    ``INVALID_STORED_DATA`` and never hides the other rows.
+    ``INVALID_STORED_DATA`` and never hides the other rows. The protocol's flows are
+    ``SqlStore``'s (stores/sql.py); this class holds SQLite's SQL and plumbing.
     """
+
+    _SQL = _SQL
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         """``timeout``: seconds to wait for another process's write transaction."""
@@ -169,9 +185,7 @@ class SqliteStore:
             raise _io_error("read it", self._path, exc) from exc
         if header != _SQLITE_HEADER:
             detail = "empty or truncated" if len(header) < len(_SQLITE_HEADER) else "damaged"
-            raise _stored_error(
-                f"session store {self._path}", f"{detail}: not a SQLite database"
-            )
+            raise _stored_error(f"session store {self._path}", f"{detail}: not a SQLite database")
 
     def _error(self, exc: sqlite3.Error, doing: str) -> ChipiSessionError:
         code = getattr(exc, "sqlite_errorcode", None)
@@ -252,187 +266,31 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise self._error(exc, "read it") from exc
 
-    def _where(self, table: str, key: object) -> str:
-        return f"session store {self._path}: {table} {_show(key)}"
+    def _where(self, what: str, key: object) -> str:
+        return f"session store {self._path}: {what} {_show(key)}"
 
-    def _record(self, key: object, text: object) -> SessionRecord:
-        where = self._where("session", key)
-        record = _parse(SessionRecord.from_json, self._json(text, where), where)
-        if record.key != key:
-            raise _stored_error(where, "the record's key differs")
-        return record
-
-    def _entry(self, entry_id: object, key: object, text: object) -> JournalEntry:
-        where = self._where("journal entry", entry_id)
-        entry = _parse(JournalEntry.from_json, self._json(text, where), where)
-        if entry.entry_id != entry_id or entry.key != key:
-            raise _stored_error(where, "the entry's id or key differs from its row")
-        return entry
-
-    @staticmethod
-    def _json(text: object, where: str) -> Any:
-        if not isinstance(text, str):
-            raise _stored_error(where, "not JSON text")
-        try:
-            return _loads(text)
-        except (ValueError, RecursionError):
-            raise _stored_error(where, "not valid JSON") from None
-
-    def _lease(self, key: str, row: Sequence[object] | None) -> Lease | None:
-        if row is None:
-            return None
-        try:
-            return Lease._checked(*row)
-        except _Corrupt as exc:
-            raise _stored_error(self._where("lease", key), str(exc)) from None
-
-    def _lease_row(self, conn: sqlite3.Connection, key: str) -> Lease | None:
-        row = conn.execute(_LEASE_QUERY, (key,)).fetchone()
-        return self._lease(key, row)
-
-    def _fence(self, conn: sqlite3.Connection, key: str, token: int | None) -> None:
-        if token is not None and not _fence_ok(self._lease_row(conn, key), token):
-            raise _lease_lost(key, token)
-
-    def _put_lease(self, conn: sqlite3.Connection, key: str, lease: Lease) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO leases (key, owner, token, expires_at) VALUES (?, ?, ?, ?)",
-            (key, lease.owner, lease.token, lease.expires_at),
+    def _insert_entry(self, cur: Any, entry: JournalEntry, text: str) -> bool:
+        if cur.execute("SELECT 1 FROM journal WHERE entry_id = ?", (entry.entry_id,)).fetchone():
+            return False
+        cur.execute(
+            "INSERT INTO journal (entry_id, key, seq, json)"
+            " VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM journal), ?)",
+            (entry.entry_id, entry.key, text),
         )
-
-    # -- records
-
-    def load(self, key: str) -> SessionRecord | None:
-        _check_text(key, "key")
-        rows = self._query("SELECT json FROM sessions WHERE key = ?", (key,))
-        return self._record(key, rows[0][0]) if rows else None
-
-    def load_all(self) -> list[SessionRecord]:
-        rows = self._query("SELECT key, json FROM sessions ORDER BY rowid")
-        return [self._record(key, text) for key, text in rows]
-
-    def save(self, record: SessionRecord, *, fencing_token: int | None = None) -> None:
-        _check_record(record)
-        fence = _check_fence(fencing_token)
-        text = _dumps(record.to_json())
-        with self._transaction("save a session") as conn:
-            self._fence(conn, record.key, fence)
-            conn.execute(
-                "INSERT INTO sessions (key, json) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET json = excluded.json",
-                (record.key, text),
-            )
-
-    def delete(self, key: str, *, fencing_token: int | None = None) -> None:
-        _check_text(key, "key")
-        fence = _check_fence(fencing_token)
-        with self._transaction("delete a session") as conn:
-            self._fence(conn, key, fence)
-            conn.execute("DELETE FROM sessions WHERE key = ?", (key,))
-            conn.execute("DELETE FROM journal WHERE key = ?", (key,))
-
-    # -- journal
-
-    def journal_append(self, entry: JournalEntry, *, fencing_token: int | None = None) -> None:
-        _check_entry(entry)
-        fence = _check_fence(fencing_token)
-        text = _dumps(entry.to_json())
-        with self._transaction("append to the journal") as conn:
-            self._fence(conn, entry.key, fence)
-            exists = conn.execute(
-                "SELECT 1 FROM journal WHERE entry_id = ?", (entry.entry_id,)
-            ).fetchone()
-            if exists is not None:
-                raise _duplicate_entry(entry.entry_id)
-            conn.execute(
-                "INSERT INTO journal (entry_id, key, seq, json)"
-                " VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM journal), ?)",
-                (entry.entry_id, entry.key, text),
-            )
-
-    def journal_update(self, entry: JournalEntry, *, fencing_token: int | None = None) -> None:
-        _check_entry(entry)
-        fence = _check_fence(fencing_token)
-        text = _dumps(entry.to_json())
-        with self._transaction("update the journal") as conn:
-            row = conn.execute(
-                "SELECT key FROM journal WHERE entry_id = ?", (entry.entry_id,)
-            ).fetchone()
-            if row is None:
-                raise _no_entry(entry.entry_id)
-            if row[0] != entry.key:
-                raise _key_changed()
-            self._fence(conn, entry.key, fence)
-            conn.execute("UPDATE journal SET json = ? WHERE entry_id = ?", (text, entry.entry_id))
-
-    def journal_remove(self, entry_id: str, *, fencing_token: int | None = None) -> None:
-        _check_text(entry_id, "entry_id")
-        fence = _check_fence(fencing_token)
-        with self._transaction("remove a journal entry") as conn:
-            row = conn.execute("SELECT key FROM journal WHERE entry_id = ?", (entry_id,)).fetchone()
-            if row is None:
-                return
-            self._fence(conn, row[0], fence)
-            conn.execute("DELETE FROM journal WHERE entry_id = ?", (entry_id,))
-
-    def journal_pending(self, key: str | None = None) -> list[JournalEntry]:
-        if key is None:
-            rows = self._query("SELECT entry_id, key, json FROM journal ORDER BY seq")
-        else:
-            _check_text(key, "key")
-            rows = self._query(
-                "SELECT entry_id, key, json FROM journal WHERE key = ? ORDER BY seq", (key,)
-            )
-        return [self._entry(entry_id, k, text) for entry_id, k, text in rows]
-
-    # -- leases
-
-    def acquire_lease(self, key: str, owner: str, ttl_seconds: float, now: float) -> int | None:
-        _check_text(key, "key")
-        _check_text(owner, "owner")
-        ttl, at = _check_ttl(ttl_seconds), _check_number(now, "now")
-        with self._transaction("acquire a lease") as conn:
-            lease = _acquire(self._lease_row(conn, key), owner, ttl, at)
-            if lease is None:
-                return None
-            self._put_lease(conn, key, lease)
-            return lease.token
+        return True
 
     def renew_lease(self, key: str, owner: str, ttl_seconds: float, now: float) -> bool:
         _check_text(key, "key")
         _check_text(owner, "owner")
         ttl, at = _check_ttl(ttl_seconds), _check_number(now, "now")
         with self._transaction("renew a lease") as conn:
-            lease = _renew(self._lease_row(conn, key), owner, ttl, at)
+            lease = _renew(self._lease_row(conn, key, _LEASE_QUERY), owner, ttl, at)
             if lease is None:
                 return False
             self._put_lease(conn, key, lease)
             return True
 
-    def release_lease(self, key: str, owner: str) -> None:
-        _check_text(key, "key")
-        _check_text(owner, "owner")
-        with self._transaction("release a lease") as conn:
-            lease = _release(self._lease_row(conn, key), owner)
-            if lease is not None:
-                self._put_lease(conn, key, lease)
-
-    def get_lease(self, key: str) -> Lease | None:
-        """The key's lease row (for diagnostics and tests; not part of the protocol)."""
-        _check_text(key, "key")
-        rows = self._query(_LEASE_QUERY, (key,))
-        return self._lease(key, rows[0] if rows else None)
-
     # -- lifecycle
 
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _disconnect(self) -> None:
+        self._conn.close()
