@@ -176,10 +176,13 @@ class PlainPool:
     ) -> RawResponse:
         """Send ``head`` (request line and headers, ending in the blank line) and ``body``."""
         try:
-            with anyio.fail_after(pool_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise PoolTimeout("no free connection") from None
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            try:
+                with anyio.fail_after(pool_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise PoolTimeout("no free connection") from None
         conn: _Conn | None = None
         keep = False
         try:
@@ -226,7 +229,12 @@ class PlainPool:
     async def _read_response(
         self, stream: anyio.abc.SocketStream, timeout: float
     ) -> tuple[RawResponse, bool]:
-        reader = _Reader(stream, timeout)
+        # one scope for the whole read, its deadline moved on by each chunk received: a
+        # timeout per receive, without a scope per receive
+        with anyio.fail_after(timeout) as scope:
+            return await self._read_in(_Reader(stream, scope, timeout))
+
+    async def _read_in(self, reader: _Reader) -> tuple[RawResponse, bool]:
         while True:
             head = await reader.head()
             status, version, headers = _parse_head(head)
@@ -252,17 +260,21 @@ class PlainPool:
 
 
 class _Reader:
-    """Buffered reads from one stream, each receive bounded by ``timeout``."""
+    """Buffered reads from one stream; ``scope``'s deadline is ``timeout`` after the last
+    chunk received."""
 
-    def __init__(self, stream: anyio.abc.SocketStream, timeout: float) -> None:
+    def __init__(
+        self, stream: anyio.abc.SocketStream, scope: anyio.CancelScope, timeout: float
+    ) -> None:
         self._stream = stream
+        self._scope = scope
         self._timeout = timeout
         self.buffer = bytearray()
 
     async def _more(self, *, eof_ok: bool = False) -> bool:
         try:
-            with anyio.fail_after(self._timeout):
-                data = await self._stream.receive(_CHUNK)
+            data = await self._stream.receive(_CHUNK)
+            self._scope.deadline = anyio.current_time() + self._timeout
         except anyio.EndOfStream:
             if eof_ok:
                 return False
