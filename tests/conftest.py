@@ -1,6 +1,7 @@
-"""Shared test configuration: anyio on both backends, the ``world`` fixture, a CI hypothesis
-profile. Fixtures are defined here once; helpers (``World``, ``make_world``, ``fund_wallet``)
-live in helpers.py."""
+"""Shared test configuration: anyio on both backends, the ``world`` fixture, the localnet
+fixtures (localnet_fixtures.py), PostgreSQL (pg_fixtures.py), a CI hypothesis profile.
+Fixtures are defined here once; helpers (``World``, ``make_world``, ``fund_wallet``) live in
+helpers.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from .helpers import World, make_world
+from .localnet_fixtures import clock, funded, http, server  # noqa: F401  (see localnet_fixtures)
 from .pg_fixtures import pg_server, pg_url  # noqa: F401  (a real PostgreSQL, see pg_fixtures)
 
 settings.register_profile(

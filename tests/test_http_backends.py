@@ -44,37 +44,22 @@ from chipi_session.localnet import LocalnetServer  # noqa: E402
 from chipi_session.types import Call, WalletType  # noqa: E402
 from chipi_session.vault import KdfCost  # noqa: E402
 
-from .helpers import Funded, fund_wallet  # noqa: E402
+from .helpers import Funded  # noqa: E402
+from .localnet_fixtures import LOCALNET_START  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
-START = 1_800_000_000
+START = LOCALNET_START  # the shared clock's start (localnet_fixtures)
 TOKEN = "tok_test"
 RECIPIENT = 0xBEEF
 TRANSFER = selector("transfer")
 APPROVE = selector("approve")
 
 
-@pytest.fixture(scope="module")
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture(scope="module")
-def server(clock: ManualClock) -> Iterator[LocalnetServer]:
-    with LocalnetServer(clock=clock, kdf_cost=KdfCost.FAST_FOR_TESTS) as srv:
-        yield srv
-
-
 @pytest.fixture(autouse=True)
 def _reset_faults(server: LocalnetServer) -> Iterator[None]:
     yield
     server.faults.reset()
-
-
-@pytest.fixture
-def funded(server: LocalnetServer) -> Funded:
-    return fund_wallet(server)
 
 
 @attrs.define

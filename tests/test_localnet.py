@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -27,34 +26,12 @@ from chipi_session.localnet.wire import WireError, wire_felt, wire_signature  # 
 from chipi_session.vault import KdfCost, Vault  # noqa: E402
 
 from .helpers import Funded, fund_wallet  # noqa: E402
+from .localnet_fixtures import LOCALNET_START  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
-START = 1_800_000_000
+START = LOCALNET_START  # the shared clock's start (localnet_fixtures)
 Q = {"__chipi_api_version": "2025-12-30"}
-
-
-@pytest.fixture(scope="module")
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture(scope="module")
-def server(clock: ManualClock) -> Iterator[LocalnetServer]:
-    with LocalnetServer(clock=clock, kdf_cost=KdfCost.FAST_FOR_TESTS) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def http(server: LocalnetServer) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"x-api-key": server.api_key, "authorization": "Bearer user-jwt"}
-    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def funded(server: LocalnetServer) -> Funded:
-    return fund_wallet(server)
 
 
 async def prepare(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +106,12 @@ def session_sig(td: dict[str, Any], w: Funded, session: SecretKey, valid_until: 
 async def execute_signed(
     http: httpx.AsyncClient, w: Funded, td: dict[str, Any], signature: Any, **extra: Any
 ) -> httpx.Response:
-    body = {"publicKey": hex(w.wallet.address), "typedData": td, "userSignature": signature, **extra}
+    body = {
+        "publicKey": hex(w.wallet.address),
+        "typedData": td,
+        "userSignature": signature,
+        **extra,
+    }
     return await execute(http, body)
 
 
@@ -266,7 +248,8 @@ async def test_malformed_requests(http: httpx.AsyncClient, funded: Funded) -> No
     r = await http.post("/v1/transactions/prepare-typed-data", json=[1, 2])
     assert r.status_code == 400
     r = await http.post(
-        "/v1/transactions/prepare-typed-data", json={"publicKey": hex(funded.wallet.address), "calls": []}
+        "/v1/transactions/prepare-typed-data",
+        json={"publicKey": hex(funded.wallet.address), "calls": []},
     )
     assert r.status_code == 400
     r = await http.post(
@@ -351,7 +334,9 @@ async def test_rpc_methods(http: httpx.AsyncClient, funded: Funded, clock: Manua
     assert (
         await rpc(http, "starknet_getBlockWithTxHashes", {"block_id": {"block_number": height + 5}})
     )["error"]["code"] == 24
-    assert (await rpc(http, "starknet_getNonce", ["latest", hex(funded.wallet.address)]))["result"] == "0x0"
+    assert (await rpc(http, "starknet_getNonce", ["latest", hex(funded.wallet.address)]))[
+        "result"
+    ] == "0x0"
     # a deployed contract that is not an account has nonce 0, as on a node (not an error)
     assert (await rpc(http, "starknet_getNonce", ["latest", hex(funded.token)]))["result"] == "0x0"
     assert (

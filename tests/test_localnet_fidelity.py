@@ -4,7 +4,7 @@ The LocalChain side of each rule is in test_localchain_fidelity.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -21,38 +21,19 @@ from chipi_session.localchain.account import VALID  # noqa: E402
 from chipi_session.localchain.testing import owner_invoke, session_invoke  # noqa: E402
 from chipi_session.localnet import LocalnetServer  # noqa: E402
 from chipi_session.types import Call  # noqa: E402
-from chipi_session.vault import KdfCost  # noqa: E402
 
 from .forged_signatures import FORGED_RANGES, forge_key  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
 HOUR = 3600
-START = 1_800_001_000  # 1000 s into an hour
+START = LOCALNET_START = 1_800_001_000  # 1000 s into an hour (the shared clock's start)
 SESSION = SecretKey(0x5E5510_4B3C2A19)
 ISRC5_OZ_V3 = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87748628532A055
 ISRC5_WRONG = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87F6E7F2E4C01A
 TRANSFER_EV = selector("Transfer")
 APPROVAL_EV = selector("Approval")
 Q = {"__chipi_api_version": "2025-12-30"}
-
-
-@pytest.fixture(scope="module")
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture(scope="module")
-def server(clock: ManualClock) -> Iterator[LocalnetServer]:
-    with LocalnetServer(clock=clock, kdf_cost=KdfCost.FAST_FOR_TESTS) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def http(server: LocalnetServer) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"x-api-key": server.api_key, "authorization": "Bearer user-jwt"}
-    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=10) as client:
-        yield client
 
 
 async def rpc(http: httpx.AsyncClient, method: str, params: Any) -> Any:
