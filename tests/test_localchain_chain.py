@@ -9,7 +9,8 @@ import pytest
 
 from chipi_session.clock import ManualClock
 from chipi_session.errors import ChipiSessionError, ErrorCode
-from chipi_session.felts import selector
+from chipi_session.felts import FIELD_PRIME, selector
+from chipi_session.hashing import ANY_CALLER
 from chipi_session.keys import SecretKey
 from chipi_session.localchain import ChainEvent, ContractPanic, LocalChain, default_chain
 from chipi_session.localchain.account import (
@@ -315,3 +316,24 @@ def test_thousand_sessions_stay_independent(chain: LocalChain, account: int) -> 
     chain.restore(snap)
     assert chain.session_status(account, SESSION.public_key).calls_used == 0
     assert chain.session_status(account, 500).allowed_entrypoints == (500,)
+
+
+def test_outside_execution_checks_felts_of_calls_that_are_not_call_objects(
+    chain: LocalChain, account: int
+) -> None:
+    """Call objects carry felts already; anything else call-shaped is checked felt by felt."""
+
+    class LooseCall:
+        def __init__(self, to: int, selector: int, calldata: tuple[int, ...]) -> None:
+            self.to, self.selector, self.calldata = to, selector, calldata
+
+    kw: dict[str, Any] = dict(
+        caller=ANY_CALLER, nonce=1, execute_after=0, execute_before=2**63, signature=[]
+    )
+    assert chain.block_number == 0
+    with pytest.raises(ChipiSessionError, match="outside execution calls") as info:
+        chain.execute_from_outside(account, calls=[LooseCall(0x123, 0, (FIELD_PRIME,))], **kw)
+    assert info.value.code is ErrorCode.INVALID_INPUT
+    with pytest.raises(ChipiSessionError, match=r"outside execution\[1\]"):
+        chain.execute_from_outside(account, **{**kw, "nonce": FIELD_PRIME}, calls=[])
+    assert chain.block_number == 0  # nothing was included (deploying adds no block)

@@ -30,10 +30,9 @@ from ..types import (
     SpendingPolicy,
     SubmitInfo,
     WalletData,
-    coerce_calls,
 )
 from .model import ContractPanic, Invocation, Receipt
-from .paymaster import IssuedRequest
+from .paymaster import IssuedRequest, call_tuple
 
 __all__ = ["PaymasterSessionBackend", "receipt_result"]
 
@@ -274,7 +273,7 @@ class PaymasterSessionBackend(abc.ABC):
     ) -> str:
         await anyio.lowlevel.checkpoint()
         _require_session_wallet(wallet)
-        call_list = coerce_calls(calls)
+        call_list = call_tuple(calls)
         request = self.issue_request(wallet.address, call_list)
         msg_hash = self._request_hash(request)
         signature = session_signature(session_key, msg_hash, valid_until)

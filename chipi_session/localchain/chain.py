@@ -13,6 +13,7 @@ chain history and unique.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -353,10 +354,12 @@ class LocalChain(ChainSetup, PaymasterSessionBackend):
         account = parse_felt(account, "account")
         relayer = self.relayer if relayer is None else parse_felt(relayer, "relayer")
         sig = parse_felts(signature, "signature")
-        calldata = parse_felts(
-            [caller, nonce, execute_after, execute_before, *encode_calls(calls), len(sig), *sig],
-            "outside execution",
-        )
+        call_list = tuple(calls)
+        encoded = encode_calls(call_list)
+        if not all(type(c) is Call for c in call_list):  # a Call's fields are felts already
+            encoded = list(parse_felts(encoded, "outside execution calls"))
+        head = parse_felts([caller, nonce, execute_after, execute_before], "outside execution")
+        calldata = [*head, *encoded, len(sig), *sig]
         state, runtime = self._state, self._runtime
         relayer_nonce = state.protocol_nonces.get(relayer)
         tx_hash = poseidon_many(
@@ -395,14 +398,15 @@ class LocalChain(ChainSetup, PaymasterSessionBackend):
             trace=tuple(trace),
         )
         self._receipts[receipt.tx_hash] = receipt
-        log.debug(
-            "block %d: %s %s%s",
-            receipt.block_number,
-            receipt.tx_hash,
-            receipt.status,
-            f" ({revert_reason})" if revert_reason else "",
-            extra={"chipi_tx_hash": receipt.tx_hash},  # the write has not returned it yet
-        )
+        if log.isEnabledFor(logging.DEBUG):  # every transaction: build nothing unless wanted
+            log.debug(
+                "block %d: %s %s%s",
+                receipt.block_number,
+                receipt.tx_hash,
+                receipt.status,
+                f" ({revert_reason})" if revert_reason else "",
+                extra={"chipi_tx_hash": receipt.tx_hash},  # the write has not returned it yet
+            )
         return receipt
 
     # -- reads -------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ChainSetup", "ACCOUNT_KIND", "ERC20_KIND"]
 
-log = get_logger(__name__)
+# deployments are logged as the chain's (docs/observability.md, "Loggers and levels")
+log = get_logger("chipi_session.localchain.chain")
 
 #: What ``ChainState.contracts`` records for each kind of contract (the runtime's class keys).
 ACCOUNT_KIND = "account"

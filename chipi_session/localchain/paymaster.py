@@ -23,7 +23,7 @@ from ..types import Call, SessionStatus, coerce_calls
 from ..validate import check_int
 from .model import ContractPanic, Receipt
 
-__all__ = ["Paymaster", "IssuedRequest", "map_outside_execution_panic"]
+__all__ = ["Paymaster", "IssuedRequest", "call_tuple", "map_outside_execution_panic"]
 
 log = get_logger(__name__)
 
@@ -169,7 +169,7 @@ class Paymaster:
             raise ChipiSessionError(
                 ErrorCode.INVALID_INPUT, f"no wallet is deployed at {hex(wallet)}"
             )
-        call_list = coerce_calls(calls)
+        call_list = call_tuple(calls)
         now = chain.now()
         self._prune(now)
         nonce = self._fresh_nonce(wallet)
@@ -273,6 +273,13 @@ class Paymaster:
     def restore(self, snapshot: tuple[dict[tuple[int, int], IssuedRequest], int]) -> None:
         self._issued = dict(snapshot[0])
         self._issued_bytes = snapshot[1]
+
+
+def call_tuple(calls: Sequence[Call]) -> tuple[Call, ...]:
+    """:func:`~chipi_session.types.coerce_calls`, at no cost for calls it already checked."""
+    if type(calls) is tuple and calls and all(type(c) is Call for c in calls):
+        return calls
+    return coerce_calls(calls)
 
 
 def _typed_data_nonce(typed_data: Mapping[str, Any]) -> int:
