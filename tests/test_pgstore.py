@@ -4,12 +4,7 @@ processes racing for leases, batched renewal, schema migration, a killed connect
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +16,7 @@ from chipi_session.errors import ChipiSessionError, ErrorCode
 from chipi_session.stores import Lease, LeaseLostError
 from chipi_session.stores.postgres import SCHEMA_VERSION, PostgresStore
 
+from .lease_race import check_lease_race
 from .pg_fixtures import PgServer
 from .test_store import (  # noqa: F401  (collected here again, on PostgresStore)
     _MODEL_SETTINGS,
@@ -248,69 +244,15 @@ def test_fenced_write_waits_for_an_acquisition_in_progress(pg_url: str) -> None:
         assert store.load("k") is None
 
 
-_LEASE_CHILD = textwrap.dedent(
-    """
-    import json, os, sys, time
-    from chipi_session.stores.postgres import PostgresStore
-    url, owner, go, ready = sys.argv[1:5]
-    keys = json.loads(sys.argv[5])
-    store = PostgresStore(url)
-    open(ready, "w").close()
-    deadline = time.monotonic() + 20
-    while not os.path.exists(go):
-        if time.monotonic() > deadline:
-            sys.exit(2)
-        time.sleep(0.001)
-    won = {}
-    for key in keys:
-        token = store.acquire_lease(key, owner, 60, 1000.0)
-        if token is not None:
-            won[key] = token
-    store.close()
-    print(json.dumps(won))
-    """
-)
-
-
 def test_lease_is_exclusive_across_processes(pg_url: str, tmp_path: Path) -> None:
-    keys = [f"user-{i}" for i in range(25)]
-    with PostgresStore(pg_url) as store:  # an expired lease of a dead process on half the keys
-        for key in keys[::2]:
-            assert store.acquire_lease(key, "dead", 10, 0) == 1
-    go = tmp_path / "go"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _LEASE_CHILD, pg_url, f"proc-{n}", str(go)]
-            + [str(tmp_path / f"ready-{n}"), json.dumps(keys)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for n in range(4)
-    ]
-    try:
-        deadline = time.monotonic() + 30
-        while not all((tmp_path / f"ready-{n}").exists() for n in range(4)):
-            assert time.monotonic() < deadline, "children did not start"
-            assert all(p.poll() is None for p in procs), "a child died early"
-            time.sleep(0.005)
-        go.touch()
-        results = []
-        for p in procs:
-            out, err = p.communicate(timeout=60)
-            assert p.returncode == 0, err.decode()
-            results.append(json.loads(out))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    with PostgresStore(pg_url) as store:
-        for i, key in enumerate(keys):
-            winners = [(n, won[key]) for n, won in enumerate(results) if key in won]
-            assert len(winners) == 1, (key, winners)
-            n, token = winners[0]
-            assert token == (2 if i % 2 == 0 else 1)
-            assert store.get_lease(key) == Lease(f"proc-{n}", token, 1060.0)
+    check_lease_race(
+        tmp_path,
+        lambda: PostgresStore(pg_url),
+        f"""
+        from chipi_session.stores.postgres import PostgresStore
+        store = PostgresStore({pg_url!r})
+        """,
+    )
 
 
 def test_store_model(pg_server: PgServer, tmp_path: Path) -> None:

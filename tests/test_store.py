@@ -15,7 +15,6 @@ import sys
 import tempfile
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from chipi_session.types import SessionKeyData, SubmitInfo, WalletData
 from chipi_session.vault import KdfCost, Vault
 
 from .helpers import secret_text_forms
+from .lease_race import check_lease_race
 
 PIN = "1234"
 KINDS = ["memory", "json", "sqlite"]
@@ -854,79 +854,16 @@ def test_threads_share_a_store(store: Any) -> None:
         assert nonces == list(range(0, 15, 2))
 
 
-_LEASE_CHILD = textwrap.dedent(
-    """
-    import json, os, sys, time
-    from chipi_session.stores import SqliteStore
-    path, owner, go, ready = sys.argv[1:5]
-    keys = json.loads(sys.argv[5])
-    store = SqliteStore(path, timeout=20)
-    open(ready, "w").close()
-    deadline = time.monotonic() + 20
-    while not os.path.exists(go):
-        if time.monotonic() > deadline:
-            sys.exit(2)
-        time.sleep(0.001)
-    won = {}
-    for key in keys:
-        token = store.acquire_lease(key, owner, 60, 1000.0)
-        if token is not None:
-            won[key] = token
-    store.close()
-    print(json.dumps(won))
-    """
-)
-
-
 def test_sqlite_lease_is_exclusive_across_processes(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
-    keys = [f"user-{i}" for i in range(25)]
-    with SqliteStore(path) as store:  # an expired lease of a dead process on half the keys
-        for key in keys[::2]:
-            assert store.acquire_lease(key, "dead", 10, 0) == 1
-    procs: list[subprocess.Popen[bytes]] = []
-    go = tmp_path / "go"
-    try:
-        for n in range(4):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-c",
-                        _LEASE_CHILD,
-                        str(path),
-                        f"proc-{n}",
-                        str(go),
-                        str(tmp_path / f"ready-{n}"),
-                        json.dumps(keys),
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                )
-            )
-        deadline = time.monotonic() + 30
-        while not all((tmp_path / f"ready-{n}").exists() for n in range(4)):
-            assert time.monotonic() < deadline, "children did not start"
-            assert all(p.poll() is None for p in procs), "a child died early"
-            time.sleep(0.005)
-        go.touch()  # all start racing at once
-        results = []
-        for p in procs:
-            out, err = p.communicate(timeout=60)
-            assert p.returncode == 0, err.decode()
-            results.append(json.loads(out))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    with SqliteStore(path) as store:
-        for i, key in enumerate(keys):
-            winners = [(n, won[key]) for n, won in enumerate(results) if key in won]
-            assert len(winners) == 1, (key, winners)
-            n, token = winners[0]
-            assert token == (2 if i % 2 == 0 else 1)  # after the dead owner's token 1
-            assert store.get_lease(key) == Lease(f"proc-{n}", token, 1060.0)
+    check_lease_race(
+        tmp_path,
+        lambda: SqliteStore(path),
+        f"""
+        from chipi_session.stores import SqliteStore
+        store = SqliteStore({str(path)!r}, timeout=20)
+        """,
+    )
 
 
 # -- a stateful model test -----------------------------------------------------------------
