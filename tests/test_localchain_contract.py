@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
 import pytest
 
-from chipi_session.clock import ManualClock
 from chipi_session.errors import ChipiSessionError, ErrorCode
 from chipi_session.felts import selector
 from chipi_session.keys import SecretKey
-from chipi_session.localchain import ChainEvent, ContractPanic, LocalChain, Receipt
+from chipi_session.localchain import ChainEvent, ContractPanic, Receipt
 from chipi_session.localchain.account import VALID
 from chipi_session.localchain.testing import (
     owner_invoke,
@@ -25,6 +23,8 @@ from chipi_session.localchain.testing import (
     session_invoke_signature,
 )
 from chipi_session.types import Call
+
+from .chain_env import ChainEnv
 
 START = 1_000_000
 OWNER = SecretKey(0x123456789ABCDEF0123456789ABCDEF)
@@ -38,19 +38,7 @@ EXTERNAL = 0x1234
 BEEF = 0xBEEF
 
 
-@attrs.define
-class Env:
-    clock: ManualClock
-    chain: LocalChain
-    account: int
-
-    @property
-    def now(self) -> int:
-        return self.chain.now()
-
-    def as_self(self, entrypoint: str, calldata: Sequence[int] = ()) -> list[int]:
-        return self.chain.call(self.account, entrypoint, calldata, caller=self.account)
-
+class Env(ChainEnv):
     def add_session(
         self,
         key: SecretKey = SESSION,
@@ -67,21 +55,10 @@ class Env:
         return valid_until
 
     def data(self, key: int = SESSION.public_key) -> list[int]:
-        return self.chain.call(self.account, "get_session_data", [key])
+        return self.session_data(key)
 
     def entrypoint_at(self, index: int, key: int = SESSION.public_key) -> int:
         return self.chain.call(self.account, "get_session_allowed_entrypoint_at", [key, index])[0]
-
-    def validate(self, calls: Sequence[Call], signature: Sequence[int], *, caller: int = 0) -> int:
-        """``__validate__`` called directly with the tx signature cheated, as snforge does."""
-        calldata = [len(calls)]
-        for c in calls:
-            calldata += [c.to, c.selector, len(c.calldata), *c.calldata]
-        nonce = self.chain.get_nonce(self.account)
-        (result,) = self.chain.call(
-            self.account, "__validate__", calldata, caller=caller, signature=signature, nonce=nonce
-        )
-        return result
 
     def session_sig(
         self, calls: Sequence[Call], valid_until: int, key: SecretKey = SESSION
@@ -104,9 +81,7 @@ class Env:
 
 @pytest.fixture
 def env() -> Env:
-    clock = ManualClock(START)
-    chain = LocalChain(clock=clock)
-    return Env(clock, chain, chain.deploy_account(OWNER.public_key))
+    return Env.make(START, OWNER)
 
 
 def transfer(to: int = EXTERNAL, amount: int = 100) -> Call:

@@ -12,18 +12,16 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chipi_session import ChipiSession
-from chipi_session.clock import ManualClock
 from chipi_session.errors import ChipiSessionError, ErrorCode
 from chipi_session.felts import FIELD_PRIME, selector
 from chipi_session.hashing import outside_execution_hash, session_validate_hash
 from chipi_session.keys import SecretKey, public_key_of, verify
-from chipi_session.localchain import ChainEvent, ContractPanic, LocalChain
+from chipi_session.localchain import ChainEvent, ContractPanic
 from chipi_session.localchain.account import VALID
 from chipi_session.localchain.ecdsa import (
     check_by_curve_arithmetic,
@@ -43,6 +41,7 @@ from chipi_session.localchain.testing import (
 from chipi_session.types import Call
 from chipi_session.vault import KdfCost, Vault
 
+from .chain_env import ChainEnv
 from .forged_signatures import (
     BOUND,
     FORGED_RANGES,
@@ -63,13 +62,7 @@ ISRC5_OZ_V3 = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87748628532A055
 ISRC5_WRONG = 0x3F918D17E5EE77373B56385708F855659A07F75997F365CF87F6E7F2E4C01A
 
 
-@attrs.define
-class Env:
-    clock: ManualClock
-    chain: LocalChain
-    account: int
-    token: int
-
+class Env(ChainEnv):
     def transfer(self, amount: int = 10, to: int = RECIPIENT) -> Call:
         return Call(to=self.token, selector="transfer", calldata=[to, amount, 0])
 
@@ -94,9 +87,6 @@ class Env:
     def spent(self, key: int = SESSION.public_key) -> int:
         return self.chain.spending_policy(self.account, key, self.token).spent_in_window
 
-    def balance(self, owner: int) -> int:
-        return self.chain.balance_of(self.token, owner)
-
     def is_valid_signature(self, msg_hash: int, signature: Sequence[int]) -> int:
         return self.chain.view(
             self.account, "is_valid_signature", [msg_hash, len(signature), *signature]
@@ -105,12 +95,7 @@ class Env:
 
 @pytest.fixture
 def env() -> Env:
-    clock = ManualClock(START)
-    chain = LocalChain(clock=clock)
-    account = chain.deploy_account(OWNER.public_key)
-    token = chain.deploy_token("USDC", 6)
-    chain.mint(token, account, 1_000_000)
-    return Env(clock, chain, account, token)
+    return Env.make(START, OWNER, minted=1_000_000)
 
 
 # -- 1. __validate__ sees block info rounded down --------------------------------------------

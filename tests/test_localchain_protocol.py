@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
 import pytest
 
-from chipi_session.clock import ManualClock
 from chipi_session.errors import ChipiSessionError, ErrorCode
 from chipi_session.felts import selector
 from chipi_session.hashing import (
@@ -22,7 +20,7 @@ from chipi_session.hashing import (
     typed_data_message_hash,
 )
 from chipi_session.keys import SecretKey
-from chipi_session.localchain import ContractPanic, LocalChain, Receipt
+from chipi_session.localchain import ContractPanic, Receipt
 from chipi_session.localchain.account import VALID
 from chipi_session.localchain.testing import (
     outside_execute,
@@ -38,6 +36,8 @@ from chipi_session.selfcalls import (
 )
 from chipi_session.types import Call
 
+from .chain_env import ChainEnv
+
 START = 1_000_000
 OWNER = SecretKey(0x0123456789ABCDEF0123456789ABCDEF)
 SESSION = SecretKey(0x0FEDCBA9876543210FEDCBA987654321)
@@ -46,17 +46,7 @@ ALICE = 0xA11CE
 BOB = 0xB0B
 
 
-@attrs.define
-class Env:
-    clock: ManualClock
-    chain: LocalChain
-    account: int
-    token: int
-
-    @property
-    def now(self) -> int:
-        return self.chain.now()
-
+class Env(ChainEnv):
     def add_session(
         self, *, valid_until: int | None = None, max_calls: int = 100, allowed: Sequence[int] = ()
     ) -> int:
@@ -74,7 +64,7 @@ class Env:
         assert owner_invoke(self.chain, self.account, OWNER, [call]).inner_failures == ()
 
     def calls_used(self) -> int:
-        return self.chain.call(self.account, "get_session_data", [SESSION.public_key])[2]
+        return self.session_data(SESSION.public_key)[2]
 
     def spent(self) -> int:
         policy = self.chain.spending_policy(self.account, SESSION.public_key, self.token)
@@ -101,12 +91,7 @@ class Env:
 
 @pytest.fixture
 def env() -> Env:
-    clock = ManualClock(START)
-    chain = LocalChain(clock=clock)
-    account = chain.deploy_account(OWNER.public_key)
-    token = chain.deploy_token("USDC", 6)
-    chain.mint(token, account, 10_000)
-    return Env(clock, chain, account, token)
+    return Env.make(START, OWNER, minted=10_000)
 
 
 # -- hashes (docs/contract.md §4.2, §6) -----------------------------------------------------

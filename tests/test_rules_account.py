@@ -10,15 +10,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from chipi_session.clock import ManualClock
 from chipi_session.felts import U64_MAX, selector
 from chipi_session.hashing import ANY_CALLER
 from chipi_session.keys import SecretKey
 from chipi_session.keys import verify as keys_verify
-from chipi_session.localchain import ContractPanic, LocalChain
+from chipi_session.localchain import ContractPanic
 from chipi_session.localchain.account import VALID, accept_ownership_hash
 from chipi_session.localchain.testing import outside_execute, session_invoke_signature
 from chipi_session.types import Call
+
+from .chain_env import ChainEnv
 
 START = 1_000_000
 OWNER = SecretKey(0x123456789ABCDEF0123456789ABCDEF)
@@ -28,15 +29,7 @@ TRANSFER = selector("transfer")
 WAVE = selector("wave")
 
 
-class Env:
-    def __init__(self) -> None:
-        self.clock = ManualClock(START)
-        self.chain = LocalChain(clock=self.clock)
-        self.account = self.chain.deploy_account(OWNER.public_key)
-
-    def as_self(self, entrypoint: str, calldata: Sequence[int] = ()) -> list[int]:
-        return self.chain.call(self.account, entrypoint, calldata, caller=self.account)
-
+class Env(ChainEnv):
     def add_session(self, *, valid_until: int, max_calls: int = 10,
                     allowed: Sequence[int] = ()) -> int:
         self.as_self("add_or_update_session_key",
@@ -44,21 +37,14 @@ class Env:
         return valid_until
 
     def calls_used(self) -> int:
-        return self.chain.call(self.account, "get_session_data", [SESSION.public_key])[2]
+        return self.session_data(SESSION.public_key)[2]
 
-    def validate(self, calls: Sequence[Call], valid_until: int) -> int:
+    def validate_session(self, calls: Sequence[Call], valid_until: int) -> int:
         """``__validate__`` with a real session signature over ``calls``."""
         signature = session_invoke_signature(
             self.chain, self.account, SESSION, calls, valid_until=valid_until
         )
-        calldata = [len(calls)]
-        for c in calls:
-            calldata += [c.to, c.selector, len(c.calldata), *c.calldata]
-        (result,) = self.chain.call(
-            self.account, "__validate__", calldata, signature=signature,
-            nonce=self.chain.get_nonce(self.account),
-        )
-        return result
+        return self.validate(calls, signature)
 
     def is_valid(self, msg_hash: int, signature: Sequence[int]) -> int:
         return self.chain.call(
@@ -68,7 +54,7 @@ class Env:
 
 @pytest.fixture
 def env() -> Env:
-    return Env()
+    return Env.make(START, OWNER)
 
 
 def wave(to: int = EXTERNAL) -> Call:
@@ -84,18 +70,18 @@ def transfer(to: int = EXTERNAL) -> Call:
 
 def test_validate_refuses_a_multicall_with_one_call_outside_the_whitelist(env: Env) -> None:
     vu = env.add_session(valid_until=START + 100, allowed=[WAVE])
-    assert env.validate([wave(), wave()], vu) == VALID
+    assert env.validate_session([wave(), wave()], vu) == VALID
     assert env.calls_used() == 1
     for calls in ([wave(), transfer()], [transfer(), wave()]):
-        assert env.validate(calls, vu) == 0
+        assert env.validate_session(calls, vu) == 0
     assert env.calls_used() == 1
 
 
 def test_validate_refuses_a_multicall_with_one_call_to_the_wallet(env: Env) -> None:
     vu = env.add_session(valid_until=START + 100)  # empty whitelist
-    assert env.validate([wave(), wave()], vu) == VALID
+    assert env.validate_session([wave(), wave()], vu) == VALID
     for calls in ([wave(), wave(env.account)], [wave(env.account), wave()]):
-        assert env.validate(calls, vu) == 0
+        assert env.validate_session(calls, vu) == 0
     assert env.calls_used() == 1
 
 
@@ -103,7 +89,7 @@ def test_validate_refuses_a_multicall_with_one_admin_call(env: Env) -> None:
     upgrade = Call(to=EXTERNAL, selector="upgrade", calldata=[1])
     vu = env.add_session(valid_until=START + 100, allowed=[WAVE, upgrade.selector])
     for calls in ([wave(), upgrade], [upgrade, wave()]):
-        assert env.validate(calls, vu) == 0
+        assert env.validate_session(calls, vu) == 0
     assert env.calls_used() == 0
 
 
@@ -112,7 +98,7 @@ def test_validate_refuses_a_multicall_with_one_admin_call(env: Env) -> None:
 
 def test_a_session_valid_until_u64_max_validates(env: Env) -> None:
     vu = env.add_session(valid_until=U64_MAX)
-    assert env.validate([wave()], vu) == VALID
+    assert env.validate_session([wave()], vu) == VALID
     r, s = SESSION.sign(0xABC)
     assert env.is_valid(0xABC, [SESSION.public_key, r, s, vu]) == VALID
 
@@ -120,9 +106,9 @@ def test_a_session_valid_until_u64_max_validates(env: Env) -> None:
 def test_signed_valid_until_is_inclusive(env: Env) -> None:
     vu = env.add_session(valid_until=START + 100)
     r, s = SESSION.sign(0xABC)
-    assert env.validate([wave()], START) == VALID  # signed for exactly now
+    assert env.validate_session([wave()], START) == VALID  # signed for exactly now
     assert env.is_valid(0xABC, [SESSION.public_key, r, s, START]) == VALID
-    assert env.validate([wave()], START - 1) == 0  # signed bound already past
+    assert env.validate_session([wave()], START - 1) == 0  # signed bound already past
     assert env.is_valid(0xABC, [SESSION.public_key, r, s, START - 1]) == 0
     assert vu > START
 
@@ -133,7 +119,7 @@ def test_is_valid_signature_needs_an_active_session(env: Env) -> None:
     assert env.is_valid(0xABC, sig) == 0  # not registered
     env.add_session(valid_until=START + 100, max_calls=1)
     assert env.is_valid(0xABC, sig) == VALID
-    assert env.validate([wave()], START + 50) == VALID  # uses the one call
+    assert env.validate_session([wave()], START + 50) == VALID  # uses the one call
     assert env.is_valid(0xABC, sig) == 0  # exhausted
 
 
