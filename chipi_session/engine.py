@@ -23,12 +23,8 @@ import anyio
 import anyio.abc
 import attrs
 
-from . import credentials, logs, policy
-from .backends.base import (
-    ExecutionResultReader,
-    OnSubmit,
-    require_writer,
-)
+from . import credentials, logs
+from .backends.base import OnSubmit
 from .clock import Clock
 from .errors import ChipiSessionError, ErrorCode
 from .events import (
@@ -36,11 +32,9 @@ from .events import (
     Event,
     StateChanged,
     StatusRefreshed,
-    TransactionSubmitted,
 )
 from .felts import to_hex
-from .handlers import doubts, registration
-from .handlers.execution import confirm_execute, follow_revert
+from .handlers import doubts, execute, registration
 from .handlers.policies import SpendingPolicies
 from .handlers.polling import StatusPolling
 from .handlers.registration import OwnerWrites
@@ -54,8 +48,6 @@ from .pubsub import Broadcaster, Subscription
 from .renewal import RenewalPolicy
 from .scheduling import Scheduler, TimerHeap, backend_status_reader
 from .session_core import SessionCore
-from .session_inputs import AppliedHashLost as _AppliedHashLost
-from .session_inputs import hash_lost_error as _hash_lost_error
 from .session_options import BearerTokenSource, SessionOptions, SessionParams, SessionRuntime
 from .types import (
     Call,
@@ -67,7 +59,6 @@ from .types import (
     SpendingPolicy,
     SubmitInfo,
     WalletData,
-    coerce_calls,
 )
 
 if TYPE_CHECKING:
@@ -95,16 +86,6 @@ _FLAGS = {
 }
 #: How many times an explicit status read is repeated when a local write made it stale.
 _STALE_REREADS = 3
-#: Errors after which the chain, not our memory, says what the session is.
-_CHAIN_STATE_CODES = frozenset(
-    {
-        ErrorCode.SESSION_NOT_REGISTERED,
-        ErrorCode.SESSION_REVOKED,
-        ErrorCode.SESSION_EXPIRED,
-        ErrorCode.SESSION_MAX_CALLS_EXCEEDED,
-        ErrorCode.UNKNOWN_OUTCOME,
-    }
-)
 
 
 @attrs.define
@@ -496,7 +477,7 @@ class ChipiSession:
         """
         if not isinstance(wait, bool):
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "wait must be a bool")
-        return await self._action("execute", _EXECUTE, self._do_execute, calls, wait)
+        return await self._action("execute", _EXECUTE, execute.execute, self, calls, wait)
 
     async def revoke_session(self) -> str:
         """Revoke the session on chain (owner-signed); the local session is kept, revoked.
@@ -692,136 +673,7 @@ class ChipiSession:
     ) -> str:
         return await registration.register_key(self, public_key, until, max_calls, allowed)
 
-    async def _do_execute(self, calls: CallsInput, wait: bool = False) -> str | ExecutionResult:
-        parsed = coerce_calls(calls)
-        self._require_supported()
-        while True:
-            session = self._require_session()
-            if not self._core.renewing:
-                self._renewer.maybe_renew_by_calls()
-            renewal_done = self._renewer.in_progress()
-            now = int(self._clock.now())
-            try:
-                # the contract's rules, with in-flight and in-doubt executes counted
-                denial = self._core.preflight(
-                    self._wallet.address, parsed, now, session.valid_until
-                )
-            except ChipiSessionError as exc:
-                if renewal_done is not None and exc.code in _RENEWABLE_CODES:
-                    await renewal_done.wait()  # a successor is on its way: wait for it
-                    continue
-                raise
-            if (
-                renewal_done is not None
-                and denial in (policy.Denial.EXHAUSTED, policy.Denial.EXPIRED)
-            ):
-                await renewal_done.wait()
-                continue
-            break
-        if denial is not None:
-            expiry = self._core.expiry_for(denial)
-            if expiry is not None:
-                self._expire(expiry)
-            raise policy.denial_error(denial)
-        self._policies.check(parsed, now)
-        generation = self._core.reserve()
-        self._core.begin_write(session.public_key)
-        lost: _AppliedHashLost | None = None
-        try:
-            key = await self._session_key_for(session)
-            token = await self._bearer_token()
-            tx = await self._write(
-                "execute",
-                session.public_key,
-                lambda on_submit: require_writer(
-                    self._backend, "execute transactions"
-                ).execute_with_session(
-                    self._wallet,
-                    key,
-                    valid_until=session.valid_until,
-                    calls=parsed,
-                    bearer_token=token,
-                    on_submit=on_submit,
-                ),
-            )
-        except _AppliedHashLost as exc:
-            tx, lost = "", exc
-        except ChipiSessionError as exc:
-            if generation == self._core.generation and exc.code in _CHAIN_STATE_CODES:
-                self._spawn(self._quiet_refetch())
-            raise
-        finally:
-            self._core.end_write(session.public_key)  # its effect is applied below, no await
-            if not self._core.release(generation):  # signed by a key being retired
-                self._renewer.executes_finished(generation)
-        if generation == self._core.generation and self._core.status is not None:
-            self._core.executed()
-            self._policies.spent(parsed, int(self._clock.now()))
-            if lost is None:
-                self._publish(TransactionSubmitted, action="execute", tx_hash=tx)
-            if self._core.model.current is S.ACTIVE:
-                self._transition("execute")
-                self._check_exhausted()
-                self._renewer.maybe_renew_by_calls()
-        if lost is not None:
-            raise _hash_lost_error("execute")
-        if not wait:
-            if isinstance(self._backend, ExecutionResultReader):
-                self._spawn_scoped(
-                    self._confirm_execute, tx, parsed, generation, session.public_key
-                )
-            return tx
-        # confirmed by a task of the session, so a caller that stops waiting (a timeout, a
-        # cancellation) does not stop the confirmation: its events and state still follow
-        outcome: list[tuple[ExecutionResult, ChipiSessionError | None]] = []
-        done = anyio.Event()
-
-        async def confirm() -> None:
-            try:
-                outcome.append(
-                    await self._confirm_execute(tx, parsed, generation, session.public_key)
-                )
-            finally:
-                done.set()
-
-        if not self._spawn_scoped(confirm):
-            await confirm()
-        await done.wait()
-        if not outcome:  # the session closed under it
-            return ExecutionResult.unknown(tx, len(parsed))
-        result, error = outcome[0]
-        if error is not None:
-            raise error
-        return result
-
-    async def _confirm_execute(
-        self, tx: str, calls: tuple[Call, ...], generation: int, public_key: int
-    ) -> tuple[ExecutionResult, ChipiSessionError | None]:
-        """What the chain did with an execute: ``handlers.execution.confirm_execute``."""
-        return await confirm_execute(
-            self._backend,
-            tx,
-            calls,
-            public_key,
-            publish=self._publish,
-            record_error=self._set_error,
-            is_current=lambda: generation == self._core.generation,
-            refetch=self._quiet_refetch,
-            follow=self._follow_revert,
-        )
-
-    def _set_error(self, error: ChipiSessionError) -> None:
-        self._error = error
-
-    async def _follow_revert(self, calls: tuple[Call, ...]) -> None:
-        await follow_revert(
-            calls,
-            refetch=self._quiet_refetch,
-            tracked=self._policies.known,
-            reread_policy=self.get_spending_policy,
-        )
-
-    def _spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+    def spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         """Run ``fn(*args)`` in the background under a cancel scope of this session, so
         closing the session cancels it (a hub's task group outlives its sessions); False if
         the session can no longer start tasks."""
@@ -1122,6 +974,19 @@ class ChipiSession:
     def cancel_renewal(self) -> None:
         self._renewer.cancel()
 
+    # execute (handlers/execute.py)
+    @property
+    def renewer(self) -> Renewer:
+        return self._renewer
+
+    session_key_for = _session_key_for
+    bearer_token = _bearer_token
+    write = _write
+    expire = _expire
+
+    def set_error(self, error: ChipiSessionError) -> None:
+        self._error = error
+
     # renewal (handlers/renewal.py)
     @property
     def policies(self) -> SpendingPolicies:
@@ -1174,8 +1039,3 @@ class ChipiSession:
 
     reschedule = _reschedule  # the handlers' view (handlers/context.py)
 
-
-#: An execute refused for these waits for a renewal in progress instead of failing.
-_RENEWABLE_CODES = frozenset(
-    {ErrorCode.SESSION_MAX_CALLS_EXCEEDED, ErrorCode.SESSION_EXPIRED}
-)

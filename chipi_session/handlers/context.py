@@ -29,8 +29,15 @@ if TYPE_CHECKING:
     from ..keys import SecretKey
     from ..scheduling import TimerHeap
     from ..session_core import SessionCore
-    from ..types import SessionKeyData, SessionStatus, WalletData
+    from ..types import (
+        ExpiryReason,
+        SessionKeyData,
+        SessionStatus,
+        SpendingPolicy,
+        WalletData,
+    )
     from .policies import SpendingPolicies
+    from .renewal import Renewer
 
 __all__ = [
     "CreationContext",
@@ -164,6 +171,59 @@ class RenewalContext(SessionContext, Protocol):
 
     def reschedule(self) -> None:
         """The deadlines may have moved: re-arm the expiry and renewal timers."""
+        ...
+
+
+class ExecuteContext(SessionContext, Protocol):
+    """What the execute path needs beyond :class:`SessionContext` (``handlers.execute``)."""
+
+    @property
+    def policies(self) -> SpendingPolicies:
+        """The caps the pre-flight checks and an accepted execute spends."""
+        ...
+
+    @property
+    def renewer(self) -> Renewer:
+        """Auto-renewal: started by calls, waited for, told when a retiring key's execute ends."""
+        ...
+
+    async def session_key_for(self, session: SessionKeyData) -> SecretKey:
+        """The decrypted session key (derived once per session, kept in memory only)."""
+        ...
+
+    async def bearer_token(self) -> str | None:
+        """The bearer token for a write, if the backend needs one."""
+        ...
+
+    async def write(
+        self, action: str, public_key: int, send: Callable[[OnSubmit], Awaitable[str]]
+    ) -> str:
+        """Send one write, journalled; an unknown outcome is resolved or held in doubt."""
+        ...
+
+    def expire(self, reason: ExpiryReason) -> None:
+        """Expire the session (if it can) for ``reason``."""
+        ...
+
+    def check_exhausted(self) -> None:
+        """Expire the session (reason ``calls``) if its budget is used up."""
+        ...
+
+    async def refetch_quietly(self) -> None:
+        """Read the status once and apply it; a failure is kept in ``error``, not raised."""
+        ...
+
+    def spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run ``fn(*args)`` in the background, cancelled when the session closes; False
+        if the session can no longer start tasks."""
+        ...
+
+    def set_error(self, error: ChipiSessionError) -> None:
+        """Keep ``error`` in ``session.error`` (nothing published)."""
+        ...
+
+    async def get_spending_policy(self, token: int | str) -> SpendingPolicy | None:
+        """Re-read one cap from the chain (the public action)."""
         ...
 
 
