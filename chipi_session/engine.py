@@ -919,11 +919,8 @@ class ChipiSession:
     def learn_registered(self) -> bool:
         return self._core.learn_registered()
 
-    async def start_attached(self) -> None:
-        await self._start()
-
-    def shutdown(self) -> None:
-        self._shutdown()
+    start_attached = _start
+    shutdown = _shutdown
 
     def hold_in_doubt(
         self, info: SubmitInfo, *, count: bool, token: object, mine: bool
@@ -941,12 +938,8 @@ class ChipiSession:
     ) -> None:
         await self._renewer.resume(successor, retiring, in_doubt)
 
-    def persist(self) -> None:
-        self._persist()
-
-    def record_failure(self, action: str, error: ChipiSessionError) -> None:
-        self._record_failure(action, error)
-
+    persist = _persist
+    record_failure = _record_failure
     spawn = _spawn
 
     # ----------------- the handlers' view of this session (handlers/context.py; internal)
