@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from chipi_session import Call, ChipiSession, ManualClock, WalletData
+from chipi_session import Call, ChipiSession, ManualClock, SessionHub, WalletData
+from chipi_session.blocking import BlockingChipiSession
 from chipi_session.keys import SecretKey, generate_private_key
 from chipi_session.localchain import LocalChain
 from chipi_session.types import SessionKeyData
@@ -38,6 +39,25 @@ class World:
         kwargs.setdefault("vault", self.vault)
         kwargs.setdefault("auto_check_status", False)
         return ChipiSession(**kwargs)
+
+    def hub(self, **kwargs: Any) -> SessionHub:
+        """A ``SessionHub`` on this world (its chain, clock and vault unless given)."""
+        kwargs.setdefault("backend", self.chain)
+        kwargs.setdefault("clock", self.clock)
+        kwargs.setdefault("vault", self.vault)
+        return SessionHub(**kwargs)
+
+    def blocking(self, async_backend: str = "asyncio") -> BlockingChipiSession:
+        """:meth:`session`'s blocking twin, its event loop on ``async_backend``."""
+        return BlockingChipiSession(
+            async_backend=async_backend,
+            wallet=self.wallet,
+            encrypt_key=PIN,
+            backend=self.chain,
+            clock=self.clock,
+            vault=self.vault,
+            auto_check_status=False,
+        )
 
     def transfer(self, amount: int = 10, to: int = RECIPIENT) -> Call:
         return Call(to=self.token, selector="transfer", calldata=[to, amount, 0])

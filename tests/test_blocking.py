@@ -21,15 +21,7 @@ from .helpers import PIN, RECIPIENT, World, make_world
 
 
 def blocking(world: World, async_backend: str = "asyncio") -> BlockingChipiSession:
-    return BlockingChipiSession(
-        async_backend=async_backend,
-        wallet=world.wallet,
-        encrypt_key=PIN,
-        backend=world.chain,
-        clock=world.clock,
-        vault=world.vault,
-        auto_check_status=False,
-    )
+    return world.blocking(async_backend)
 
 
 @pytest.mark.parametrize("async_backend", ["asyncio", "trio"])

@@ -349,18 +349,8 @@ async def test_a_caller_that_stops_waiting_does_not_stop_the_confirmation() -> N
 
 @pytest.mark.parametrize("backend_name", ["asyncio", "trio"])
 def test_blocking_execute_and_wait(backend_name: str) -> None:
-    from chipi_session.blocking import BlockingChipiSession
-
     world = make_world()
-    with BlockingChipiSession(
-        async_backend=backend_name,
-        wallet=world.wallet,
-        encrypt_key=PIN,
-        backend=world.chain,
-        clock=world.clock,
-        vault=world.vault,
-        auto_check_status=False,
-    ) as session:
+    with world.blocking(backend_name) as session:
         session.create_session(3600)
         session.register_session(max_calls=5)
         ok = session.execute_and_wait([transfer(world.token, 4)])

@@ -22,9 +22,7 @@ pytestmark = pytest.mark.anyio
 
 
 def make_hub(world: World, store: SessionStore | None = None, **kwargs: Any) -> SessionHub:
-    return SessionHub(
-        backend=world.chain, clock=world.clock, vault=world.vault, store=store, **kwargs
-    )
+    return world.hub(store=store, **kwargs)
 
 
 # -- one live session per key ----------------------------------------------------------------

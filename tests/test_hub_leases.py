@@ -18,14 +18,7 @@ TTL = 30.0
 
 
 def hub(world: World, store: SqliteStore, owner: str) -> SessionHub:
-    return SessionHub(
-        backend=world.chain,
-        clock=world.clock,
-        vault=world.vault,
-        store=store,
-        lease_owner=owner,
-        lease_ttl=TTL,
-    )
+    return world.hub(store=store, lease_owner=owner, lease_ttl=TTL)
 
 
 async def test_a_key_opens_in_one_hub_at_a_time(world: World, tmp_path: Path) -> None:

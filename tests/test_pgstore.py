@@ -286,14 +286,7 @@ async def test_hub_sessions_move_between_hubs_on_postgres(pg_url: str) -> None:
     store = PostgresStore(pg_url)
 
     def hub(owner: str) -> SessionHub:
-        return SessionHub(
-            backend=world.chain,
-            clock=world.clock,
-            vault=world.vault,
-            store=store,
-            lease_owner=owner,
-            lease_ttl=30,
-        )
+        return world.hub(store=store, lease_owner=owner, lease_ttl=30)
 
     try:
         async with hub("proc-a") as a, hub("proc-b") as b:
