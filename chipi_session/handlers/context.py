@@ -304,3 +304,21 @@ class PollingContext(SessionContext, Protocol):
         """Log records made inside carry this session and ``action`` (work started by a
         shared task: the poller, a timer)."""
         ...
+
+
+if TYPE_CHECKING:
+    from ..engine import ChipiSession
+
+    def _implemented_by(
+        session: ChipiSession,
+    ) -> tuple[
+        RenewalContext,
+        ExecuteContext,
+        RegistrationContext,
+        CreationContext,
+        DoubtContext,
+        PollingContext,
+    ]:
+        """Never run: mypy checks here that ``ChipiSession`` implements every context (the
+        handlers receive it through ``_action``'s untyped arguments)."""
+        return session, session, session, session, session, session
