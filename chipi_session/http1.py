@@ -129,11 +129,14 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
     """``name: value\\r\\n`` lines; a line break or NUL in a header is refused (injection)."""
     out = []
     for name, value in headers.items():
-        line = f"{name}: {value}\r\n"
-        if any(c in name or c in value for c in "\r\n\0") or ":" in name:
+        if (
+            any(c in name or c in value for c in "\r\n\0")
+            or ":" in name
+            or not (name.isascii() and value.isascii())
+        ):
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, f"header {name[:40]!r} is malformed")
-        out.append(line)
-    return "".join(out).encode("latin-1")
+        out.append(f"{name}: {value}\r\n")
+    return "".join(out).encode("ascii")
 
 
 class PlainPool:

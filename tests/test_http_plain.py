@@ -186,6 +186,12 @@ async def test_header_injection_is_refused_before_sending(
                 idempotent=False,
             )
     assert e.value.code is ErrorCode.INVALID_INPUT and server.requests == []
+    async with HttpClient(timeouts=FAST) as http:
+        with pytest.raises(ChipiSessionError) as e:
+            await http.post_json(
+                server.url, {}, headers={"authorization": "Bearer é"}, idempotent=False
+            )
+    assert e.value.code is ErrorCode.INVALID_INPUT and server.requests == []
 
 
 async def test_garbage_answer_after_sending_a_write_is_an_unknown_outcome(
