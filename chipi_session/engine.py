@@ -35,6 +35,7 @@ from .events import (
 )
 from .felts import to_hex
 from .handlers import doubts, execute, registration
+from .handlers.context import OwnerSend
 from .handlers.policies import SpendingPolicies
 from .handlers.polling import StatusPolling
 from .handlers.registration import OwnerWrites
@@ -643,11 +644,6 @@ class ChipiSession:
             refetch_soon=lambda: self._spawn(self._quiet_refetch()),
         )
 
-    async def _confirm(self, tx_hash: str) -> None:
-        """Wait for the backend to confirm a transaction, when it can (see
-        :class:`~chipi_session.backends.base.TransactionConfirmer`)."""
-        await registration.confirm(self._backend, tx_hash)
-
     # ------------------------------------------------------------------ effects
     async def new_session_key(self, duration: int) -> tuple[SessionKeyData, SecretKey]:
         return await credentials.new_session_key(
@@ -658,20 +654,6 @@ class ChipiSession:
             encrypt_key=self._encrypt_key,
             on_session_created=self._on_session_created,
         )
-
-    async def _owner_write(
-        self,
-        action: str,
-        public_key: int,
-        send: Callable[[SecretKey, str | None, OnSubmit], Awaitable[str]],
-    ) -> str:
-        """One owner-signed write (``handlers.registration.OwnerWrites``)."""
-        return await self._owner_writes.write(action, public_key, send)
-
-    async def _register_key(
-        self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
-    ) -> str:
-        return await registration.register_key(self, public_key, until, max_calls, allowed)
 
     def spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         """Run ``fn(*args)`` in the background under a cancel scope of this session, so
@@ -698,9 +680,6 @@ class ChipiSession:
 
         scheduler.task_group.start_soon(run)
         return True
-
-    async def _revoke_key(self, public_key: int) -> str:
-        return await registration.revoke_key(self, public_key)
 
     async def _do_refetch(self, attempts: int = _STALE_REREADS) -> SessionStatus | None:
         """Read and apply the status; a read made stale by a local write is re-read (up to
@@ -796,9 +775,6 @@ class ChipiSession:
             yield
         finally:
             self._core.end_write(public_key)
-
-    def _owner_guard(self) -> anyio.Lock:
-        return self._owner_writes.guard()
 
     def _new_generation(self) -> None:
         self._core.new_generation()
@@ -955,14 +931,29 @@ class ChipiSession:
     require_session = _require_session
     publish = _publish
     transition = _transition
-    owner_guard = _owner_guard
     in_flight = _in_flight
-    owner_write = _owner_write
+
     # registration (handlers/registration.py)
+    def owner_guard(self) -> anyio.Lock:
+        return self._owner_writes.guard()
+
+    async def owner_write(self, action: str, public_key: int, send: OwnerSend) -> str:
+        return await self._owner_writes.write(action, public_key, send)
+
+    async def register_key(
+        self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
+    ) -> str:
+        return await registration.register_key(self, public_key, until, max_calls, allowed)
+
+    async def revoke_key(self, public_key: int) -> str:
+        return await registration.revoke_key(self, public_key)
+
+    async def confirm(self, tx_hash: str) -> None:
+        await registration.confirm(self._backend, tx_hash)
+
     check_exhausted = _check_exhausted
     drop_session_key = _zero_session_key
     new_generation = _new_generation
-    _new_session_key = new_session_key
 
     def cancel_renewal(self) -> None:
         self._renewer.cancel()
@@ -985,9 +976,6 @@ class ChipiSession:
     def policies(self) -> SpendingPolicies:
         return self._policies
 
-    register_key = _register_key
-    revoke_key = _revoke_key
-    confirm = _confirm
     apply_status = _apply_status
 
     def adopt_session(self, data: SessionKeyData, key: SecretKey) -> None:
