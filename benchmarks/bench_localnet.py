@@ -9,6 +9,7 @@ interleaved when several server variants are compared, so load changes hit all o
     python benchmarks/bench_localnet.py                 # the default server, 3 x 1000 executes
     python benchmarks/bench_localnet.py --http h11 --http auto   # protocol side by side
     python benchmarks/bench_localnet.py --profile out.prof       # cProfile the server (1 round)
+    python benchmarks/bench_localnet.py --baseline /tmp/old      # vs an older source tree
 
 ``--http`` is the server's ``--http`` (``auto``: httptools when installed, else h11).
 """
@@ -61,7 +62,7 @@ def proc_cpu_seconds(pid: int) -> float:
 class Server:
     """One localnet subprocess (optionally under cProfile) and what its banner says."""
 
-    def __init__(self, http: str | None, profile: str | None) -> None:
+    def __init__(self, http: str | None, profile: str | None, src: str | None = None) -> None:
         code = "import sys; from chipi_session.localnet import main; sys.exit(main(sys.argv[1:]))"
         args = ["--port", "0", "--json", "--fast-kdf", "--fund", str(10**15)]
         if profile:  # CPU time, not wall time: waiting on the socket is not the server's cost
@@ -71,7 +72,10 @@ class Server:
             args += ["--http", http]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.label = http or "default"
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+        if src is not None:  # another source tree (e.g. an older commit) as the baseline
+            env["PYTHONPATH"] = src
+            self.label = f"{os.path.basename(src.rstrip('/'))}:{self.label}"
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, cwd=src)
         assert self.proc.stdout is not None
         info = json.loads(self.proc.stdout.readline())
         demo = info["demoWallet"]
@@ -97,9 +101,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def servers(https: list[str | None], profile: str | None) -> Iterator[list[Server]]:
+def servers(
+    https: list[str | None], profile: str | None, baselines: list[str]
+) -> Iterator[list[Server]]:
     started: list[Server] = []
     try:
+        for src in baselines:
+            started.append(Server(None, profile, src))
         for http in https:
             started.append(Server(http, profile))
         yield started
@@ -139,9 +147,11 @@ class Client:
         )
 
 
-async def run(https: list[str | None], n: int, rounds: int, profile: str | None) -> None:
+async def run(
+    https: list[str | None], n: int, rounds: int, profile: str | None, baselines: list[str]
+) -> None:
     results: dict[str, list[float]] = {}
-    with servers(https, profile) as started:
+    with servers(https, profile, baselines) as started:
         async with contextlib.AsyncExitStack() as stack:
             clients = []
             for server in started:
@@ -172,7 +182,7 @@ async def run(https: list[str | None], n: int, rounds: int, profile: str | None)
     print(f"localnet server CPU per execute (2 requests), {n} x {rounds}, load {load:.1f}")
     for label, values in results.items():
         print(
-            f"  http={label:8s} median {statistics.median(values):.3f} ms  "
+            f"  {label:24s} median {statistics.median(values):.3f} ms  "
             f"(min {min(values):.3f}, max {max(values):.3f})"
         )
 
@@ -185,11 +195,19 @@ def main() -> None:
         "--http", action="append", help="server protocol: h11, httptools or auto (repeatable)"
     )
     parser.add_argument("--profile", help="cProfile the (single) server into this file")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also run the server from this source tree (e.g. `git archive` of an older "
+        "commit), interleaved (repeatable)",
+    )
     args = parser.parse_args()
     https: list[str | None] = list(args.http) if args.http else [None]
-    if args.profile and len(https) != 1:
+    if args.profile and len(https) + len(args.baseline) != 1:
         parser.error("--profile takes one server")
-    anyio.run(run, https, args.n, args.rounds, args.profile)
+    anyio.run(run, https, args.n, args.rounds, args.profile, args.baseline)
 
 
 if __name__ == "__main__":

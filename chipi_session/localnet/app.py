@@ -9,11 +9,14 @@ REST (docs/wire-protocol.md), all ``POST`` under ``/v1`` and authenticated (``x-
 
 JSON-RPC at ``/rpc`` (see :mod:`.rpc`), no authentication, like a public node. Errors are
 ``{message, code, status}`` with a 4xx status and Chipi's codes. The chain is shared with the
-thread that owns the server, so every access holds ``lock``.
+thread that owns the server, so every access holds ``lock``. The app runs on uvicorn's asyncio
+loop only, and its first step may run outside any task (:mod:`.http11` starts it at once), so
+its only waits (the fault-injection delays) are plain ``asyncio.sleep``, not anyio's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -22,7 +25,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import anyio
 import attrs
 
 from ..errors import ChipiSessionError, ErrorCode
@@ -227,13 +229,13 @@ def create_app(
             raise WireError.bad("typedData must be an object")
         signature, _is_session = wire_signature(body.get("userSignature"))
         if fault.execute_delay_before > 0:
-            await anyio.sleep(fault.execute_delay_before)
+            await asyncio.sleep(fault.execute_delay_before)  # uvicorn's loop (see .http11)
         started = time.perf_counter()
         with guard:
             tx_hash = chain.execute_sponsored(wallet, typed_data, signature)
         elapsed = time.perf_counter() - started
         if fault.execute_delay_after > 0:
-            await anyio.sleep(fault.execute_delay_after)
+            await asyncio.sleep(fault.execute_delay_after)
         return answer_json({"transactionHash": tx_hash}, timing=elapsed)  # canonical hex
 
     async def execute_raw(body: Any) -> Answer:

@@ -16,6 +16,7 @@ __all__ = [
     "ASGIApp",
     "Answer",
     "ClientGone",
+    "Message",
     "Receive",
     "Scope",
     "Send",

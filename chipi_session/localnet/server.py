@@ -31,7 +31,7 @@ from ..logs import get_logger
 from ..types import WalletData
 from ..validate import check_clock, check_instance, check_int, check_number, describe, invalid
 from ..vault import KdfCost, Vault
-from .app import AuthConfig, Faults, create_app
+from .app import MAX_BODY_BYTES, AuthConfig, Faults, create_app
 from .protocols import HttpImpl, http_protocol, resolve_http
 from .wire import API_KEY_PATTERN
 
@@ -264,7 +264,7 @@ class LocalnetServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
-            http=http_protocol(self.http, self._request_timeout),
+            http=http_protocol(self.http, self._request_timeout, self._keep_alive, MAX_BODY_BYTES),
             ws="none",
             proxy_headers=False,  # loopback only: no proxy in front, and a layer less per request
             timeout_keep_alive=self._keep_alive,  # type: ignore[arg-type]  # a float works
