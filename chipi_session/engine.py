@@ -119,7 +119,6 @@ class ChipiSession:
         "_vault",
         "_key_source",
         "_event_buffer_size",
-        "_renewal",
         "_core",
         "_policies",
         "_renewer",
@@ -196,7 +195,6 @@ class ChipiSession:
         self._vault: Vault = runtime.vault
         self._key_source = options.key_source
         self._event_buffer_size = runtime.event_buffer_size
-        self._renewal = options.renewal
         #: what this session's log records carry (docs/observability.md, "Logging")
         self._log_context = logs.session_context(self)
 
@@ -230,7 +228,7 @@ class ChipiSession:
         #: auto-renewal's effects and the keys being retired (handlers/renewal.py)
         self._renewer = Renewer(
             self,
-            self._renewal,
+            options.renewal,
             default_duration=self._default_duration,
             default_max_calls=self._default_max_calls,
         )

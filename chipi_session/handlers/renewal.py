@@ -22,9 +22,9 @@ import attrs
 from ..errors import ChipiSessionError, ErrorCode
 from ..events import SessionRenewed, TransactionSubmitted
 from ..felts import to_hex
-from ..logs import get_logger
 from ..session_inputs import AppliedHashLost
 from ..types import SessionKeyData, SessionState, SessionStatus, SubmitInfo
+from . import renewal_resume
 
 if TYPE_CHECKING:
     from ..keys import SecretKey
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Renewer"]
 
-log = get_logger(__name__)
 S = SessionState
 
 
@@ -80,8 +79,9 @@ class Renewer:
         #: set once a renewal in progress ends (executes wait on it for the successor)
         self._done: anyio.Event | None = None
         self._retiring: list[_Retiring] | None = None
-        #: public keys of replaced sessions not yet revoked (persisted: resumed on open)
-        self._retire_pending: list[int] = []
+        #: public keys of replaced sessions not yet revoked (persisted: resumed on open;
+        #: None when there are none, so an idle session carries no list)
+        self._retire_pending: list[int] | None = None
 
     # ------------------------------------------------------------------ reads
     @property
@@ -92,7 +92,7 @@ class Renewer:
     @property
     def retiring_keys(self) -> tuple[int, ...]:
         """Public keys of replaced sessions still to be revoked on chain."""
-        return tuple(self._retire_pending)
+        return tuple(self._retire_pending or ())
 
     def in_progress(self) -> anyio.Event | None:
         """The event a renewal in progress sets when it ends (None: none in progress)."""
@@ -189,7 +189,9 @@ class Renewer:
                 sent = True
                 allowed = old_status.allowed_entrypoints
                 try:
-                    tx = await ctx.register_key(data.public_key, data.valid_until, max_calls, allowed)
+                    tx = await ctx.register_key(
+                        data.public_key, data.valid_until, max_calls, allowed
+                    )
                     await ctx.confirm(tx)
                 except AppliedHashLost:
                     pass  # registered: the nonce is used
@@ -216,7 +218,11 @@ class Renewer:
             )
             ctx.record_failure("renew", exc)
             timers = ctx.timers
-            if attempts < policy.max_attempts and generation == core.generation and timers is not None:
+            if (
+                attempts < policy.max_attempts
+                and generation == core.generation
+                and timers is not None
+            ):
                 retry_at = ctx.clock.now() + policy.backoff(attempts)
                 core.renewal_retry(retry_at)
                 timers.schedule(retry_at, self.start)
@@ -226,7 +232,7 @@ class Renewer:
             if not committed and data is not None and core.successor is data:
                 core.successor_on_record(None)
                 if sent:  # it may be registered: an unused key must not stay valid
-                    self._retire_later(data.public_key, None)
+                    self.retire_later(data.public_key, None)
                 ctx.persist()
             core.renewal_ended()
             if self._done is not None:
@@ -267,11 +273,11 @@ class Renewer:
             applied=True,
         )
         # the successor is usable now; retire the old key once its executes have finished
-        self._retire_later(old.public_key, old_key, old_generation, in_flight)
+        self.retire_later(old.public_key, old_key, old_generation, in_flight)
         ctx.persist()
 
     # ------------------------------------------------------------- retirement
-    def _retire_later(
+    def retire_later(
         self,
         public_key: int,
         key: SecretKey | None,
@@ -286,6 +292,8 @@ class Renewer:
         if self._retiring is None:
             self._retiring = []
         self._retiring.append(record)
+        if self._retire_pending is None:
+            self._retire_pending = []
         if public_key not in self._retire_pending:
             self._retire_pending.append(public_key)
         self._ctx.spawn(self._retire_key(public_key, key, record), "revoke_previous")
@@ -312,8 +320,11 @@ class Renewer:
                     done = True
                 except ChipiSessionError as exc:
                     ctx.record_failure("revoke_previous", exc)
-            if done and public_key in self._retire_pending:
-                self._retire_pending.remove(public_key)
+            pending = self._retire_pending
+            if done and pending is not None and public_key in pending:
+                pending.remove(public_key)
+                if not pending:
+                    self._retire_pending = None
                 ctx.persist()
         finally:
             if key is not None:
@@ -329,57 +340,6 @@ class Renewer:
         retiring: Iterable[int],
         in_doubt: SubmitInfo | None = None,
     ) -> None:
-        """Finish what a previous run left of a renewal (``hub.open``): revoke replaced keys
-        whose retirement was interrupted; adopt a persisted successor if the chain has it
-        registered, else drop it (kept on record while its register is still in doubt)."""
-        ctx, core = self._ctx, self._ctx.core
-        for public_key in retiring:
-            self._retire_later(public_key, None)
-        current = ctx.session
-        if successor is None:
-            return
-        if current is not None and current.public_key == successor.public_key:
-            ctx.persist()  # the switch was saved; only the record's flag was not
-            return
-        if current is None:  # the slot was cleared meanwhile: an orphan, never adopted
-            self._retire_later(successor.public_key, None)
-            ctx.persist()
-            return
-        core.successor_on_record(successor)
-        if in_doubt is not None:  # decided once its register's window closes; on record
-            timers = ctx.timers
-            if timers is not None:
-                timers.schedule(
-                    float(in_doubt.execute_before),
-                    lambda: ctx.spawn(self.resume(successor, ()), "renew"),
-                )
-            return
-        try:
-            status = await ctx.backend.get_session_status(ctx.wallet.address, successor.public_key)
-        except ChipiSessionError as exc:
-            log.warning("renewal left by a previous run stays pending: %s", exc.code.value)
-            return  # still on record: the next open tries again
-        async with ctx.owner_guard():
-            if core.successor is not successor:
-                return
-            core.successor_on_record(None)
-            if not status.exists:
-                ctx.persist()  # never registered: nothing to adopt
-                self.arm()
-                self.maybe_renew_by_calls()
-                return
-            old = ctx.session
-            ctx.new_generation()
-            ctx.switch_session(successor, None)
-            core.forget()
-            core.learn_registered()
-            ctx.apply_status(status)
-            ctx.reschedule()
-            if old is not None:
-                ctx.publish(
-                    SessionRenewed,
-                    previous_public_key=to_hex(old.public_key),
-                    new_public_key=to_hex(successor.public_key),
-                )
-                self._retire_later(old.public_key, None)
-            ctx.persist()
+        """Finish what a previous run left of a renewal (``hub.open``): see
+        :func:`~chipi_session.handlers.renewal_resume.resume`."""
+        await renewal_resume.resume(self._ctx, self, successor, retiring, in_doubt)
