@@ -3,7 +3,9 @@
 Run: ``python benchmarks/bench_crypto.py`` (``--quick`` for fewer repetitions). Prints the median
 time per operation; native and starknet-py are measured side by side in the same run, on the
 same inputs, so their ratio is meaningful on any machine. "vault decrypt" rows are end to end
-(KDF, cipher, and the public-key derivation that checks the result).
+(KDF, cipher, and the public-key derivation that checks the result). The OutsideExecution rows
+are one execute's hash three ways: nothing cached, the call's own hash memoized (a repeated
+call), and the memo hit LocalChain's contract gets for the hash its signer just computed.
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ import chipi_session.keys as keys
 from chipi_session.hashing import (
     ANY_CALLER,
     SN_MAIN,
+    clear_hash_caches,
+    outside_execution_hash,
     outside_execution_typed_data,
     session_validate_hash,
     typed_data_message_hash,
 )
+from chipi_session.localchain.ecdsa import check_ecdsa_signature
+from chipi_session.poseidon import POSEIDON_BACKEND, poseidon_many
 from chipi_session.types import Call
 from chipi_session.vault import HighEntropyKey, KdfCost, Vault
 
@@ -111,11 +117,67 @@ def main(argv: list[str] | None = None) -> int:
             median_seconds(lambda i: typed_data_message_hash(typed, 0x555AA11 + i), many),
         )
     )
+    oe = dict(
+        account=0x555AA11,
+        chain_id=SN_MAIN,
+        caller=ANY_CALLER,
+        execute_after=1,
+        execute_before=0x77359400,
+        calls=[transfer],
+    )
+
+    def oe_cold(i: int) -> object:
+        clear_hash_caches()
+        return outside_execution_hash(nonce=i, **oe)  # type: ignore[arg-type]
+
+    from poseidon_py.poseidon_hash import poseidon_hash_many as poseidon_py_many
+
+    felts19 = [(k * 0x9E3779B97F4A7C15) % (2**251) for k in range(19)]
+    rows += [
+        (
+            "OutsideExecution hash",
+            "cold (Poseidon)",
+            many,
+            median_seconds(oe_cold, many),
+        ),
+        (
+            "OutsideExecution hash",
+            "call hash memoized",
+            many,
+            median_seconds(lambda i: outside_execution_hash(nonce=10**9 + i, **oe), many),  # type: ignore[arg-type]
+        ),
+        (
+            "OutsideExecution hash",
+            "memo hit (the contract)",
+            many,
+            median_seconds(lambda i: outside_execution_hash(nonce=7, **oe), many),  # type: ignore[arg-type]
+        ),
+        (
+            "Poseidon, 19 felts",
+            POSEIDON_BACKEND,
+            many,
+            median_seconds(lambda i: poseidon_many(felts19), many),
+        ),
+        (
+            "Poseidon, 19 felts",
+            "poseidon-py",
+            many,
+            median_seconds(lambda i: poseidon_py_many(felts19), many),
+        ),
+        (
+            "contract signature check",
+            "check_ecdsa_signature",
+            many,
+            median_seconds(
+                lambda i: check_ecdsa_signature(hashes[i], public_keys[i], *signatures[i]), many
+            ),
+        ),
+    ]
     call = Call(to=ETH, selector="transfer", calldata=[0xBEEF, 100, 0])
     rows.append(
         (
             "session validate hash",
-            "Poseidon (starknet-py)",
+            "Poseidon",
             many,
             median_seconds(
                 lambda i: session_validate_hash(
@@ -180,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     print(f"Python {platform.python_version()} on {platform.machine()} ({platform.system()})")
-    print(f"default signer backend: {keys.SIGNER_BACKEND}")
+    print(f"default signer backend: {keys.SIGNER_BACKEND}; Poseidon: {POSEIDON_BACKEND}")
     print()
     print(f"{'operation':<24} {'implementation':<28} {'n':>5} {'median/op':>12}")
     print("-" * 72)
