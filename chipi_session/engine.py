@@ -17,24 +17,23 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 import anyio
 import anyio.abc
-import attrs
 
 from . import credentials, logs
 from .backends.base import OnSubmit
 from .clock import Clock
 from .errors import ChipiSessionError, ErrorCode
 from .events import (
-    ActionFailed,
     Event,
     StateChanged,
     StatusRefreshed,
 )
 from .felts import to_hex
-from .handlers import doubts, execute, registration
+from .handlers import doubts, execute, registration, writes
+from .handlers.actions import ActionRunner
 from .handlers.context import OwnerSend
 from .handlers.policies import SpendingPolicies
 from .handlers.polling import StatusPolling
@@ -42,7 +41,6 @@ from .handlers.registration import OwnerWrites
 from .handlers.renewal import Renewer
 from .handlers.status import read_status
 from .handlers.timers import ExpiryTimer
-from .handlers.writes import send_write, unknown_outcome
 from .keys import SecretKey
 from .logs import get_logger
 from .pubsub import Broadcaster, Subscription
@@ -71,29 +69,12 @@ if TYPE_CHECKING:
 __all__ = ["ChipiSession", "RenewalPolicy"]
 
 log = get_logger(__name__)
-T = TypeVar("T")
 
 S = SessionState
 CallsInput = Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
 
-_CREATE, _REGISTER, _REVOKE, _EXECUTE, _STATUS, _POLICY = range(6)
-_FLAGS = {
-    "create": _CREATE,
-    "register": _REGISTER,
-    "revoke": _REVOKE,
-    "execute": _EXECUTE,
-    "status": _STATUS,
-    "policy": _POLICY,
-}
 #: How many times an explicit status read is repeated when a local write made it stale.
 _STALE_REREADS = 3
-
-
-@attrs.define
-class _Box:
-    value: Any = None
-    error: ChipiSessionError | None = None
-    cancelled: bool = False
 
 
 class ChipiSession:
@@ -127,15 +108,13 @@ class ChipiSession:
         "_key_lock",
         "_owner_writes",
         "_polling",
-        "_pending",
-        "_error",
+        "_runner",
         "_events",
         "_hub_events",
         "_scheduler",
         "_owns_scheduler",
         "_journal",
         "_expiry_timer",
-        "_scopes",
         "_entered",
         "_closed",
         "_log_context",
@@ -206,14 +185,15 @@ class ChipiSession:
         #: owner-signed writes of this session (register, revoke, policies, renewal's) run
         #: one at a time, each checking the state it acts on once it holds the lock
         self._owner_writes = OwnerWrites(
-            bearer_token=self._bearer_token, owner_key=self._owner_key, send=self._write
+            bearer_token=self._bearer_token, owner_key=self._owner_key, send=self.write
         )
         #: the status poller's side of this session while it is polled (handlers/polling.py)
         self._polling: StatusPolling | None = None
         #: the spending caps as last known and their actions (handlers/policies.py)
         self._policies = SpendingPolicies(self)
-        self._pending = [0, 0, 0, 0, 0, 0]
-        self._error: ChipiSessionError | None = None
+        #: the actions and background tasks: pending counts, the last error, their cancel
+        #: scopes (handlers/actions.py)
+        self._runner = ActionRunner(self)
         self._events: Broadcaster[Event] | None = None
         self._hub_events: Broadcaster[Event] | None = None
         self._scheduler: Scheduler | None = None
@@ -232,7 +212,6 @@ class ChipiSession:
             default_duration=self._default_duration,
             default_max_calls=self._default_max_calls,
         )
-        self._scopes: set[anyio.CancelScope] | None = None
         self._entered = False
         self._closed = False
 
@@ -287,9 +266,7 @@ class ChipiSession:
         if self._closed:
             return
         self._closed = True
-        if self._scopes:
-            for scope in list(self._scopes):
-                scope.cancel()
+        self._runner.cancel()
         self._expiry_timer.cancel()
         self._renewer.cancel()
         if self._scheduler is not None and self._polling is not None:
@@ -339,23 +316,23 @@ class ChipiSession:
 
     @property
     def is_creating(self) -> bool:
-        return self._pending[_CREATE] > 0
+        return self._runner.pending("create")
 
     @property
     def is_registering(self) -> bool:
-        return self._pending[_REGISTER] > 0
+        return self._runner.pending("register")
 
     @property
     def is_revoking(self) -> bool:
-        return self._pending[_REVOKE] > 0
+        return self._runner.pending("revoke")
 
     @property
     def is_executing(self) -> bool:
-        return self._pending[_EXECUTE] > 0
+        return self._runner.pending("execute")
 
     @property
     def is_loading_status(self) -> bool:
-        return self._pending[_STATUS] > 0
+        return self._runner.pending("status")
 
     @property
     def is_renewing(self) -> bool:
@@ -381,7 +358,7 @@ class ChipiSession:
 
     @property
     def error(self) -> ChipiSessionError | None:
-        return self._error
+        return self._runner.error
 
     @property
     def clock(self) -> Clock:
@@ -424,8 +401,8 @@ class ChipiSession:
         If ``on_session_created`` raises, the new session is discarded and the previous one
         (if any) stays: a session that was not persisted is never used.
         """
-        return await self._action(
-            "create", _CREATE, registration.create, self, duration_seconds, self._default_duration
+        return await self._runner.run(
+            "create", "create", registration.create, self, duration_seconds, self._default_duration
         )
 
     async def register_session(
@@ -435,9 +412,9 @@ class ChipiSession:
         valid_until: int | None = None,
     ) -> str:
         """Register the local session on the wallet (owner-signed); returns the tx hash."""
-        return await self._action(
+        return await self._runner.run(
             "register",
-            _REGISTER,
+            "register",
             registration.register,
             self,
             max_calls,
@@ -476,7 +453,7 @@ class ChipiSession:
         """
         if not isinstance(wait, bool):
             raise ChipiSessionError(ErrorCode.INVALID_INPUT, "wait must be a bool")
-        return await self._action("execute", _EXECUTE, execute.execute, self, calls, wait)
+        return await self._runner.run("execute", "execute", execute.execute, self, calls, wait)
 
     async def revoke_session(self) -> str:
         """Revoke the session on chain (owner-signed); the local session is kept, revoked.
@@ -486,31 +463,31 @@ class ChipiSession:
         contract's expiry check until the end of the hour containing ``valid_until``
         (docs/contract.md §9.1).
         """
-        return await self._action("revoke", _REVOKE, registration.revoke, self)
+        return await self._runner.run("revoke", "revoke", registration.revoke, self)
 
     def clear_session(self) -> None:
         """Forget the local session (does not revoke it on chain) and zero its key."""
         if self._core.model.current is S.NONE:
-            self._error = None
+            self._runner.error = None
             return
         self._new_generation()
         self._session = None
         self._core.forget()
         self._policies.forget()
-        self._error = None
+        self._runner.error = None
         self._transition("clear")
         self._persist()
 
     async def refetch_status(self) -> SessionStatus | None:
         """Read the session's on-chain status and reconcile the local state with it."""
-        return await self._action("refetch_status", _STATUS, self._do_refetch)
+        return await self._runner.run("refetch_status", "status", self._do_refetch)
 
     async def set_spending_policy(
         self, token: int | str, max_per_call: int, max_per_window: int, window_seconds: int
     ) -> str:
-        return await self._action(
+        return await self._runner.run(
             "set_spending_policy",
-            _POLICY,
+            "policy",
             self._policies.set,
             token,
             max_per_call,
@@ -519,127 +496,11 @@ class ChipiSession:
         )
 
     async def get_spending_policy(self, token: int | str) -> SpendingPolicy | None:
-        return await self._action("get_spending_policy", _POLICY, self._policies.get, token)
+        return await self._runner.run("get_spending_policy", "policy", self._policies.get, token)
 
     async def remove_spending_policy(self, token: int | str) -> str:
-        return await self._action("remove_spending_policy", _POLICY, self._policies.remove, token)
-
-    # ------------------------------------------------------------ action runner
-    async def _action(
-        self, action: str, flag: int, fn: Callable[..., Awaitable[T]], *args: Any
-    ) -> T:
-        """Run ``fn`` as a task of the scheduler's task group and wait for it; its records
-        (and its tasks') carry this session and ``action`` (docs/observability.md)."""
-        with logs.action(self._log_context, action):
-            return await self._run_action(action, flag, fn, *args)
-
-    async def _run_action(
-        self, action: str, flag: int, fn: Callable[..., Awaitable[T]], *args: Any
-    ) -> T:
-        """Run ``fn`` as a task of the scheduler's task group and wait for it.
-
-        Cancelling the caller cancels the effect; closing the session cancels it and the
-        caller gets ``CLOSED``. Failures are kept in ``error`` and published.
-        """
-        scheduler = self._scheduler
-        if scheduler is None or self._closed or not self._entered or not scheduler.running:
-            raise ChipiSessionError(
-                ErrorCode.CLOSED, "use the session inside 'async with ChipiSession(...)'"
-            )
-        box = _Box()
-        done = anyio.Event()
-        if self._scopes is None:
-            self._scopes = set()
-        scopes = self._scopes
-
-        async def runner(*, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
-            with anyio.CancelScope() as scope:
-                scopes.add(scope)
-                task_status.started(scope)
-                self._pending[flag] += 1
-                try:
-                    box.value = await fn(*args)
-                except anyio.get_cancelled_exc_class():
-                    box.cancelled = True
-                    raise
-                except ChipiSessionError as exc:
-                    box.error = exc
-                except Exception as exc:  # a bug or an unexpected backend failure
-                    log.exception("%s failed unexpectedly", action)
-                    box.error = ChipiSessionError(
-                        ErrorCode.BACKEND_UNAVAILABLE,
-                        f"{action} failed: {type(exc).__name__}",
-                        retryable=False,
-                    )
-                finally:
-                    self._pending[flag] -= 1
-                    scopes.discard(scope)
-                    done.set()
-            if scope.cancelled_caught:
-                box.cancelled = True
-
-        scope: anyio.CancelScope = await scheduler.task_group.start(runner)
-        try:
-            await done.wait()
-        except anyio.get_cancelled_exc_class():
-            scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await done.wait()
-            raise
-        if box.cancelled:
-            err = ChipiSessionError(ErrorCode.CLOSED, f"{action} cancelled: the session closed")
-            self._record_failure(action, err)
-            raise err
-        if box.error is not None:
-            self._record_failure(action, box.error)
-            raise box.error
-        if action != "refetch_status":
-            self._error = None
-        return box.value  # type: ignore[no-any-return]
-
-    def _record_failure(self, action: str, error: ChipiSessionError) -> None:
-        self._error = error
-        log.info("%s failed: %s", action, error.code.value)
-        self._publish(ActionFailed, action=action, error=error)
-
-    async def _write(
-        self,
-        action: str,
-        session_public_key: int,
-        send: Callable[[OnSubmit], Awaitable[str]],
-    ) -> str:
-        """Send one write through the backend, journalled, resolving unknown outcomes.
-
-        Raises :class:`_AppliedHashLost` if the write provably executed but its hash was lost
-        (the caller applies its effect, then reports ``UNKNOWN_OUTCOME`` with applied=True).
-        """
-        return await send_write(
-            self._journal,
-            action,
-            session_public_key,
-            send,
-            hold_cancelled=self._hold_cancelled,
-            unknown=self._unknown_outcome,
-        )
-
-    def _hold_cancelled(self, action: str, info: SubmitInfo, token: object) -> None:
-        doubts.hold_cancelled(self, action, info, token)
-
-    async def _unknown_outcome(
-        self, action: str, info: SubmitInfo | None, token: object
-    ) -> NoReturn:
-        """A sent write whose response never came (``handlers.writes.unknown_outcome``)."""
-        await unknown_outcome(
-            action,
-            info,
-            token,
-            journal=self._journal,
-            resolve=self.resolve_outcome,
-            hold_cancelled=self._hold_cancelled,
-            hold_in_doubt=lambda i, count, tok: self.hold_in_doubt(
-                i, count=count, token=tok, mine=True
-            ),
-            refetch_soon=lambda: self._spawn(self._quiet_refetch()),
+        return await self._runner.run(
+            "remove_spending_policy", "policy", self._policies.remove, token
         )
 
     # ------------------------------------------------------------------ effects
@@ -652,32 +513,6 @@ class ChipiSession:
             encrypt_key=self._encrypt_key,
             on_session_created=self._on_session_created,
         )
-
-    def spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
-        """Run ``fn(*args)`` in the background under a cancel scope of this session, so
-        closing the session cancels it (a hub's task group outlives its sessions); False if
-        the session can no longer start tasks."""
-        scheduler = self._scheduler
-        if scheduler is None or not scheduler.running or self._closed:
-            return False
-        if self._scopes is None:
-            self._scopes = set()
-        scopes = self._scopes
-
-        async def run() -> None:
-            with anyio.CancelScope() as scope, logs.adopt(self._log_context, "background"):
-                scopes.add(scope)
-                try:
-                    await fn(*args)
-                except ChipiSessionError:
-                    pass
-                except Exception:
-                    log.exception("background task failed")
-                finally:
-                    scopes.discard(scope)
-
-        scheduler.task_group.start_soon(run)
-        return True
 
     async def _do_refetch(self, attempts: int = _STALE_REREADS) -> SessionStatus | None:
         """Read and apply the status; a read made stale by a local write is re-read (up to
@@ -701,7 +536,7 @@ class ChipiSession:
         self._publish(StatusRefreshed, status=status)
         self._reconcile(status)
         if self._core.in_doubt:
-            self._spawn(self._recheck_doubts(self._core.generation))
+            self.spawn(self._recheck_doubts(self._core.generation))
 
     async def _recheck_doubts(self, generation: int) -> None:
         await doubts.recheck(self, generation)
@@ -819,36 +654,11 @@ class ChipiSession:
         journal = self._journal
         if journal is not None:
             journal.mark_dirty()
-            self._spawn(journal.flush())
-
-    def _spawn(self, coro: Awaitable[Any], action: str | None = None) -> None:
-        """Run ``coro`` in the background; its records carry this session and ``action``
-        (by default the action it was spawned in, else ``background``)."""
-        scheduler = self._scheduler
-        if scheduler is None or not scheduler.running or self._closed:
-            close = getattr(coro, "close", None)
-            if close is not None:
-                close()
-            return
-
-        async def run() -> None:
-            if action is None:
-                context = logs.adopt(self._log_context, "background")
-            else:
-                context = logs.action(self._log_context, action)
-            try:
-                with context:
-                    await coro
-            except ChipiSessionError:
-                pass
-            except Exception:
-                log.exception("background task failed")
-
-        scheduler.task_group.start_soon(run)
+            self.spawn(journal.flush())
 
     async def _quiet_refetch(self) -> None:
         try:
-            await self._action("refetch_status", _STATUS, self._do_refetch, 1)
+            await self._runner.run("refetch_status", "status", self._do_refetch, 1)
         except ChipiSessionError:
             pass
 
@@ -913,10 +723,28 @@ class ChipiSession:
         await self._renewer.resume(successor, retiring, in_doubt)
 
     persist = _persist
-    record_failure = _record_failure
-    spawn = _spawn
+    def record_failure(self, action: str, error: ChipiSessionError) -> None:
+        self._runner.record_failure(action, error)
+
+    def spawn(self, coro: Awaitable[Any], action: str | None = None) -> None:
+        self._runner.spawn(coro, action)
 
     # ----------------- the handlers' view of this session (handlers/context.py; internal)
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup | None:
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running or self._closed:
+            return None
+        return scheduler.task_group
+
+    @property
+    def started(self) -> bool:
+        return self._entered
+
+    @property
+    def log_context(self) -> logs.LogContext:
+        return self._log_context
+
     @property
     def core(self) -> SessionCore:
         return self._core
@@ -963,11 +791,17 @@ class ChipiSession:
 
     session_key_for = _session_key_for
     bearer_token = _bearer_token
-    write = _write
+    async def write(
+        self, action: str, public_key: int, send: Callable[[OnSubmit], Awaitable[str]]
+    ) -> str:
+        return await writes.journalled_write(self, action, public_key, send)
+
+    def spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        return self._runner.spawn_scoped(fn, *args)
     expire = _expire
 
     def set_error(self, error: ChipiSessionError) -> None:
-        self._error = error
+        self._runner.error = error
 
     # renewal (handlers/renewal.py)
     @property

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import anyio
+    import anyio.abc
 
     from ..backends.base import OnSubmit, SessionReader
     from ..clock import Clock
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from ..events import Event
     from ..journal import ActionJournal
     from ..keys import SecretKey
+    from ..logs import LogContext
     from ..scheduling import TimerHeap
     from ..session_core import SessionCore
     from ..types import (
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from .renewal import Renewer
 
 __all__ = [
+    "ActionContext",
     "CreationContext",
     "DoubtContext",
     "OwnerSend",
@@ -50,6 +53,32 @@ __all__ = [
 
 #: ``send(owner_key, bearer_token, on_submit)``: one owner-signed write through the backend
 OwnerSend = Callable[["SecretKey", "str | None", "OnSubmit"], Awaitable[str]]
+
+
+class ActionContext(Protocol):
+    """What the action runner needs of its session (``handlers.actions``; implemented by
+    ``ChipiSession``). Not a :class:`SessionContext`: the runner sits below every handler
+    and only starts tasks, logs and publishes."""
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup | None:
+        """The scheduler's task group while this session may start work (its scheduler
+        running, the session not closed); None otherwise."""
+        ...
+
+    @property
+    def started(self) -> bool:
+        """The session was entered (``async with``) or started by its hub."""
+        ...
+
+    @property
+    def log_context(self) -> LogContext:
+        """What this session's log records carry (docs/observability.md, "Logging")."""
+        ...
+
+    def publish(self, cls: type[Event], **fields: Any) -> None:
+        """Publish an event (stamped with the clock and this session's key by default)."""
+        ...
 
 
 class SessionContext(Protocol):
@@ -312,6 +341,7 @@ if TYPE_CHECKING:
     def _implemented_by(
         session: ChipiSession,
     ) -> tuple[
+        ActionContext,
         RenewalContext,
         ExecuteContext,
         RegistrationContext,
@@ -321,4 +351,4 @@ if TYPE_CHECKING:
     ]:
         """Never run: mypy checks here that ``ChipiSession`` implements every context (the
         handlers receive it through ``_action``'s untyped arguments)."""
-        return session, session, session, session, session, session
+        return session, session, session, session, session, session, session

@@ -1,9 +1,9 @@
 """The write path: one write sent through the backend, journalled, its lost response resolved.
 
 Moved out of ``engine.py`` (docs/architecture.md, "Module map"; the unknown-outcome rules:
-docs/engine.md). Plain coroutines handed the journal and the facade's callbacks: holding a
-write in doubt (counted, re-checked once its window closes) stays the facade's, since it
-changes the core and arms timers.
+docs/engine.md). Plain coroutines handed the journal and callbacks; :func:`journalled_write`
+wires them to a session (a :class:`~.context.DoubtContext`), whose in-doubt writes are
+held and settled by ``handlers.doubts``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from ..errors import ChipiSessionError, ErrorCode
 from ..logs import get_logger
 from ..session_inputs import AppliedHashLost
 from ..types import SubmitInfo
+from . import doubts
 
 if TYPE_CHECKING:
     from ..journal import ActionJournal
+    from .context import DoubtContext
 
-__all__ = ["send_write", "unknown_outcome"]
+__all__ = ["journalled_write", "send_write", "unknown_outcome"]
 
 log = get_logger(__name__)
 
@@ -128,3 +130,47 @@ async def unknown_outcome(
         retryable=True,
         applied=False,
     ) from None
+
+
+async def journalled_write(
+    ctx: DoubtContext,
+    action: str,
+    session_public_key: int,
+    send: Callable[[OnSubmit], Awaitable[str]],
+) -> str:
+    """Send one write of ``ctx``'s session through the backend, journalled in its journal;
+    a write cancelled after it left, or whose response never came and cannot be resolved
+    now, is held in doubt (``handlers.doubts``) and the status re-read soon.
+
+    Raises :class:`AppliedHashLost` if the write provably executed but its hash was lost
+    (the caller applies its effect, then reports ``UNKNOWN_OUTCOME`` with applied=True).
+    """
+
+    def hold_cancelled(action: str, info: SubmitInfo, token: object) -> None:
+        doubts.hold_cancelled(ctx, action, info, token)
+
+    async def resolve(info: SubmitInfo | None) -> bool | None:
+        return await doubts.resolve_outcome(ctx, info)
+
+    async def unknown(action: str, info: SubmitInfo | None, token: object) -> NoReturn:
+        await unknown_outcome(
+            action,
+            info,
+            token,
+            journal=ctx.journal,
+            resolve=resolve,
+            hold_cancelled=hold_cancelled,
+            hold_in_doubt=lambda i, count, tok: doubts.hold_in_doubt(
+                ctx, i, count=count, token=tok, mine=True
+            ),
+            refetch_soon=lambda: ctx.spawn(ctx.refetch_quietly()),
+        )
+
+    return await send_write(
+        ctx.journal,
+        action,
+        session_public_key,
+        send,
+        hold_cancelled=hold_cancelled,
+        unknown=unknown,
+    )
