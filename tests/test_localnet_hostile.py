@@ -166,6 +166,31 @@ def test_a_slow_trickle_does_not_keep_a_request_alive(server: LocalnetServer) ->
         sock.close()
 
 
+def test_blank_lines_between_requests_do_not_keep_a_connection_alive(
+    server: LocalnetServer,
+) -> None:
+    """Line breaks before a request are no request: they do not restart its deadline."""
+    sock = connect(server)
+    try:
+        deadline = time.monotonic() + PATIENCE
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            try:
+                sock.sendall(b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sock.settimeout(TIMEOUT / 5)
+            try:
+                closed = sock.recv(65536) == b""
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                closed = True
+        assert time.monotonic() < deadline  # closed (or refused) well before PATIENCE
+    finally:
+        sock.close()
+
+
 def test_complete_requests_and_slow_answers_are_not_cut(server: LocalnetServer) -> None:
     """The deadline covers receiving a request, not the app's work: an answer that takes
     longer than the timeout still arrives, and a keep-alive connection serves the next one."""

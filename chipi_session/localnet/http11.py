@@ -122,7 +122,7 @@ def lean_http_protocol(
             self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
             local = transport.get_extra_info("sockname")
             self.server = (str(local[0]), int(local[1])) if isinstance(local, tuple) else None
-            self._close_in(request_timeout, "request not received")
+            self._close_in(request_timeout, "request")
 
         def connection_lost(self, exc: Exception | None) -> None:
             self.connections.discard(self)
@@ -140,8 +140,8 @@ def lean_http_protocol(
             return None  # close our side too
 
         def data_received(self, data: bytes) -> None:
-            if not self.in_message and not self.busy:  # a request's first bytes
-                self._close_in(request_timeout, "request not received")
+            if not self.busy and self.why != "request":  # a request's first bytes
+                self._close_in(request_timeout, "request")  # (not re-armed by more of them)
             try:
                 self.parser.feed_data(data)
             except (httptools.HttpParserError, httptools.HttpParserUpgrade):
@@ -159,8 +159,8 @@ def lean_http_protocol(
             self.body = []
             self.body_size = 0
             self.path = None
-            if self.close_at is None and not self.busy:
-                self._close_in(request_timeout, "request not received")
+            if not self.busy and self.why != "request":
+                self._close_in(request_timeout, "request")
 
         def on_url(self, url: bytes) -> None:
             self.url += url
@@ -185,6 +185,7 @@ def lean_http_protocol(
         def on_message_complete(self) -> None:
             self.in_message = False
             self.close_at = None  # whole: the clock stops while the app answers
+            self.why = ""
             assert self.path is not None
             scope: Scope = {
                 "type": "http",
@@ -205,22 +206,29 @@ def lean_http_protocol(
 
         # -- answering ----------------------------------------------------------------------
 
-        def _serve_queue(self) -> None:
+        def _serve_queue(self, answered: bool = False) -> None:
             while self.queue and not self.busy and not self.closing:
                 scope, body, keep = self.queue.popleft()
                 self._run(scope, body, keep)
+                answered = True
             if self.busy or self.closing:
                 return  # the clock is stopped while the app answers
             if self.in_message:  # a request half there (pipelined behind a slow answer)
-                if self.close_at is None:
-                    self._close_in(request_timeout, "request not received")
-            elif not self.queue:
+                if self.why != "request":
+                    self._close_in(request_timeout, "request")
+            elif answered:  # idle after an answer: keep-alive (not after bytes of no request)
                 self._close_in(keep_alive, "idle")
 
         def _run(self, scope: Scope, body: bytes, keep: bool) -> None:
             head: list[bytes] = []
             out: list[bytes] = []
-            state = {"received": False, "started": False, "status": 200, "length": False}
+            state = {
+                "received": False,
+                "started": False,
+                "status": 200,
+                "length": False,
+                "done": False,
+            }
             head_only = scope["method"] == "HEAD"
 
             async def receive() -> Message:
@@ -247,9 +255,11 @@ def lean_http_protocol(
             try:
                 yielded = coro.send(None)
             except StopIteration:
+                if not state["done"]:
+                    self._failed(scope, head, out, state, "returned without answering", None)
                 return
-            except Exception:
-                self._failed(scope, head, out, state)
+            except Exception as exc:
+                self._failed(scope, head, out, state, "failed", exc)
                 return
             self.busy = True
             self.transport.pause_reading()  # type: ignore[union-attr]
@@ -259,11 +269,15 @@ def lean_http_protocol(
             def done(task: asyncio.Task[None]) -> None:
                 self.tasks.discard(task)
                 self.busy = False
-                if not task.cancelled() and task.exception() is not None:
-                    self._failed(scope, head, out, state)
+                if task.cancelled():
+                    self._failed(scope, head, out, state, "was cancelled", None)
+                elif (exc := task.exception()) is not None:
+                    self._failed(scope, head, out, state, "failed", exc)
+                elif not state["done"]:
+                    self._failed(scope, head, out, state, "returned without answering", None)
                 if self.transport is not None and not self.transport.is_closing():
                     self.transport.resume_reading()
-                    self._serve_queue()
+                    self._serve_queue(answered=True)
 
             task.add_done_callback(done)
 
@@ -275,6 +289,7 @@ def lean_http_protocol(
             keep: bool,
             head_only: bool,
         ) -> None:
+            state["done"] = True
             status = state["status"]
             body = out[0] if len(out) == 1 else b"".join(out)
             if not state["length"] and status != 204 and status != 304 and status >= 200:
@@ -292,9 +307,17 @@ def lean_http_protocol(
                 self._close()
 
         def _failed(
-            self, scope: Scope, head: list[bytes], out: list[bytes], state: dict[str, Any]
+            self,
+            scope: Scope,
+            head: list[bytes],
+            out: list[bytes],
+            state: dict[str, Any],
+            what: str,
+            exc: BaseException | None,
         ) -> None:
-            logger.error("localnet: the app failed on %s", scope.get("path"), exc_info=True)
+            logger.error("localnet: the app %s on %s", what, scope.get("path"), exc_info=exc)
+            if state["done"]:
+                return
             if state["started"]:
                 self._close()
                 return
@@ -340,10 +363,11 @@ def lean_http_protocol(
                 self.timer = self.loop.call_at(at, self._check)
                 return
             self.close_at = None
+            why, self.why = self.why, ""
             if self.busy or self.transport is None or self.transport.is_closing():
                 return
             self.in_message = False  # our doing, not the client's: no "disconnected" line
-            if self.why != "idle":
+            if why != "idle":
                 logger.debug(  # debug: a flood of these must not flood the log
                     "closing a connection from %s: request not received within %.3g s",
                     self.client,
