@@ -13,8 +13,7 @@ state is left as it was before it.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
@@ -39,6 +38,7 @@ from .handlers.policies import SpendingPolicies
 from .handlers.polling import StatusPolling
 from .handlers.registration import OwnerWrites
 from .handlers.renewal import Renewer
+from .handlers.session_keys import SessionKeys
 from .handlers.status import read_status
 from .handlers.timers import ExpiryTimer
 from .keys import SecretKey
@@ -89,7 +89,6 @@ class ChipiSession:
         "_wallet",
         "_encrypt_key",
         "_backend",
-        "_get_bearer_token",
         "_stored_session",
         "_on_session_created",
         "_default_duration",
@@ -103,9 +102,7 @@ class ChipiSession:
         "_core",
         "_policies",
         "_renewer",
-        "_session",
-        "_session_key",
-        "_key_lock",
+        "_keys",
         "_owner_writes",
         "_polling",
         "_runner",
@@ -163,7 +160,6 @@ class ChipiSession:
         self._wallet = options.wallet
         self._encrypt_key = options.encrypt_key
         self._backend: SessionReader = runtime.backend
-        self._get_bearer_token = runtime.get_bearer_token
         self._stored_session = options.stored_session
         self._on_session_created = options.on_session_created
         self._default_duration = options.default_duration_seconds
@@ -179,13 +175,18 @@ class ChipiSession:
 
         #: the session's state and its rules (pure: session_core.py)
         self._core = SessionCore()
-        self._session: SessionKeyData | None = None
-        self._session_key: SecretKey | None = None
-        self._key_lock: anyio.Lock | None = None
+        #: the local session key and the secrets a write needs (handlers/session_keys.py)
+        self._keys = SessionKeys(
+            wallet=self._wallet,
+            vault=self._vault,
+            encrypt_key=self._encrypt_key,
+            backend=self._backend,
+            get_bearer_token=runtime.get_bearer_token,
+        )
         #: owner-signed writes of this session (register, revoke, policies, renewal's) run
         #: one at a time, each checking the state it acts on once it holds the lock
         self._owner_writes = OwnerWrites(
-            bearer_token=self._bearer_token, owner_key=self._owner_key, send=self.write
+            bearer_token=self._keys.bearer_token, owner_key=self._keys.owner_key, send=self.write
         )
         #: the status poller's side of this session while it is polled (handlers/polling.py)
         self._polling: StatusPolling | None = None
@@ -271,7 +272,7 @@ class ChipiSession:
         self._renewer.cancel()
         if self._scheduler is not None and self._polling is not None:
             self._scheduler.poller.remove(self._polling)
-        self._zero_session_key()
+        self._keys.zero()
         if self._events is not None:
             self._events.close()
 
@@ -282,7 +283,7 @@ class ChipiSession:
 
     @property
     def session(self) -> SessionKeyData | None:
-        return self._session
+        return self._keys.session
 
     @property
     def session_status(self) -> SessionStatus | None:
@@ -365,7 +366,7 @@ class ChipiSession:
         return self._clock
 
     def __repr__(self) -> str:
-        pub = None if self._session is None else to_hex(self._session.public_key)
+        pub = None if self._keys.session is None else to_hex(self._keys.session.public_key)
         return (
             f"ChipiSession(wallet={to_hex(self._wallet.address)}, state={self._core.model.state}, "
             f"session={pub})"
@@ -471,7 +472,7 @@ class ChipiSession:
             self._runner.error = None
             return
         self._new_generation()
-        self._session = None
+        self._keys.session = None
         self._core.forget()
         self._policies.forget()
         self._runner.error = None
@@ -517,7 +518,7 @@ class ChipiSession:
     async def _do_refetch(self, attempts: int = _STALE_REREADS) -> SessionStatus | None:
         """Read and apply the status; a read made stale by a local write is re-read (up to
         ``attempts`` reads; a background refetch reads once and leaves it to the next)."""
-        session = self._session
+        session = self._keys.session
         if session is None:
             return None
         self._require_supported()
@@ -526,7 +527,7 @@ class ChipiSession:
             self._wallet.address,
             session,
             core=self._core,
-            current=lambda: self._session,
+            current=lambda: self._keys.session,
             apply=self._apply_status,
             attempts=attempts,
         )
@@ -544,7 +545,7 @@ class ChipiSession:
     # ---------------------------------------------------------------- helpers
     def _restore(self, data: SessionKeyData) -> None:
         self._core.restored()
-        self._session = data
+        self._keys.session = data
         self._transition("restore")
 
     def _require_supported(self) -> None:
@@ -556,33 +557,9 @@ class ChipiSession:
             )
 
     def _require_session(self) -> SessionKeyData:
-        if self._session is None:
+        if self._keys.session is None:
             raise ChipiSessionError(ErrorCode.NO_SESSION, "no session: call create_session()")
-        return self._session
-
-    async def _bearer_token(self) -> str | None:
-        return await credentials.bearer_token(self._backend, self._get_bearer_token)
-
-    async def _owner_key(self) -> SecretKey:
-        return await credentials.owner_key(self._vault, self._wallet, self._encrypt_key)
-
-    async def _session_key_for(self, session: SessionKeyData) -> SecretKey:
-        """The decrypted session key: derived once per session, kept in memory only."""
-        key = self._session_key
-        if key is not None and not key.is_zeroed and key.public_key == session.public_key:
-            return key  # the fast path: no lock, no await
-        if self._key_lock is None:
-            self._key_lock = anyio.Lock()
-        async with self._key_lock:
-            key = self._session_key
-            if key is not None and not key.is_zeroed and key.public_key == session.public_key:
-                return key
-            key = await credentials.decrypt_session_key(self._vault, session, self._encrypt_key)
-            if self._session is not session:
-                key.zero()
-                raise ChipiSessionError(ErrorCode.NO_SESSION, "the session changed meanwhile")
-            self._session_key = key
-            return key
+        return self._keys.session
 
     def switch_session(
         self, data: SessionKeyData, key: SecretKey | None, *, reset_windows: bool = False
@@ -590,28 +567,14 @@ class ChipiSession:
         """Make ``data`` (with its decrypted ``key``, if known) the local session; a renewal's
         successor starts its spending windows afresh (``reset_windows``). Returns the
         replaced session's decrypted key (the caller zeroes it)."""
-        old_key, self._session, self._session_key = self._session_key, data, key
+        old_key = self._keys.switch(data, key)
         if reset_windows:
             self._policies.reset_windows(int(self._clock.now()))
         return old_key
 
-    def _zero_session_key(self) -> None:
-        if self._session_key is not None:
-            self._session_key.zero()
-            self._session_key = None
-
-    @contextlib.contextmanager
-    def _in_flight(self, public_key: int) -> Iterator[None]:
-        """Mark a write in flight until its local effect is applied (``SessionCore.fresh``)."""
-        self._core.begin_write(public_key)
-        try:
-            yield
-        finally:
-            self._core.end_write(public_key)
-
     def _new_generation(self) -> None:
         self._core.new_generation()
-        self._zero_session_key()
+        self._keys.zero()
         self._renewer.cancel()
         self._reschedule()
 
@@ -637,7 +600,7 @@ class ChipiSession:
             self._expire(ExpiryReason.CALLS)
 
     def _reconcile(self, status: SessionStatus) -> None:
-        session = self._session
+        session = self._keys.session
         if session is None:
             return
         learned, found = self._core.reconcile(status, int(self._clock.now()), session.valid_until)
@@ -673,7 +636,7 @@ class ChipiSession:
             self._hub_events.publish(event)
 
     def _pub_hex(self) -> str | None:
-        return None if self._session is None else to_hex(self._session.public_key)
+        return None if self._keys.session is None else to_hex(self._keys.session.public_key)
 
     # ------------------------------------- hub attachment (attachment.py; internal)
     def attach(self, attachment: HubAttachment) -> None:
@@ -757,7 +720,9 @@ class ChipiSession:
     require_session = _require_session
     publish = _publish
     transition = _transition
-    in_flight = _in_flight
+
+    def in_flight(self, public_key: int) -> AbstractContextManager[None]:
+        return self._core.writing_key(public_key)
 
     # registration (handlers/registration.py)
     def owner_guard(self) -> anyio.Lock:
@@ -778,7 +743,9 @@ class ChipiSession:
         await registration.confirm(self._backend, tx_hash)
 
     check_exhausted = _check_exhausted
-    drop_session_key = _zero_session_key
+
+    def drop_session_key(self) -> None:
+        self._keys.zero()
     new_generation = _new_generation
 
     def cancel_renewal(self) -> None:
@@ -789,8 +756,13 @@ class ChipiSession:
     def renewer(self) -> Renewer:
         return self._renewer
 
-    session_key_for = _session_key_for
-    bearer_token = _bearer_token
+
+    async def session_key_for(self, session: SessionKeyData) -> SecretKey:
+        return await self._keys.key_for(session)
+
+    async def bearer_token(self) -> str | None:
+        return await self._keys.bearer_token()
+
     async def write(
         self, action: str, public_key: int, send: Callable[[OnSubmit], Awaitable[str]]
     ) -> str:
@@ -811,7 +783,7 @@ class ChipiSession:
     apply_status = _apply_status
 
     def adopt_session(self, data: SessionKeyData, key: SecretKey) -> None:
-        self._session, self._session_key = data, key
+        self._keys.switch(data, key)
         self._policies.forget()
 
     # in-doubt writes (handlers/doubts.py)
@@ -843,7 +815,7 @@ class ChipiSession:
         self._renewer.arm()
 
     def _expiry_deadline(self) -> float | None:
-        session = self._session
+        session = self._keys.session
         return self._core.expiry_bound(None if session is None else session.valid_until)
 
     def _expire_by_time(self) -> None:

@@ -33,8 +33,9 @@ engine (``engine.py``) runs the effects: backend calls, timers, events, persiste
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -173,6 +174,16 @@ class SessionCore(lifecycle.SessionModel):
         else:
             self.writing.pop(public_key, None)
         self.version += 1
+
+    @contextlib.contextmanager
+    def writing_key(self, public_key: int) -> Iterator[None]:
+        """``begin_write`` now, ``end_write`` when the block is left (however it is left):
+        a write of ``public_key`` in flight until its local effect is applied."""
+        self.begin_write(public_key)
+        try:
+            yield
+        finally:
+            self.end_write(public_key)
 
     def fresh(self, version: int, public_key: int) -> bool:
         """May a read of ``public_key`` started at ``version`` be applied? Only if nothing
