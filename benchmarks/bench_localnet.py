@@ -67,9 +67,9 @@ class Server:
         args = ["--port", "0", "--json", "--fast-kdf", "--fund", str(10**15)]
         if profile:  # CPU time, not wall time: waiting on the socket is not the server's cost
             code = _PROFILED.format(out=json.dumps(profile))
-        argv = [sys.executable, "-c", code, *args]
         if http:
             args += ["--http", http]
+        argv = [sys.executable, "-c", code, *args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.label = http or "default"
         if src is not None:  # another source tree (e.g. an older commit) as the baseline

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ChipiSessionError, ErrorCode
-from ..felts import parse_felt_or_short_string, selector
+from ..felts import FIELD_PRIME, parse_felt_or_short_string, selector
 from ..types import Call
 
 __all__ = [
@@ -53,6 +53,14 @@ class WireError(Exception):
 
 def wire_felt(value: Any, what: str) -> int:
     """int, ``0x`` hex, decimal, or (like starknet.js) text as a short string."""
+    if type(value) is str and value[:2] == "0x":  # what the SDKs send: the fast path
+        try:
+            n = int(value[2:], 16)  # as parse_felt reads it; anything odd takes the long way
+        except ValueError:
+            pass
+        else:
+            if 0 <= n < FIELD_PRIME:
+                return n
     try:
         return parse_felt_or_short_string(value, what)
     except ChipiSessionError as exc:
