@@ -303,6 +303,8 @@ def test_prepared_request_caps_are_validated() -> None:
         {"chain_id": 2**300},
         {"kdf_cost": None},
         {"clock": 5},
+        {"http": "h2"},
+        {"http": None},
     ],
 )
 def test_server_options_are_validated(kwargs: dict[str, object]) -> None:
@@ -313,7 +315,13 @@ def test_server_options_are_validated(kwargs: dict[str, object]) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--port", "70000"], ["--port", "x"], ["--request-timeout", "0"], ["--keep-alive", "inf"]],
+    [
+        ["--port", "70000"],
+        ["--port", "x"],
+        ["--request-timeout", "0"],
+        ["--keep-alive", "inf"],
+        ["--http", "h2"],
+    ],
 )
 def test_cli_bad_options_exit_2_without_traceback(
     argv: list[str], capsys: pytest.CaptureFixture[str]
