@@ -151,6 +151,8 @@ async def run(
     https: list[str | None], n: int, rounds: int, profile: str | None, baselines: list[str]
 ) -> None:
     results: dict[str, list[float]] = {}
+    client_ms: dict[str, list[float]] = {}
+    rates: dict[str, list[float]] = {}
     with servers(https, profile, baselines) as started:
         async with contextlib.AsyncExitStack() as stack:
             clients = []
@@ -167,12 +169,15 @@ async def run(
                 clients.append(client)
             for r in range(rounds):
                 for client in clients:
-                    s0, t0 = client.server.cpu(), time.perf_counter()
+                    s0, c0, t0 = client.server.cpu(), time.process_time(), time.perf_counter()
                     for _ in range(n):
                         await client.execute()
                     wall = time.perf_counter() - t0
                     ms = (client.server.cpu() - s0) / n * 1000
-                    results.setdefault(client.server.label, []).append(ms)
+                    label = client.server.label
+                    results.setdefault(label, []).append(ms)
+                    client_ms.setdefault(label, []).append((time.process_time() - c0) / n * 1000)
+                    rates.setdefault(label, []).append(n / wall)
                     print(
                         f"  round {r + 1}/{rounds} {client.server.label}: server {ms:.3f} ms "
                         f"per execute, {n / wall:.0f} exec/s",
@@ -180,10 +185,14 @@ async def run(
                     )
     load = os.getloadavg()[0]
     print(f"localnet server CPU per execute (2 requests), {n} x {rounds}, load {load:.1f}")
+    print(
+        f"  {'server':24s} {'server CPU ms (min-max)':>26s} {'client CPU ms':>14s} {'exec/s':>7s}"
+    )
     for label, values in results.items():
+        spread = f"{statistics.median(values):.3f} ({min(values):.2f}-{max(values):.2f})"
         print(
-            f"  {label:24s} median {statistics.median(values):.3f} ms  "
-            f"(min {min(values):.3f}, max {max(values):.3f})"
+            f"  {label:24s} {spread:>26s} {statistics.median(client_ms[label]):14.3f} "
+            f"{statistics.median(rates[label]):7.0f}"
         )
 
 
