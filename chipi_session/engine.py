@@ -25,13 +25,9 @@ from . import credentials, logs
 from .backends.base import OnSubmit
 from .clock import Clock
 from .errors import ChipiSessionError, ErrorCode
-from .events import (
-    Event,
-    StateChanged,
-    StatusRefreshed,
-)
+from .events import Event
 from .felts import to_hex
-from .handlers import doubts, execute, registration, writes
+from .handlers import doubts, execute, registration, transitions, writes
 from .handlers.actions import ActionRunner
 from .handlers.context import OwnerSend
 from .handlers.policies import SpendingPolicies
@@ -476,7 +472,7 @@ class ChipiSession:
         self._core.forget()
         self._policies.forget()
         self._runner.error = None
-        self._transition("clear")
+        self.transition("clear")
         self._persist()
 
     async def refetch_status(self) -> SessionStatus | None:
@@ -528,25 +524,15 @@ class ChipiSession:
             session,
             core=self._core,
             current=lambda: self._keys.session,
-            apply=self._apply_status,
+            apply=self.apply_status,
             attempts=attempts,
         )
-
-    def _apply_status(self, status: SessionStatus) -> None:
-        self._core.apply_status(status)
-        self._publish(StatusRefreshed, status=status)
-        self._reconcile(status)
-        if self._core.in_doubt:
-            self.spawn(self._recheck_doubts(self._core.generation))
-
-    async def _recheck_doubts(self, generation: int) -> None:
-        await doubts.recheck(self, generation)
 
     # ---------------------------------------------------------------- helpers
     def _restore(self, data: SessionKeyData) -> None:
         self._core.restored()
         self._keys.session = data
-        self._transition("restore")
+        self.transition("restore")
 
     def _require_supported(self) -> None:
         if not self._wallet.supports_session:
@@ -577,41 +563,6 @@ class ChipiSession:
         self._keys.zero()
         self._renewer.cancel()
         self._reschedule()
-
-    def _transition(self, trigger: str, *, reason: str | None = None, **kwargs: Any) -> None:
-        change = self._core.transition(trigger, reason=reason, **kwargs)
-        if change is not None:
-            log.debug(
-                "session %s: %s -> %s (%s)",
-                self._pub_hex(), change.previous, change.current, trigger,
-            )
-            self._publish(
-                StateChanged, previous=change.previous, current=change.current,
-                reason=change.reason,
-            )
-        self._reschedule()
-
-    def _expire(self, reason: ExpiryReason) -> None:
-        if self._core.can("expire"):
-            self._transition("expire", reason=reason.value)
-
-    def _check_exhausted(self) -> None:
-        if self._core.exhausted():
-            self._expire(ExpiryReason.CALLS)
-
-    def _reconcile(self, status: SessionStatus) -> None:
-        session = self._keys.session
-        if session is None:
-            return
-        learned, found = self._core.reconcile(status, int(self._clock.now()), session.valid_until)
-        if learned:
-            self._persist()
-        if found is None:
-            return
-        target, reason = found
-        self._transition("reconcile", target=target, reason=reason)
-        if target is S.ACTIVE:
-            self._renewer.maybe_renew_by_calls()
 
     def _persist(self) -> None:
         journal = self._journal
@@ -719,7 +670,9 @@ class ChipiSession:
     require_supported = _require_supported
     require_session = _require_session
     publish = _publish
-    transition = _transition
+
+    def transition(self, trigger: str, *, reason: str | None = None, **kwargs: Any) -> None:
+        transitions.transition(self, trigger, reason=reason, **kwargs)
 
     def in_flight(self, public_key: int) -> AbstractContextManager[None]:
         return self._core.writing_key(public_key)
@@ -742,7 +695,9 @@ class ChipiSession:
     async def confirm(self, tx_hash: str) -> None:
         await registration.confirm(self._backend, tx_hash)
 
-    check_exhausted = _check_exhausted
+
+    def check_exhausted(self) -> None:
+        transitions.check_exhausted(self)
 
     def drop_session_key(self) -> None:
         self._keys.zero()
@@ -770,7 +725,9 @@ class ChipiSession:
 
     def spawn_scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         return self._runner.spawn_scoped(fn, *args)
-    expire = _expire
+
+    def expire(self, reason: ExpiryReason) -> None:
+        transitions.expire(self, reason)
 
     def set_error(self, error: ChipiSessionError) -> None:
         self._runner.error = error
@@ -780,7 +737,9 @@ class ChipiSession:
     def policies(self) -> SpendingPolicies:
         return self._policies
 
-    apply_status = _apply_status
+
+    def apply_status(self, status: SessionStatus) -> None:
+        transitions.apply_status(self, status)
 
     def adopt_session(self, data: SessionKeyData, key: SecretKey) -> None:
         self._keys.switch(data, key)
@@ -799,7 +758,6 @@ class ChipiSession:
     refetch_quietly = _quiet_refetch
 
     # ----------------------- the status poller's view (handlers/polling.py; internal)
-    apply_status = _apply_status
 
     def logged(self, action: str) -> AbstractContextManager[logs.LogContext]:
         return logs.action(self._log_context, action)
@@ -820,7 +778,7 @@ class ChipiSession:
 
     def _expire_by_time(self) -> None:
         with logs.action(self._log_context, "expire"):  # the shared timer's task
-            self._expire(ExpiryReason.TIME)
+            self.expire(ExpiryReason.TIME)
 
     reschedule = _reschedule  # the handlers' view (handlers/context.py)
 

@@ -49,6 +49,7 @@ __all__ = [
     "PollingContext",
     "RegistrationContext",
     "SessionContext",
+    "TransitionContext",
 ]
 
 #: ``send(owner_key, bearer_token, on_submit)``: one owner-signed write through the backend
@@ -315,6 +316,20 @@ class DoubtContext(SessionContext, Protocol):
         ...
 
 
+class TransitionContext(DoubtContext, Protocol):
+    """What a state change and a status applied need beyond :class:`DoubtContext`
+    (``handlers.transitions``; re-checking in-doubt writes is ``handlers.doubts``')."""
+
+    @property
+    def renewer(self) -> Renewer:
+        """Auto-renewal: its call threshold is checked when a status shows the key active."""
+        ...
+
+    def reschedule(self) -> None:
+        """The deadlines may have moved: re-arm the expiry and renewal timers."""
+        ...
+
+
 class PollingContext(SessionContext, Protocol):
     """What the status poller's side needs beyond :class:`SessionContext`
     (``handlers.polling``)."""
@@ -347,8 +362,9 @@ if TYPE_CHECKING:
         RegistrationContext,
         CreationContext,
         DoubtContext,
+        TransitionContext,
         PollingContext,
     ]:
         """Never run: mypy checks here that ``ChipiSession`` implements every context (the
         handlers receive it through ``_action``'s untyped arguments)."""
-        return session, session, session, session, session, session, session
+        return session, session, session, session, session, session, session, session
