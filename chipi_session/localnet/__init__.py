@@ -1,6 +1,7 @@
 """``localnet``: a local Chipi-compatible server (REST + Starknet JSON-RPC) over LocalChain.
 
-Needs the ``localnet`` extra (starlette, uvicorn). Names are imported on first use, so
+Needs the ``localnet`` extra (uvicorn; httptools for the fast HTTP/1.1 path, h11 otherwise;
+starlette only for ``--cors-origin``). Names are imported on first use, so
 ``chipi_session.localnet.main`` can report a missing extra instead of failing on import.
 """
 
