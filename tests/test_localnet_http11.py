@@ -194,3 +194,29 @@ def test_idle_keep_alive_connections_are_closed(server: LocalnetServer) -> None:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_responses(sock, 1)[0][0] == 200
         assert closed_by_server(sock)  # after KEEP_ALIVE, well inside PATIENCE
+
+
+@pytest.mark.parametrize("http", HTTP_IMPLS)
+def test_cors_preflight_and_simple_requests(http: str) -> None:
+    """--cors-origin wraps the app in Starlette's CORS middleware, over either parser."""
+    httpx = pytest.importorskip("httpx")
+    with (
+        LocalnetServer(
+            kdf_cost=KdfCost.FAST_FOR_TESTS, cors_origins=("http://app.test",), http=http
+        ) as srv,
+        httpx.Client(base_url=srv.url, timeout=PATIENCE) as client,
+    ):
+        preflight = {"origin": "http://app.test", "access-control-request-method": "POST"}
+        r = client.options("/v1/transactions/prepare-typed-data", headers=preflight)
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "http://app.test"
+        r = client.post(
+            "/rpc",
+            json={"jsonrpc": "2.0", "id": 1, "method": "starknet_chainId"},
+            headers={"origin": "http://app.test"},
+        )
+        assert r.json()["result"] == hex(SN_MAIN)
+        assert r.headers["access-control-allow-origin"] == "http://app.test"
+        elsewhere = {**preflight, "origin": "http://elsewhere.test"}
+        r = client.options("/rpc", headers=elsewhere)
+        assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
