@@ -32,6 +32,7 @@ from .handlers.actions import ActionRunner
 from .handlers.context import OwnerSend
 from .handlers.policies import SpendingPolicies
 from .handlers.polling import StatusPolling
+from .handlers.publishing import Publisher
 from .handlers.registration import OwnerWrites
 from .handlers.renewal import Renewer
 from .handlers.session_keys import SessionKeys
@@ -39,7 +40,7 @@ from .handlers.status import read_status
 from .handlers.timers import ExpiryTimer
 from .keys import SecretKey
 from .logs import get_logger
-from .pubsub import Broadcaster, Subscription
+from .pubsub import Subscription
 from .renewal import RenewalPolicy
 from .scheduling import Scheduler, TimerHeap, backend_status_reader
 from .session_core import SessionCore
@@ -94,7 +95,6 @@ class ChipiSession:
         "_clock",
         "_vault",
         "_key_source",
-        "_event_buffer_size",
         "_core",
         "_policies",
         "_renewer",
@@ -103,7 +103,6 @@ class ChipiSession:
         "_polling",
         "_runner",
         "_events",
-        "_hub_events",
         "_scheduler",
         "_owns_scheduler",
         "_journal",
@@ -165,7 +164,6 @@ class ChipiSession:
         self._clock: Clock = runtime.clock
         self._vault: Vault = runtime.vault
         self._key_source = options.key_source
-        self._event_buffer_size = runtime.event_buffer_size
         #: what this session's log records carry (docs/observability.md, "Logging")
         self._log_context = logs.session_context(self)
 
@@ -191,8 +189,12 @@ class ChipiSession:
         #: the actions and background tasks: pending counts, the last error, their cancel
         #: scopes (handlers/actions.py)
         self._runner = ActionRunner(self)
-        self._events: Broadcaster[Event] | None = None
-        self._hub_events: Broadcaster[Event] | None = None
+        #: the session's subscribers and listeners, and a hub's stream (handlers/publishing.py)
+        self._events = Publisher(
+            clock=self._clock,
+            session=lambda: self._keys.session,
+            buffer_size=runtime.event_buffer_size,
+        )
         self._scheduler: Scheduler | None = None
         self._owns_scheduler = False
         self._journal: ActionJournal | None = None
@@ -269,8 +271,7 @@ class ChipiSession:
         if self._scheduler is not None and self._polling is not None:
             self._scheduler.poller.remove(self._polling)
         self._keys.zero()
-        if self._events is not None:
-            self._events.close()
+        self._events.close()
 
     # --------------------------------------------------------------- properties
     @property
@@ -369,11 +370,6 @@ class ChipiSession:
         )
 
     # ------------------------------------------------------------------- events
-    def _broadcaster(self) -> Broadcaster[Event]:
-        if self._events is None:
-            self._events = Broadcaster()
-        return self._events
-
     def subscribe(
         self, buffer_size: int | None = None
     ) -> AbstractAsyncContextManager[Subscription[Event]]:
@@ -383,12 +379,11 @@ class ChipiSession:
         buffered event is dropped (``events.dropped`` counts them): the engine never waits for
         a slow subscriber.
         """
-        size = self._event_buffer_size if buffer_size is None else buffer_size
-        return self._broadcaster().subscribe(size)
+        return self._events.subscribe(buffer_size)
 
     def add_listener(self, callback: Callable[[Event], object]) -> Callable[[], None]:
         """Call ``callback(event)`` synchronously for every event; returns a remover."""
-        return self._broadcaster().add_listener(callback)
+        return self._events.add_listener(callback)
 
     # ------------------------------------------------------------------ actions
     async def create_session(self, duration_seconds: int | None = None) -> SessionKeyData:
@@ -576,19 +571,6 @@ class ChipiSession:
         except ChipiSessionError:
             pass
 
-    def _publish(self, cls: type[Event], **fields: Any) -> None:
-        if self._events is None and self._hub_events is None:
-            return
-        fields.setdefault("session_public_key", self._pub_hex())
-        event = cls(timestamp=self._clock.now(), **fields)
-        if self._events is not None:
-            self._events.publish(event)
-        if self._hub_events is not None:
-            self._hub_events.publish(event)
-
-    def _pub_hex(self) -> str | None:
-        return None if self._keys.session is None else to_hex(self._keys.session.public_key)
-
     # ------------------------------------- hub attachment (attachment.py; internal)
     def attach(self, attachment: HubAttachment) -> None:
         """Join a hub: its scheduler, event sink, journal and stored flag (once, before the
@@ -596,7 +578,7 @@ class ChipiSession:
         if self._entered or self._scheduler is not None:
             raise ChipiSessionError(ErrorCode.CLOSED, "a session can be attached once, unstarted")
         self._scheduler = attachment.scheduler
-        self._hub_events = attachment.events
+        self._events.hub = attachment.events
         if attachment.journal is not None:
             self._journal = attachment.journal(self)
         if attachment.seen_registered:
@@ -669,7 +651,9 @@ class ChipiSession:
 
     require_supported = _require_supported
     require_session = _require_session
-    publish = _publish
+
+    def publish(self, cls: type[Event], **fields: Any) -> None:
+        self._events.publish(cls, **fields)
 
     def transition(self, trigger: str, *, reason: str | None = None, **kwargs: Any) -> None:
         transitions.transition(self, trigger, reason=reason, **kwargs)
