@@ -1,5 +1,5 @@
 """Engine benchmarks (a script, not a test): python benchmarks/bench_engine.py [--quick]
-[--only localchain]
+[--only localchain|overhead]
 
 1. LocalChain, in process: executes/s of 100 concurrent sessions (wall and CPU), one execute
    through ChipiSession vs the bare primitives (the SNIP-12 hash, sign, the chain's
@@ -7,6 +7,8 @@
    bench_vs_ts_sdk.py's own functions, so the two scripts report the same figures), and the
    crypto floor of one execute measured in the same run (sign + verify + the Poseidon hashes
    that cannot be shared), i.e. the most executes/s one core can do, whatever else is trimmed.
+   ``--only overhead``: the same comparison on CPU time (``time.thread_time``, so a loaded
+   machine does not move it), each side saying what it includes (:func:`session_overhead`).
 2. expiry lateness on the system clock: when StateChanged(expired) is published vs valid_until.
 3. event fan-out: events/s delivered to 1, 10, 100 subscribers.
 4. memory per idle session (entered ChipiSession holding a created session) at 10,000 sessions.
@@ -154,6 +156,141 @@ def bench_localchain(quick: bool) -> None:
     )
 
 
+async def session_overhead(n: int, block: int = 25) -> dict[str, float]:
+    """CPU ms per execute (``time.thread_time``), four ways, one session on LocalChain, in
+    interleaved blocks of ``block`` executes (median of the blocks' means):
+
+    * ``session``: ``execute_with_session(call)`` as an app calls it (``wait=False``): the
+      pre-flight, the journalled signed send, the state and budget, ``TransactionSubmitted``
+      and the confirmation read with ``TransactionConfirmed``; a block ends once the session
+      has nothing left to run (a background confirmation is counted in its block);
+    * ``session_wait``: the same with ``wait=True`` (the caller gets the ExecutionResult);
+    * ``bare``: the SNIP-12 hash, the session key's signature and the chain's
+      ``execute_from_outside`` (which hashes and verifies): no journal, no state, no events,
+      no confirmation;
+    * ``bare_confirmed``: ``bare`` plus reading the receipt as an ExecutionResult (what the
+      session's confirmation reads), i.e. the like-for-like floor of ``session``.
+    """
+    from anyio.lowlevel import checkpoint
+
+    from chipi_session.keys import SecretKey
+    from chipi_session.localchain.backend import receipt_result
+    from chipi_session.localchain.testing import owner_invoke
+    from chipi_session.selfcalls import add_or_update_session_key_call
+
+    clock = ManualClock(1_700_000_000)
+    chain, wallet, token, secret = world(clock)
+    call = Call(to=token, selector="transfer", calldata=[0xB0B, 1, 0])
+    key = SecretKey.generate()
+    budget = 4 * n + 10
+    cpu = time.thread_time
+    async with ChipiSession(
+        wallet=wallet,  # type: ignore[arg-type]
+        encrypt_key=secret,
+        backend=chain,
+        clock=clock,
+        auto_check_status=False,
+        vault=Vault(KdfCost.FAST_FOR_TESTS),
+    ) as session:
+        data = await session.create_session(10**6)
+        await session.register_session(max_calls=budget)
+        await session.execute_with_session(call)  # warm-up: decrypts the key once
+        owner = Vault(KdfCost.FAST_FOR_TESTS).decrypt(wallet.encrypted_private_key, secret)  # type: ignore[attr-defined]
+        owner_invoke(
+            chain,
+            wallet.address,  # type: ignore[attr-defined]
+            owner,
+            [
+                add_or_update_session_key_call(
+                    wallet.address,  # type: ignore[attr-defined]
+                    key.public_key,
+                    data.valid_until,
+                    budget,
+                    (),
+                )
+            ],
+        )
+        nonce = [10**9]
+
+        def bare(confirmed: bool) -> None:
+            nonce[0] += 1
+            now = chain.now()
+            h = outside_execution_hash(
+                account=wallet.address,  # type: ignore[attr-defined]
+                chain_id=chain.chain_id,
+                caller=ANY_CALLER,
+                nonce=nonce[0],
+                execute_after=now - 60,
+                execute_before=now + 3600,
+                calls=[call],
+            )
+            receipt = chain.execute_from_outside(
+                wallet.address,  # type: ignore[attr-defined]
+                caller=ANY_CALLER,
+                nonce=nonce[0],
+                execute_after=now - 60,
+                execute_before=now + 3600,
+                calls=[call],
+                signature=session_signature(key, h, data.valid_until),
+            )
+            if confirmed:
+                receipt_result(chain.get_receipt(receipt.tx_hash))
+
+        async def settle() -> None:  # let a background confirmation run, in the block
+            for _ in range(3):
+                await checkpoint()
+
+        times: dict[str, list[float]] = {
+            "session": [],
+            "session_wait": [],
+            "bare": [],
+            "bare_confirmed": [],
+        }
+        for _ in range(max(1, n // block)):
+            c0 = cpu()
+            for _ in range(block):
+                await session.execute_with_session(call)
+            await settle()
+            c1 = cpu()
+            for _ in range(block):
+                await session.execute_with_session(call, wait=True)
+            await settle()
+            c2 = cpu()
+            for _ in range(block):
+                bare(False)
+            await settle()
+            c3 = cpu()
+            for _ in range(block):
+                bare(True)
+            await settle()
+            c4 = cpu()
+            for name, dt in zip(times, (c1 - c0, c2 - c1, c3 - c2, c4 - c3), strict=True):
+                dt_ms = dt / block * 1e3
+                times[name].append(dt_ms)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def bench_overhead(quick: bool) -> None:
+    n = 200 if quick else 1000
+    for backend in ("asyncio", "trio"):
+        try:
+            ms = anyio.run(session_overhead, n, backend=backend)
+        except ModuleNotFoundError:
+            continue
+        print(
+            f"execute CPU on LocalChain ({backend}, thread_time, median of {n // 25} blocks of "
+            f"25): ChipiSession {ms['session']:.3f} ms (default: send, state, events, "
+            f"confirmation read), wait=True {ms['session_wait']:.3f} ms; bare primitives "
+            f"{ms['bare']:.3f} ms (hash, sign, execute_from_outside; no confirmation), "
+            f"bare + receipt read {ms['bare_confirmed']:.3f} ms"
+        )
+        print(
+            f"  overhead ratio vs bare: {ms['session'] / ms['bare']:.3f} (target <= 1.05); "
+            f"like for like (both confirmed): {ms['session'] / ms['bare_confirmed']:.3f}; "
+            f"wait=True vs bare confirmed: {ms['session_wait'] / ms['bare_confirmed']:.3f}"
+        )
+
+
 async def bench_expiry(n: int, shared_second: int) -> None:
     """Sessions on the system clock, each expiring at its own whole second (valid_until is
     whole seconds), plus ``shared_second`` more expiring in the same second as the last one:
@@ -283,12 +420,16 @@ async def bench_memory(n: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", choices=["localchain"], help="run only this part")
+    p.add_argument("--only", choices=["localchain", "overhead"], help="run only this part")
     a = p.parse_args()
     q = a.quick
+    if a.only == "overhead":
+        bench_overhead(q)
+        return
     bench_localchain(q)
     if a.only:
         return
+    bench_overhead(q)
     anyio.run(bench_expiry, 5 if q else 20, 300)
     anyio.run(bench_fanout, 2_000 if q else 20_000)
     anyio.run(bench_memory, 1_000 if q else 10_000)
