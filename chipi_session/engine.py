@@ -36,7 +36,6 @@ from .handlers.publishing import Publisher
 from .handlers.registration import OwnerWrites
 from .handlers.renewal import Renewer
 from .handlers.session_keys import SessionKeys
-from .handlers.status import read_status
 from .handlers.timers import ExpiryTimer
 from .keys import SecretKey
 from .logs import get_logger
@@ -70,8 +69,6 @@ log = get_logger(__name__)
 S = SessionState
 CallsInput = Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
 
-#: How many times an explicit status read is repeated when a local write made it stale.
-_STALE_REREADS = 3
 
 
 class ChipiSession:
@@ -472,7 +469,7 @@ class ChipiSession:
 
     async def refetch_status(self) -> SessionStatus | None:
         """Read the session's on-chain status and reconcile the local state with it."""
-        return await self._runner.run("refetch_status", "status", self._do_refetch)
+        return await self._runner.run("refetch_status", "status", transitions.refetch, self)
 
     async def set_spending_policy(
         self, token: int | str, max_per_call: int, max_per_window: int, window_seconds: int
@@ -504,23 +501,6 @@ class ChipiSession:
             vault=self._vault,
             encrypt_key=self._encrypt_key,
             on_session_created=self._on_session_created,
-        )
-
-    async def _do_refetch(self, attempts: int = _STALE_REREADS) -> SessionStatus | None:
-        """Read and apply the status; a read made stale by a local write is re-read (up to
-        ``attempts`` reads; a background refetch reads once and leaves it to the next)."""
-        session = self._keys.session
-        if session is None:
-            return None
-        self._require_supported()
-        return await read_status(
-            self._backend,
-            self._wallet.address,
-            session,
-            core=self._core,
-            current=lambda: self._keys.session,
-            apply=self.apply_status,
-            attempts=attempts,
         )
 
     # ---------------------------------------------------------------- helpers
@@ -564,12 +544,6 @@ class ChipiSession:
         if journal is not None:
             journal.mark_dirty()
             self.spawn(journal.flush())
-
-    async def _quiet_refetch(self) -> None:
-        try:
-            await self._runner.run("refetch_status", "status", self._do_refetch, 1)
-        except ChipiSessionError:
-            pass
 
     # ------------------------------------- hub attachment (attachment.py; internal)
     def attach(self, attachment: HubAttachment) -> None:
@@ -739,7 +713,12 @@ class ChipiSession:
     def status_interval(self) -> float:
         return self._status_interval
 
-    refetch_quietly = _quiet_refetch
+
+    async def refetch_quietly(self) -> None:
+        try:
+            await self._runner.run("refetch_status", "status", transitions.refetch, self, 1)
+        except ChipiSessionError:
+            pass
 
     # ----------------------- the status poller's view (handlers/polling.py; internal)
 

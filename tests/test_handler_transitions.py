@@ -194,3 +194,33 @@ async def test_a_real_session_expires_by_calls_through_the_handler(world: World)
         assert s.session_state is S.EXPIRED and s.state_reason == "calls"
     changes = [(e.previous, e.current) for e in seen if isinstance(e, StateChanged)]
     assert changes[-1] == (S.ACTIVE, S.EXPIRED)
+
+
+@attrs.define
+class Reader(Recorder):
+    """A recorder that can also read the chain (``refetch``)."""
+
+    backend: Any = None
+    wallet: Any = None
+    supported: int = 0
+
+    def require_supported(self) -> None:
+        self.supported += 1
+
+
+async def test_refetch_reads_the_chain_and_applies_it(world: World) -> None:
+    data = await world.register_key(max_calls=4)
+    reader = Reader(session=data, backend=world.chain, wallet=world.wallet)
+    reader.clock.value = world.clock.now()
+    reader.core.transition("restore")
+    status = await transitions.refetch(ctx(reader))
+    assert status is not None and status.max_calls == 4 and status.calls_used == 0
+    assert reader.supported == 1 and reader.core.status == status
+    assert reader.core.model.current is S.ACTIVE
+    assert reader.published[0] == (StatusRefreshed, {"status": status})
+
+
+async def test_refetch_without_a_session_reads_nothing(world: World) -> None:
+    reader = Reader(session=None, backend=world.chain, wallet=world.wallet)
+    assert await transitions.refetch(ctx(reader)) is None
+    assert reader.supported == 0 and reader.published == []

@@ -1,5 +1,5 @@
 """The effects of a state change: firing the core's lifecycle, publishing what changed,
-re-arming the timers; expiring; applying a status read from the chain.
+re-arming the timers; expiring; reading the status from the chain and applying it.
 
 Moved out of ``engine.py`` (docs/architecture.md, "The engine's parts"; the rules:
 docs/engine.md, "Transitions"). Every decision is the core's (``SessionCore.transition``,
@@ -19,14 +19,26 @@ from ..felts import to_hex
 from ..logs import get_logger
 from ..types import ExpiryReason, SessionState, SessionStatus
 from . import doubts
+from .status import read_status
 
 if TYPE_CHECKING:
     from .context import TransitionContext
 
-__all__ = ["apply_status", "check_exhausted", "expire", "reconcile", "transition"]
+__all__ = [
+    "STALE_REREADS",
+    "apply_status",
+    "check_exhausted",
+    "expire",
+    "reconcile",
+    "refetch",
+    "transition",
+]
 
 #: state changes keep the engine's logger, as before the move (docs/observability.md)
 log = get_logger("chipi_session.engine")
+
+#: How many times an explicit status read is repeated when a local write made it stale.
+STALE_REREADS = 3
 
 
 def transition(
@@ -90,3 +102,22 @@ def apply_status(ctx: TransitionContext, status: SessionStatus) -> None:
     reconcile(ctx, status)
     if ctx.core.in_doubt:
         ctx.spawn(doubts.recheck(ctx, ctx.core.generation))
+
+
+async def refetch(ctx: TransitionContext, attempts: int = STALE_REREADS) -> SessionStatus | None:
+    """Read the status and apply it (:func:`apply_status`); a read made stale by a local
+    write is re-read (up to ``attempts`` reads; a background refetch reads once and leaves it
+    to the next). None without a local session."""
+    session = ctx.session
+    if session is None:
+        return None
+    ctx.require_supported()
+    return await read_status(
+        ctx.backend,
+        ctx.wallet.address,
+        session,
+        core=ctx.core,
+        current=lambda: ctx.session,
+        apply=lambda status: apply_status(ctx, status),
+        attempts=attempts,
+    )
