@@ -310,7 +310,6 @@ class RpcDispatcher:
             out["failure_reason"] = receipt.revert_reason
         return out
 
-
     def _trace(self, transaction_hash: Any) -> dict[str, Any]:
         tx = self._tx_hash(transaction_hash)
         receipt = self._chain.get_receipt(tx)
