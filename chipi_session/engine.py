@@ -1,10 +1,11 @@
 """``ChipiSession``: the headless ``useChipiSession`` (docs/engine.md, docs/architecture.md).
 
 The session's state and every rule that changes it are pure (``session_core``, over the
-``lifecycle`` table and ``policy``); this module is the facade and runs the effects the core
-asks for: backend calls, the write journal, expiry deadlines, status polling and event
-publishing (keys and tokens: ``credentials``; spending policies: ``handlers.policies``;
-auto-renewal: ``handlers.renewal``). Background work runs in a :class:`~chipi_session.scheduling.Scheduler`
+``lifecycle`` table and ``policy``); the effects the core asks for are the handlers'
+(``handlers/``: actions, state changes, events, keys, writes, in-doubt writes, policies,
+renewal, timers, polling). This module is the facade: the public properties and actions, and
+the package-internal members through which the handlers use the session
+(``handlers/context.py``). Background work runs in a :class:`~chipi_session.scheduling.Scheduler`
 (one timer heap, one poller, one task group): a standalone session owns a private one, a
 ``SessionHub`` shares one among thousands. Leaving ``async with`` (or closing the session)
 cancels the session's actions; an action in flight is then reported as failed and the local
