@@ -594,6 +594,7 @@ class ChipiSession:
         await self._renewer.resume(successor, retiring, in_doubt)
 
     persist = _persist
+
     def record_failure(self, action: str, error: ChipiSessionError) -> None:
         self._runner.record_failure(action, error)
 
@@ -654,12 +655,12 @@ class ChipiSession:
     async def confirm(self, tx_hash: str) -> None:
         await registration.confirm(self._backend, tx_hash)
 
-
     def check_exhausted(self) -> None:
         transitions.check_exhausted(self)
 
     def drop_session_key(self) -> None:
         self._keys.zero()
+
     new_generation = _new_generation
 
     def cancel_renewal(self) -> None:
@@ -669,7 +670,6 @@ class ChipiSession:
     @property
     def renewer(self) -> Renewer:
         return self._renewer
-
 
     async def session_key_for(self, session: SessionKeyData) -> SecretKey:
         return await self._keys.key_for(session)
@@ -696,7 +696,6 @@ class ChipiSession:
     def policies(self) -> SpendingPolicies:
         return self._policies
 
-
     def apply_status(self, status: SessionStatus) -> None:
         transitions.apply_status(self, status)
 
@@ -714,7 +713,6 @@ class ChipiSession:
     def status_interval(self) -> float:
         return self._status_interval
 
-
     async def refetch_quietly(self) -> None:
         try:
             await self._runner.run("refetch_status", "status", transitions.refetch, self, 1)
@@ -722,7 +720,6 @@ class ChipiSession:
             pass
 
     # ----------------------- the status poller's view (handlers/polling.py; internal)
-
     def logged(self, action: str) -> AbstractContextManager[logs.LogContext]:
         return logs.action(self._log_context, action)
 
