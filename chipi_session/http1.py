@@ -4,9 +4,11 @@ Why: through httpx + httpcore + h11 one JSON POST to localnet costs ~1-2.5 ms of
 written directly on an anyio stream it costs a fifth of that (``benchmarks/bench_http.py``),
 and the request leaves in one ``send`` (head and body together), which also spares the server
 a wake-up. It does only what :class:`~chipi_session.http.HttpClient` needs: POST with a
-``content-length`` body, responses delimited by ``content-length``, chunked or the connection's
-close, a bounded pool with keep-alive, and per-operation timeouts (connect / write / read, pool
-waits). https and custom transports stay on httpx.
+``content-length`` body, a bounded pool with keep-alive, and per-operation timeouts (connect /
+write / read, pool waits). Responses are parsed by ``httptools`` (MagicStack's binding of
+llhttp, Node's HTTP parser, which uvicorn also uses): framing by ``content-length``, chunked
+(extensions, trailers) or the connection's close, 1xx interim answers skipped, anything malformed
+refused as :class:`RemoteProtocolError`. https and custom transports stay on httpx.
 
 The one promise that matters is :attr:`SendTracker.sent`: it turns True immediately before the
 first byte of the request is written, so any failure before that provably sent nothing.
@@ -23,6 +25,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import attrs
+import httptools
 
 from .errors import ChipiSessionError, ErrorCode
 
@@ -232,127 +235,120 @@ class PlainPool:
     async def _read_response(
         self, stream: anyio.abc.SocketStream, timeout: float
     ) -> tuple[RawResponse, bool]:
+        response = _Response(self._max_bytes)
+        # every byte of one answer (head, body, chunk framing, trailers) counts against this
+        budget = self._max_bytes + 2 * _MAX_HEAD
+        received = 0
         # one scope for the whole read, its deadline moved on by each chunk received: a
         # timeout per receive, without a scope per receive
         with anyio.fail_after(timeout) as scope:
-            return await self._read_in(_Reader(stream, scope, timeout))
-
-    async def _read_in(self, reader: _Reader) -> tuple[RawResponse, bool]:
-        while True:
-            head = await reader.head()
-            status, version, headers = _parse_head(head)
-            if not 100 <= status < 200:
-                break
-        length = headers.get("content-length")
-        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-        if status in (204, 304):
-            body = b""
-        elif chunked:
-            body = await reader.chunked(self._max_bytes)
-        elif length is not None:
-            if not length.isdigit():
-                raise RemoteProtocolError("bad content-length")
-            if int(length) > self._max_bytes:
-                raise ResponseTooLarge(f"response of {length} bytes")
-            body = await reader.exactly(int(length))
-        else:
-            body = await reader.until_eof(self._max_bytes)
-            keep = False
-        return RawResponse(status, headers, body), keep and not reader.buffer
+            while not response.done:
+                try:
+                    data = await stream.receive(_CHUNK)
+                except anyio.EndOfStream:
+                    if response.ends_at_eof():
+                        break
+                    raise RemoteProtocolError("server disconnected") from None
+                except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                    raise ReadError(str(exc) or type(exc).__name__) from None
+                scope.deadline = anyio.current_time() + timeout
+                received += len(data)
+                response.feed(data)
+                if response.problem is not None:
+                    raise response.problem
+                if received > budget:
+                    raise ResponseTooLarge(f"response over {self._max_bytes} bytes")
+                if not response.head_done and received > _MAX_HEAD:
+                    raise RemoteProtocolError("response head too large")
+        raw = RawResponse(response.status, response.headers, bytes(response.body))
+        return raw, response.done and response.keep and not response.extra
 
 
-class _Reader:
-    """Buffered reads from one stream; ``scope``'s deadline is ``timeout`` after the last
-    chunk received."""
+class _Response:
+    """One response, parsed by llhttp (through ``httptools``) from the bytes fed to it: the
+    parser does the framing (content-length, chunked with extensions and trailers, 1xx interim
+    answers, no body for 204/304) and refuses what is malformed; this object keeps the status,
+    headers and body its callbacks report, within ``limit`` bytes of body."""
 
-    def __init__(
-        self, stream: anyio.abc.SocketStream, scope: anyio.CancelScope, timeout: float
-    ) -> None:
-        self._stream = stream
-        self._scope = scope
-        self._timeout = timeout
-        self.buffer = bytearray()
+    __slots__ = (
+        "_parser",
+        "_limit",
+        "status",
+        "headers",
+        "body",
+        "head_done",
+        "done",
+        "keep",
+        "extra",
+        "problem",
+    )
 
-    async def _more(self, *, eof_ok: bool = False) -> bool:
+    def __init__(self, limit: int) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._limit = limit
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = bytearray()
+        self.head_done = False  # the final (non-1xx) response's head is parsed
+        self.done = False  # the final response is complete
+        self.keep = False  # its connection may carry the next request
+        self.extra = False  # bytes came after it: the connection is not reused
+        self.problem: WireError | None = None
+
+    def feed(self, data: bytes) -> None:
         try:
-            data = await self._stream.receive(_CHUNK)
-            self._scope.deadline = anyio.current_time() + self._timeout
-        except anyio.EndOfStream:
-            if eof_ok:
-                return False
-            raise RemoteProtocolError("server disconnected") from None
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise ReadError(str(exc) or type(exc).__name__) from None
-        self.buffer += data
-        return True
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise RemoteProtocolError("unexpected protocol switch (101)") from None
+        except httptools.HttpParserError as exc:
+            if not self.done:
+                raise RemoteProtocolError(f"malformed response: {exc}") from None
+            self.extra = True  # junk after a complete response
 
-    def _take(self, n: int) -> bytes:
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return data
+    def ends_at_eof(self) -> bool:
+        """At the connection's end: whether that ends the body (no length, not chunked)."""
+        if self.head_done and not self.done and "content-length" not in self.headers:
+            if "chunked" not in self.headers.get("transfer-encoding", "").lower():
+                self.done = True
+        return self.done
 
-    async def head(self) -> bytes:
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                return self._take(end + 4)
-            if len(self.buffer) > _MAX_HEAD:
-                raise RemoteProtocolError("response head too large")
-            await self._more()
+    # httptools callbacks
 
-    async def line(self) -> bytes:
-        while True:
-            end = self.buffer.find(b"\r\n")
-            if end >= 0:
-                return self._take(end + 2)[:-2]
-            if len(self.buffer) > _MAX_HEAD:
-                raise RemoteProtocolError("chunk line too long")
-            await self._more()
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.extra = True  # another response behind ours
 
-    async def exactly(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            await self._more()
-        return self._take(n)
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            return  # trailer fields (or a response behind ours): not kept
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1").strip()
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
-    async def until_eof(self, limit: int) -> bytes:
-        while await self._more(eof_ok=True):
-            if len(self.buffer) > limit:
-                raise ResponseTooLarge(f"response over {limit} bytes")
-        return self._take(len(self.buffer))
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if self.done or 100 <= status < 200:
+            return  # a 1xx interim answer completes at once and the real one follows
+        self.status = status
+        self.head_done = True
+        length = self.headers.get("content-length")  # llhttp checked it is one number
+        if length is not None and int(length) > self._limit:
+            self.problem = ResponseTooLarge(f"response of {length} bytes")
 
-    async def chunked(self, limit: int) -> bytes:
-        body = bytearray()
-        while True:
-            size_text = (await self.line()).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise RemoteProtocolError("bad chunk size") from None
-            if size == 0:
-                while await self.line():  # trailers, up to the blank line
-                    pass
-                return bytes(body)
-            if len(body) + size > limit:
-                raise ResponseTooLarge(f"response over {limit} bytes")
-            body += await self.exactly(size)
-            if await self.exactly(2) != b"\r\n":
-                raise RemoteProtocolError("chunk not terminated")
+    def on_body(self, data: bytes) -> None:
+        if self.done or self.problem is not None:
+            return
+        if len(self.body) + len(data) > self._limit:
+            self.problem = ResponseTooLarge(f"response over {self._limit} bytes")
+            return
+        self.body += data
 
-
-def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise RemoteProtocolError("not an HTTP/1.x response")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise RemoteProtocolError("malformed header line")
-        key = name.strip().lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return int(parts[1]), parts[0], headers
+    def on_message_complete(self) -> None:
+        if self.done:
+            return
+        if not self.head_done:  # a 1xx interim answer: forget its headers
+            self.headers = {}
+            return
+        self.done = True
+        # asked now: llhttp resets the message's flags once this callback returns
+        self.keep = self._parser.should_keep_alive()
