@@ -120,16 +120,23 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         for action in ("register", "execute", "revoke")
     ),
     Refusal(
-        "register", S.REVOKED, ErrorCode.SESSION_REVOKED,
+        "register",
+        S.REVOKED,
+        ErrorCode.SESSION_REVOKED,
         "the session was revoked; create a new one",
     ),
     Refusal(
-        "execute", S.CREATED, ErrorCode.SESSION_NOT_REGISTERED,
+        "execute",
+        S.CREATED,
+        ErrorCode.SESSION_NOT_REGISTERED,
         "the session is not registered: call register_session()",
     ),
     Refusal(
-        "execute", S.EXPIRED, ErrorCode.SESSION_MAX_CALLS_EXCEEDED,
-        "the session has used all of its calls", reason=ExpiryReason.CALLS.value,
+        "execute",
+        S.EXPIRED,
+        ErrorCode.SESSION_MAX_CALLS_EXCEEDED,
+        "the session has used all of its calls",
+        reason=ExpiryReason.CALLS.value,
     ),
     Refusal("execute", S.EXPIRED, ErrorCode.SESSION_EXPIRED, "the session has expired"),
     Refusal("execute", S.REVOKED, ErrorCode.SESSION_REVOKED, "the session was revoked"),
@@ -167,6 +174,17 @@ for _t in TRANSITIONS:
 _SOURCES: Final[dict[str, frozenset[SessionState]]] = {}
 for _t in TRANSITIONS:
     _SOURCES[_t.trigger] = _SOURCES.get(_t.trigger, frozenset()) | frozenset(_t.sources)
+#: per trigger, the states it loops on unguarded (the trigger's only row, no guard, its
+#: ``dest`` among its sources): firing it there changes no state, and the machine has no
+#: callbacks, so :func:`fire` answers without the ``transitions`` library (``execute``)
+_SELF_LOOPS: Final[dict[str, SessionState]] = {
+    trigger: rows[0].dest
+    for trigger, rows in _ROWS.items()
+    if len(rows) == 1
+    and rows[0].guard is None
+    and not rows[0].derived
+    and rows[0].dest in rows[0].sources
+}
 
 
 class SessionModel:
@@ -235,6 +253,9 @@ def fire(
     if the trigger is not allowed from the current state, or its guard refuses.
     """
     previous = model.current
+    if _SELF_LOOPS.get(trigger) is previous:  # no guard, no callback, no state change
+        model.reason = reason if reason is not None else trigger
+        return previous, previous
     if not can_fire(model, trigger):
         raise ChipiSessionError(
             ErrorCode.INVALID_INPUT, f"cannot {trigger} a session in state {previous.value}"

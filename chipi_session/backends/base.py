@@ -20,7 +20,10 @@ its type:
 * :class:`TransactionConfirmer`: ``active`` / ``revoked`` only once the chain accepted the
   write (else on send);
 * :class:`ExecutionResultReader`: per-call outcomes of an execute (else ``UNKNOWN``, never
-  success).
+  success);
+* :class:`FinalExecutionResults`: an execute's outcome is final once its send returned and is
+  read without waiting (``LocalChain``): the engine confirms it in the execute itself instead
+  of a background task.
 
 Owner-signed actions (register, revoke, spending policies) receive the decrypted owner key and
 session-signed executes receive the session key; the backend computes what must be signed (for
@@ -64,11 +67,14 @@ __all__ = [
     "NonceReader",
     "TransactionConfirmer",
     "ExecutionResultReader",
+    "FinalExecutionResults",
     "OnSubmit",
     "notify_submit",
     "require_writer",
     "needs_bearer_token",
     "is_reader",
+    "has_capability",
+    "reads_final_results",
 ]
 
 
@@ -212,6 +218,35 @@ def _has(backend: object, capability: type) -> bool:
     return found
 
 
+def has_capability(backend: object, capability: type) -> bool:
+    """``isinstance(backend, capability)`` for a ``runtime_checkable`` capability of this
+    module, remembered (per class when the class has every member, else per object)."""
+    return _has(backend, capability)
+
+
+_FINAL_BY_CLASS: dict[type, bool] = {}
+
+
+def _defined_by(cls: type, name: str) -> type | None:
+    return next((k for k in cls.__mro__ if name in vars(k)), None)
+
+
+def reads_final_results(backend: object) -> bool:
+    """Whether the engine may confirm an execute through ``backend`` in the execute itself
+    (:class:`FinalExecutionResults`): only when the class that defines its
+    ``final_execution_result`` also defines its ``get_execution_result``, so a subclass
+    or a wrapper that reads results its own way (a tracer, a fault injector, a proxy
+    forwarding what it wraps) is always read through its ``get_execution_result``.
+    Remembered per class."""
+    cls = type(backend)
+    found = _FINAL_BY_CLASS.get(cls)
+    if found is None:
+        owner = _defined_by(cls, "final_execution_result")
+        found = owner is not None and owner is _defined_by(cls, "get_execution_result")
+        _FINAL_BY_CLASS[cls] = found
+    return found and _has(backend, FinalExecutionResults)
+
+
 def is_reader(backend: object) -> bool:
     """``isinstance(backend, SessionReader)``, remembered per backend object."""
     return _has(backend, SessionReader)
@@ -296,3 +331,17 @@ class ExecutionResultReader(Protocol):
     """
 
     async def get_execution_result(self, tx_hash: str) -> ExecutionResult: ...
+
+
+@runtime_checkable
+class FinalExecutionResults(Protocol):
+    """An execute's outcome is final when its send returns, and known without waiting
+    (``LocalChain``: the transaction is included, or not, by the send itself).
+
+    ``final_execution_result`` returns what ``get_execution_result`` would, without awaiting
+    anything, so the engine confirms the execute inside the execute (the same events, in the
+    same order, as a background confirmation). Raises ``UNKNOWN_OUTCOME`` for a transaction
+    it does not know. A backend whose results only settle later must not implement it.
+    """
+
+    def final_execution_result(self, tx_hash: str) -> ExecutionResult: ...

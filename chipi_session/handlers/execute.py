@@ -12,12 +12,18 @@ accepted execute, and the confirmation read (:func:`confirm_execute`, :func:`fol
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anyio
 
 from .. import policy
-from ..backends.base import ExecutionResultReader, require_writer
+from ..backends.base import (
+    ExecutionResultReader,
+    FinalExecutionResults,
+    has_capability,
+    reads_final_results,
+    require_writer,
+)
 from ..errors import ChipiSessionError, ErrorCode
 from ..events import TransactionConfirmed, TransactionFailed, TransactionSubmitted
 from ..execution_results import fit_to_calls
@@ -30,7 +36,7 @@ if TYPE_CHECKING:
     from ..types import SessionKeyData
     from .context import ExecuteContext
 
-__all__ = ["confirm", "confirm_execute", "execute", "follow_revert"]
+__all__ = ["confirm", "confirm_execute", "execute", "follow_revert", "settle_execute"]
 
 log = get_logger(__name__)
 
@@ -51,7 +57,8 @@ CHAIN_STATE_CODES = frozenset(
 async def execute(ctx: ExecuteContext, calls: object, wait: bool) -> str | ExecutionResult:
     """``execute_with_session``: pre-flight, sign, send, apply; with ``wait`` the chain's
     :class:`ExecutionResult` (``CALL_FAILED`` if a call failed), else the tx hash (confirmed
-    in the background where the backend can read results)."""
+    in the background where the backend can read results, in the execute itself where
+    they are final at submit: :func:`_confirmed_now`)."""
     parsed = coerce_calls(calls)
     ctx.require_supported()
     session, now = await _preflight(ctx, parsed)
@@ -76,8 +83,13 @@ async def execute(ctx: ExecuteContext, calls: object, wait: bool) -> str | Execu
         _accepted(ctx, parsed, tx, lost)
     if lost:
         raise hash_lost_error("execute")
+    backend = ctx.backend
+    if reads_final_results(backend):
+        confirmed = _confirmed_now(ctx, cast(FinalExecutionResults, backend), tx, parsed, session)
+        if confirmed is not None:
+            return confirmed if wait else tx
     if not wait:
-        if isinstance(ctx.backend, ExecutionResultReader):
+        if has_capability(backend, ExecutionResultReader):
             ctx.spawn_scoped(confirm, ctx, tx, parsed, generation, session.public_key)
         return tx
     return await _wait_confirmed(ctx, tx, parsed, generation, session.public_key)
@@ -170,6 +182,32 @@ async def _wait_confirmed(
     return result
 
 
+def _confirmed_now(
+    ctx: ExecuteContext,
+    backend: FinalExecutionResults,
+    tx: str,
+    calls: tuple[Call, ...],
+    session: SessionKeyData,
+) -> ExecutionResult | None:
+    """The confirmation of an execute whose result is final at submit, in the execute
+    itself: a succeeded result is published (``TransactionConfirmed``, the same event a
+    background confirmation publishes, after the same ``TransactionSubmitted`` and
+    ``StateChanged``) without an await, so nothing can cancel it half-way. Anything else
+    (a failed call, a revert, an unknown outcome, a read error) returns None: the caller confirms it as for any
+    reader (in the background, or waited for), so its error is recorded after the action
+    and its re-reads run as before."""
+    try:
+        result = fit_to_calls(backend.final_execution_result(tx), len(calls))
+    except ChipiSessionError:
+        return None
+    if not result.succeeded:
+        return None
+    settle_execute(
+        result, tx, calls, session.public_key, publish=ctx.publish, record_error=ctx.set_error
+    )
+    return result
+
+
 async def confirm(
     ctx: ExecuteContext, tx: str, calls: tuple[Call, ...], generation: int, public_key: int
 ) -> tuple[ExecutionResult, ChipiSessionError | None]:
@@ -215,15 +253,45 @@ async def confirm_execute(
 
     ``publish(event_class, **fields)`` publishes; ``is_current()`` is asked after the read,
     so a session that moved on meanwhile is not re-read on the old one's behalf."""
-    if not isinstance(backend, ExecutionResultReader):
+    if not has_capability(backend, ExecutionResultReader):
         return ExecutionResult.unknown(tx, len(calls)), None
+    reader = cast(ExecutionResultReader, backend)
     try:
-        result = fit_to_calls(await backend.get_execution_result(tx), len(calls))
+        read: ExecutionResult | ChipiSessionError = fit_to_calls(
+            await reader.get_execution_result(tx), len(calls)
+        )
     except ChipiSessionError as exc:
-        if exc.code is not ErrorCode.TRANSACTION_REJECTED:
-            log.warning("execute %s: its result could not be read (%s)", tx, exc.code.value)
-            return ExecutionResult.unknown(tx, len(calls)), None
-        error = ChipiSessionError(exc.code, exc.message, retryable=False, applied=False)
+        read = exc
+    result, error, then = settle_execute(
+        read, tx, calls, public_key, publish=publish, record_error=record_error
+    )
+    if then is not None and is_current():
+        if then == "refetch":
+            await refetch()  # never executed: the chain's count did not move
+        else:
+            await follow(calls)
+    return result, error
+
+
+def settle_execute(
+    read: ExecutionResult | ChipiSessionError,
+    tx: str,
+    calls: tuple[Call, ...],
+    public_key: int,
+    *,
+    publish: Callable[..., None],
+    record_error: Callable[[ChipiSessionError], None],
+) -> tuple[ExecutionResult, ChipiSessionError | None, Literal["refetch", "follow"] | None]:
+    """What the read of an execute's result (``read``: the result fitted to the calls, or
+    the read's error) says, published; synchronous, shared by the background and the inline
+    confirmation. Returns the result, the error the caller of ``wait=True`` gets, and what
+    must follow for a session still current: ``"refetch"`` (rejected: never executed, the
+    chain's count did not move) or ``"follow"`` (reverted: :func:`follow_revert`)."""
+    if isinstance(read, ChipiSessionError):
+        if read.code is not ErrorCode.TRANSACTION_REJECTED:
+            log.warning("execute %s: its result could not be read (%s)", tx, read.code.value)
+            return ExecutionResult.unknown(tx, len(calls)), None, None
+        error = ChipiSessionError(read.code, read.message, retryable=False, applied=False)
         record_error(error)
         publish(
             TransactionFailed,
@@ -233,9 +301,8 @@ async def confirm_execute(
             error=error,
             session_public_key=to_hex(public_key),
         )
-        if is_current():
-            await refetch()  # never executed: the chain's count did not move
-        return ExecutionResult.unknown(tx, len(calls)), error
+        return ExecutionResult.unknown(tx, len(calls)), error, "refetch"
+    result = read
     if not result.failed:
         publish(
             TransactionConfirmed,
@@ -244,7 +311,7 @@ async def confirm_execute(
             result=result,
             session_public_key=to_hex(public_key),  # the key that signed it
         )
-        return result, None
+        return result, None, None
     error = call_failed_error(result)
     record_error(error)
     publish(
@@ -255,9 +322,7 @@ async def confirm_execute(
         error=error,
         session_public_key=to_hex(public_key),
     )
-    if result.status is ExecutionStatus.REVERTED and is_current():
-        await follow(calls)
-    return result, error
+    return result, error, "follow" if result.status is ExecutionStatus.REVERTED else None
 
 
 async def follow_revert(

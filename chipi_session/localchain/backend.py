@@ -297,6 +297,11 @@ class PaymasterSessionBackend(abc.ABC):
     async def get_execution_result(self, tx_hash: str) -> ExecutionResult:
         """ExecutionResultReader: the receipt and the recorded call tree, as a result."""
         await anyio.lowlevel.checkpoint()
+        return self.final_execution_result(tx_hash)
+
+    def final_execution_result(self, tx_hash: str) -> ExecutionResult:
+        """FinalExecutionResults: a transaction is included (or not) as it is sent, so its
+        result is final and read without waiting."""
         receipt = self.get_receipt(tx_hash)
         if receipt is None:
             raise ChipiSessionError(ErrorCode.UNKNOWN_OUTCOME, f"unknown transaction {tx_hash}")
