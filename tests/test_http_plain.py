@@ -1,5 +1,6 @@
-"""chipi_session.http1: the plain-http client under HttpClient (keep-alive, framing, stale
-connections, header injection), against a scripted raw-socket server on 127.0.0.1."""
+"""chipi_session.http1: the plain-http client under HttpClient (keep-alive, framing by
+httptools, 1xx, malformed and oversized answers, stale connections, header injection), against
+a scripted raw-socket server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -239,3 +240,149 @@ def test_plain_http_base_url_only_to_loopback(url: str, ok: bool) -> None:
         with pytest.raises(ChipiSessionError) as e:
             normalize_base_url(url)
         assert e.value.code is ErrorCode.INVALID_INPUT
+
+
+async def test_chunked_extensions_and_trailers_are_framing_not_headers(
+    serve: Callable[[Handler], ScriptedServer],
+) -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-head: 1\r\n\r\n"
+        b'4;name="quoted;value";other\r\n{"ok\r\n'
+        b'7;ext=1\r\n":true}\r\n'
+        b"0;last\r\nx-trailer: t\r\nx-head: from-trailer\r\n\r\n"
+    )
+    server = serve(lambda i, req: (chunked, False))
+    async with HttpClient(timeouts=FAST) as http:
+        for _ in range(2):
+            response = await http.post_json(server.url, {}, idempotent=False)
+            assert response.json == {"ok": True}
+            assert response.headers["x-head"] == "1" and "x-trailer" not in response.headers
+    assert server.connections == 1  # the chunked body ended where its last chunk said
+
+
+async def test_interim_1xx_answers_are_skipped(
+    serve: Callable[[Handler], ScriptedServer],
+) -> None:
+    answer = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n" + length_response()
+    )
+    server = serve(lambda i, req: (answer, False))
+    async with HttpClient(timeouts=FAST) as http:
+        for _ in range(2):
+            response = await http.post_json(server.url, {}, idempotent=False)
+            assert response.status == 200 and response.json == {"ok": True}
+            assert "link" not in response.headers
+    assert server.connections == 1
+
+
+async def test_no_body_statuses_and_http10_framing(
+    serve: Callable[[Handler], ScriptedServer],
+) -> None:
+    answers = [
+        (b"HTTP/1.1 204 No Content\r\n\r\n", False),  # no body, keep-alive
+        (b"HTTP/1.0 200 OK\r\ncontent-length: 11\r\n\r\n" + OK, False),  # 1.0: not reused
+        (b"HTTP/1.1 200 OK\r\n\r\n" + OK, True),  # no length: the body runs to the close
+        (length_response(), False),
+    ]
+    server = serve(lambda i, req: answers[i])
+    async with HttpClient(timeouts=FAST) as http:
+        statuses = [(await http.post_json(server.url, {}, idempotent=False)) for _ in answers]
+    assert [r.status for r in statuses] == [204, 200, 200, 200]
+    assert [r.json for r in statuses] == [None, {"ok": True}, {"ok": True}, {"ok": True}]
+    assert server.connections == 3
+
+
+async def test_bytes_after_a_complete_response_retire_the_connection(
+    serve: Callable[[Handler], ScriptedServer],
+) -> None:
+    """Whatever follows a response on its connection (a second response, junk) belongs to no
+    request of ours: the answer stands, the connection is not reused."""
+    answers = [
+        (length_response() + length_response(), False),
+        (length_response() + b"junk\r\n\r\n", False),
+        (length_response(), False),
+    ]
+    server = serve(lambda i, req: answers[i])
+    async with HttpClient(timeouts=FAST) as http:
+        for _ in answers:
+            response = await http.post_json(server.url, {}, idempotent=False)
+            assert response.json == {"ok": True}
+    assert server.connections == 3
+
+
+MALFORMED = {
+    "not_http": b"SMTP ready\r\n\r\n",
+    "bad_status": b"HTTP/1.1 2x0 OK\r\ncontent-length: 0\r\n\r\n",
+    "bad_header": b"HTTP/1.1 200 OK\r\nno colon here\r\ncontent-length: 0\r\n\r\n",
+    "bad_length": b"HTTP/1.1 200 OK\r\ncontent-length: 1x\r\n\r\n",
+    "two_lengths": b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
+    "length_and_chunked": (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "bad_chunk_size": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+    "chunk_not_terminated": (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabcd\r\n0\r\n\r\n"
+    ),
+    "switching_protocols": b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+async def test_a_malformed_response_is_a_protocol_error_at_once(
+    serve: Callable[[Handler], ScriptedServer], kind: str
+) -> None:
+    """The server keeps the connection open: the client must refuse what it read, not wait
+    for more (a timeout would be reported as TimeoutError, not RemoteProtocolError)."""
+    server = serve(lambda i, req: (MALFORMED[kind], False))
+    exchanges: list[Exchange] = []
+    async with HttpClient(timeouts=FAST, on_exchange=exchanges.append) as http:
+        with pytest.raises(ChipiSessionError) as e:
+            await http.post_json(server.url, {}, idempotent=False)
+    assert e.value.code is ErrorCode.UNKNOWN_OUTCOME
+    assert [x.error for x in exchanges] == ["RemoteProtocolError"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n" + OK,  # body cut short
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n",  # no last chunk
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n",  # head cut short
+    ],
+)
+async def test_a_response_cut_by_the_close_is_a_protocol_error(
+    serve: Callable[[Handler], ScriptedServer], answer: bytes
+) -> None:
+    server = serve(lambda i, req: (answer, True))
+    exchanges: list[Exchange] = []
+    async with HttpClient(timeouts=FAST, on_exchange=exchanges.append) as http:
+        with pytest.raises(ChipiSessionError) as e:
+            await http.post_json(server.url, {}, idempotent=False)
+    assert e.value.code is ErrorCode.UNKNOWN_OUTCOME
+    assert [x.error for x in exchanges] == ["RemoteProtocolError"]
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 999999\r\n\r\n",  # refused by its length alone
+        CHUNKED_HEAD + (b"400\r\n" + b"x" * 1024 + b"\r\n") * 3,  # chunks over the cap
+        CHUNKED_HEAD + b"0\r\nx-t: " + b"t" * 300_000,  # an endless trailer
+    ],
+    ids=["length", "chunks", "trailer"],
+)
+async def test_oversized_responses_are_refused_without_waiting(
+    serve: Callable[[Handler], ScriptedServer], answer: bytes
+) -> None:
+    server = serve(lambda i, req: (answer, False))
+    exchanges: list[Exchange] = []
+    async with HttpClient(
+        timeouts=FAST, max_response_bytes=2048, on_exchange=exchanges.append
+    ) as http:
+        with pytest.raises(ChipiSessionError):
+            await http.post_json(server.url, {}, idempotent=False)
+    assert [x.error for x in exchanges] == ["ResponseTooLarge"]
