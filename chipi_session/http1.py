@@ -236,6 +236,16 @@ class PlainPool:
         self, stream: anyio.abc.SocketStream, timeout: float
     ) -> tuple[RawResponse, bool]:
         response = _Response(self._max_bytes)
+        try:
+            await self._read_into(response, stream, timeout)
+        finally:
+            response.release()  # parser and callbacks hold each other: no cycle for the GC
+        raw = RawResponse(response.status, response.headers, bytes(response.body))
+        return raw, response.done and response.keep and not response.extra
+
+    async def _read_into(
+        self, response: _Response, stream: anyio.abc.SocketStream, timeout: float
+    ) -> None:
         # every byte of one answer (head, body, chunk framing, trailers) counts against this
         budget = self._max_bytes + 2 * _MAX_HEAD
         received = 0
@@ -246,8 +256,8 @@ class PlainPool:
                 try:
                     data = await stream.receive(_CHUNK)
                 except anyio.EndOfStream:
-                    if response.ends_at_eof():
-                        break
+                    if response.finish_at_eof():
+                        return
                     raise RemoteProtocolError("server disconnected") from None
                 except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                     raise ReadError(str(exc) or type(exc).__name__) from None
@@ -260,8 +270,6 @@ class PlainPool:
                     raise ResponseTooLarge(f"response over {self._max_bytes} bytes")
                 if not response.head_done and received > _MAX_HEAD:
                     raise RemoteProtocolError("response head too large")
-        raw = RawResponse(response.status, response.headers, bytes(response.body))
-        return raw, response.done and response.keep and not response.extra
 
 
 class _Response:
@@ -295,6 +303,9 @@ class _Response:
         self.extra = False  # bytes came after it: the connection is not reused
         self.problem: WireError | None = None
 
+    def release(self) -> None:
+        del self._parser
+
     def feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
@@ -305,8 +316,9 @@ class _Response:
                 raise RemoteProtocolError(f"malformed response: {exc}") from None
             self.extra = True  # junk after a complete response
 
-    def ends_at_eof(self) -> bool:
-        """At the connection's end: whether that ends the body (no length, not chunked)."""
+    def finish_at_eof(self) -> bool:
+        """The connection ended: whether that completes the response (a body with neither a
+        length nor chunked framing runs to the close)."""
         if self.head_done and not self.done and "content-length" not in self.headers:
             if "chunked" not in self.headers.get("transfer-encoding", "").lower():
                 self.done = True
