@@ -176,14 +176,14 @@ class ChipiSession:
             get_bearer_token=runtime.get_bearer_token,
         )
         #: owner-signed writes of this session (register, revoke, policies, renewal's) run
-        #: one at a time, each checking the state it acts on once it holds the lock
-        self._owner_writes = OwnerWrites(
-            bearer_token=self._keys.bearer_token, owner_key=self._keys.owner_key, send=self.write
-        )
+        #: one at a time, each checking the state it acts on once it holds the lock (made by
+        #: the first one: most hub sessions never write as the owner)
+        self._owner_writes: OwnerWrites | None = None
         #: the status poller's side of this session while it is polled (handlers/polling.py)
         self._polling: StatusPolling | None = None
-        #: the spending caps as last known and their actions (handlers/policies.py)
-        self._policies = SpendingPolicies(self)
+        #: the spending caps as last known and their actions (handlers/policies.py; made on
+        #: first use: ``policies``)
+        self._policies: SpendingPolicies | None = None
         #: the actions and background tasks: pending counts, the last error, their cancel
         #: scopes (handlers/actions.py)
         self._runner = ActionRunner(self)
@@ -196,19 +196,12 @@ class ChipiSession:
         self._scheduler: Scheduler | None = None
         self._owns_scheduler = False
         self._journal: ActionJournal | None = None
-        self._expiry_timer = ExpiryTimer(
-            deadline=self._expiry_deadline,
-            now=self._clock.now,
-            expire=self._expire_by_time,
-            rearm=self._reschedule,
-        )
-        #: auto-renewal's effects and the keys being retired (handlers/renewal.py)
-        self._renewer = Renewer(
-            self,
-            options.renewal,
-            default_duration=self._default_duration,
-            default_max_calls=self._default_max_calls,
-        )
+        self._expiry_timer = ExpiryTimer(self)
+        #: auto-renewal's effects and the keys being retired (handlers/renewal.py): made at
+        #: once with a renewal policy, else on first use (``renewer``: a resume, an execute)
+        self._renewer: Renewer | None = None
+        if options.renewal is not None:
+            self._renewer = self._make_renewer(options.renewal)
         self._entered = False
         self._closed = False
 
@@ -265,7 +258,7 @@ class ChipiSession:
         self._closed = True
         self._runner.cancel()
         self._expiry_timer.cancel()
-        self._renewer.cancel()
+        self.cancel_renewal()
         if self._scheduler is not None and self._polling is not None:
             self._scheduler.poller.remove(self._polling)
         self._keys.zero()
@@ -333,7 +326,7 @@ class ChipiSession:
     @property
     def is_renewing(self) -> bool:
         """A successor is being prepared, or a replaced key is still being revoked."""
-        return self._renewer.busy
+        return self._renewer is not None and self._renewer.busy
 
     @property
     def renewal_successor(self) -> SessionKeyData | None:
@@ -345,7 +338,7 @@ class ChipiSession:
     def retiring_keys(self) -> tuple[int, ...]:
         """Public keys of replaced sessions still to be revoked on chain (a store keeps
         them, so a close or crash mid-retirement is finished on the next open)."""
-        return self._renewer.retiring_keys
+        return () if self._renewer is None else self._renewer.retiring_keys
 
     @property
     def in_doubt(self) -> tuple[SubmitInfo, ...]:
@@ -463,7 +456,8 @@ class ChipiSession:
         self._new_generation()
         self._keys.session = None
         self._core.forget()
-        self._policies.forget()
+        if self._policies is not None:
+            self._policies.forget()
         self._runner.error = None
         self.transition("clear")
         self._persist()
@@ -478,7 +472,7 @@ class ChipiSession:
         return await self._runner.run(
             "set_spending_policy",
             "policy",
-            self._policies.set,
+            self.policies.set,
             token,
             max_per_call,
             max_per_window,
@@ -486,11 +480,11 @@ class ChipiSession:
         )
 
     async def get_spending_policy(self, token: int | str) -> SpendingPolicy | None:
-        return await self._runner.run("get_spending_policy", "policy", self._policies.get, token)
+        return await self._runner.run("get_spending_policy", "policy", self.policies.get, token)
 
     async def remove_spending_policy(self, token: int | str) -> str:
         return await self._runner.run(
-            "remove_spending_policy", "policy", self._policies.remove, token
+            "remove_spending_policy", "policy", self.policies.remove, token
         )
 
     # ------------------------------------------------------------------ effects
@@ -530,14 +524,14 @@ class ChipiSession:
         successor starts its spending windows afresh (``reset_windows``). Returns the
         replaced session's decrypted key (the caller zeroes it)."""
         old_key = self._keys.switch(data, key)
-        if reset_windows:
+        if reset_windows and self._policies is not None:
             self._policies.reset_windows(int(self._clock.now()))
         return old_key
 
     def _new_generation(self) -> None:
         self._core.new_generation()
         self._keys.zero()
-        self._renewer.cancel()
+        self.cancel_renewal()
         self._reschedule()
 
     def _persist(self) -> None:
@@ -591,7 +585,10 @@ class ChipiSession:
         retiring: Iterable[int],
         in_doubt: SubmitInfo | None = None,
     ) -> None:
-        await self._renewer.resume(successor, retiring, in_doubt)
+        retiring = tuple(retiring)
+        if successor is None and not retiring:
+            return  # nothing left to finish (no renewer made for it)
+        await self.renewer.resume(successor, retiring, in_doubt)
 
     persist = _persist
 
@@ -639,10 +636,19 @@ class ChipiSession:
 
     # registration (handlers/registration.py)
     def owner_guard(self) -> anyio.Lock:
-        return self._owner_writes.guard()
+        return self._owner_side().guard()
 
     async def owner_write(self, action: str, public_key: int, send: OwnerSend) -> str:
-        return await self._owner_writes.write(action, public_key, send)
+        return await self._owner_side().write(action, public_key, send)
+
+    def _owner_side(self) -> OwnerWrites:
+        writes = self._owner_writes
+        if writes is None:
+            writes = self._owner_writes = OwnerWrites(self)
+        return writes
+
+    async def owner_key(self) -> SecretKey:
+        return await self._keys.owner_key()
 
     async def register_key(
         self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
@@ -664,12 +670,23 @@ class ChipiSession:
     new_generation = _new_generation
 
     def cancel_renewal(self) -> None:
-        self._renewer.cancel()
+        if self._renewer is not None:
+            self._renewer.cancel()
 
     # execute (handlers/execute.py)
     @property
     def renewer(self) -> Renewer:
+        if self._renewer is None:  # no renewal policy: keys to retire, an execute's checks
+            self._renewer = self._make_renewer(None)
         return self._renewer
+
+    def _make_renewer(self, policy: RenewalPolicy | None) -> Renewer:
+        return Renewer(
+            self,
+            policy,
+            default_duration=self._default_duration,
+            default_max_calls=self._default_max_calls,
+        )
 
     async def session_key_for(self, session: SessionKeyData) -> SecretKey:
         return await self._keys.key_for(session)
@@ -694,6 +711,8 @@ class ChipiSession:
     # renewal (handlers/renewal.py)
     @property
     def policies(self) -> SpendingPolicies:
+        if self._policies is None:
+            self._policies = SpendingPolicies(self)
         return self._policies
 
     def apply_status(self, status: SessionStatus) -> None:
@@ -701,7 +720,8 @@ class ChipiSession:
 
     def adopt_session(self, data: SessionKeyData, key: SecretKey) -> None:
         self._keys.switch(data, key)
-        self._policies.forget()
+        if self._policies is not None:
+            self._policies.forget()
 
     # in-doubt writes (handlers/doubts.py)
     @property
@@ -731,7 +751,8 @@ class ChipiSession:
         self._expiry_timer.arm(
             scheduler.timers if scheduler is not None and not self._closed else None
         )
-        self._renewer.arm()
+        if self._renewer is not None:
+            self._renewer.arm()
 
     def _expiry_deadline(self) -> float | None:
         session = self._keys.session
@@ -742,4 +763,6 @@ class ChipiSession:
             self.expire(ExpiryReason.TIME)
 
     reschedule = _reschedule  # the handlers' view (handlers/context.py)
+    expiry_deadline = _expiry_deadline
+    expire_by_time = _expire_by_time
 

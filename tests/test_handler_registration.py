@@ -57,17 +57,16 @@ class Ctx:
     owner_writes: OwnerWrites = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.owner_writes = OwnerWrites(
-            bearer_token=self._token, owner_key=self._owner, send=self._send
-        )
+        self.owner_writes = OwnerWrites(self)
 
-    async def _token(self) -> str | None:
+    # OwnerWriteContext
+    async def bearer_token(self) -> str | None:
         return None
 
-    async def _owner(self) -> SecretKey:
+    async def owner_key(self) -> SecretKey:
         return self.world.owner
 
-    async def _send(
+    async def write(
         self, action: str, public_key: int, send: Callable[[OnSubmit], Awaitable[str]]
     ) -> str:
         submitted: list[SubmitInfo] = []
@@ -293,19 +292,19 @@ async def test_revoke_of_a_replaced_session_changes_nothing_local(world: World) 
 async def test_owner_writes_zero_the_owner_key_even_when_the_send_fails(world: World) -> None:
     keys: list[SecretKey] = []
 
-    async def owner() -> SecretKey:
-        keys.append(world.owner)
-        return keys[-1]
+    class Session:  # the OwnerWriteContext
+        async def owner_key(self) -> SecretKey:
+            keys.append(world.owner)
+            return keys[-1]
 
-    async def token() -> str | None:
-        return "bearer"
+        async def bearer_token(self) -> str | None:
+            return "bearer"
+
+        async def write(self, action: str, public_key: int, send: Any) -> str:
+            return str(await send(None))
 
     seen: list[tuple[str, int, str | None]] = []
-
-    async def send(action: str, public_key: int, write: Any) -> str:
-        return str(await write(None))
-
-    writes = OwnerWrites(bearer_token=token, owner_key=owner, send=send)
+    writes = OwnerWrites(Session())
 
     async def ok(key: SecretKey, bearer: str | None, on_submit: OnSubmit) -> str:
         assert not key.is_zeroed

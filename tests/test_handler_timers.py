@@ -1,7 +1,8 @@
 """handlers/timers.py on its own: ``ExpiryTimer`` in a real ``TimerHeap`` on a manual clock.
 
-The heap's task runs in a task group; time only moves when a test moves it. The deadline,
-the expiry and the re-arm are plain callables standing in for the core and the facade.
+The heap's task runs in a task group; time only moves when a test moves it. The rig stands
+in for the session (the timer's ``ExpiryContext``): its deadline, expiry and re-arm are plain
+recorders standing in for the core and the facade.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ DEADLINE = START + 100
 
 @attrs.define
 class Rig:
-    """An ExpiryTimer wired to recorders: ``deadline`` is what the core would answer."""
+    """An ExpiryTimer over this rig as its session: ``deadline`` is what the core would
+    answer."""
 
     clock: ManualClock
     heap: TimerHeap
@@ -36,12 +38,17 @@ class Rig:
     timer: ExpiryTimer = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.timer = ExpiryTimer(
-            deadline=lambda: self.deadline,
-            now=self.clock.now,
-            expire=lambda: self.expired.append(self.clock.now()),
-            rearm=lambda: self.rearmed.append(self.clock.now()),
-        )
+        self.timer = ExpiryTimer(self)
+
+    # ExpiryContext
+    def expiry_deadline(self) -> float | None:
+        return self.deadline
+
+    def expire_by_time(self) -> None:
+        self.expired.append(self.clock.now())
+
+    def reschedule(self) -> None:
+        self.rearmed.append(self.clock.now())
 
     async def at(self, now: float) -> None:
         """Move the clock to ``now`` and let the heap fire what is due."""

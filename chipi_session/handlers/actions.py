@@ -39,6 +39,15 @@ T = TypeVar("T")
 
 #: what an action is counted as while it runs (``ChipiSession.is_creating`` and the like)
 ActionKind = Literal["create", "register", "revoke", "execute", "status", "policy"]
+#: each kind's index in the runner's pending counts
+_KIND_INDEX: dict[ActionKind, int] = {
+    "create": 0,
+    "register": 1,
+    "revoke": 2,
+    "execute": 3,
+    "status": 4,
+    "policy": 5,
+}
 
 
 @attrs.define
@@ -55,16 +64,17 @@ class ActionRunner:
 
     def __init__(self, context: ActionContext) -> None:
         self._context = context
-        self._pending: dict[ActionKind, int] = dict.fromkeys(
-            ("create", "register", "revoke", "execute", "status", "policy"), 0
-        )
+        #: actions running, by kind (``_KIND_INDEX``); made by the first action (a session
+        #: that never acts carries no counts: memory per hub session)
+        self._pending: list[int] | None = None
         self._scopes: set[anyio.CancelScope] | None = None
         #: the last action's failure (None after a success; a status read leaves it)
         self.error: ChipiSessionError | None = None
 
     def pending(self, kind: ActionKind) -> bool:
         """Is an action of ``kind`` running?"""
-        return self._pending[kind] > 0
+        pending = self._pending
+        return pending is not None and pending[_KIND_INDEX[kind]] > 0
 
     def cancel(self) -> None:
         """Cancel every action and scoped background task still running (the session
@@ -98,13 +108,15 @@ class ActionRunner:
         if self._scopes is None:
             self._scopes = set()
         scopes = self._scopes
-        pending = self._pending
+        if self._pending is None:
+            self._pending = [0] * len(_KIND_INDEX)
+        pending, index = self._pending, _KIND_INDEX[kind]
 
         async def runner(*, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
             with anyio.CancelScope() as scope:
                 scopes.add(scope)
                 task_status.started(scope)
-                pending[kind] += 1
+                pending[index] += 1
                 try:
                     box.value = await fn(*args)
                 except anyio.get_cancelled_exc_class():
@@ -120,7 +132,7 @@ class ActionRunner:
                         retryable=False,
                     )
                 finally:
-                    pending[kind] -= 1
+                    pending[index] -= 1
                     scopes.discard(scope)
                     done.set()
             if scope.cancelled_caught:

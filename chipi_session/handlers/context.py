@@ -45,7 +45,9 @@ __all__ = [
     "ActionContext",
     "CreationContext",
     "DoubtContext",
+    "ExpiryContext",
     "OwnerSend",
+    "OwnerWriteContext",
     "PollingContext",
     "RegistrationContext",
     "SessionContext",
@@ -79,6 +81,46 @@ class ActionContext(Protocol):
 
     def publish(self, cls: type[Event], **fields: Any) -> None:
         """Publish an event (stamped with the clock and this session's key by default)."""
+        ...
+
+
+class ExpiryContext(Protocol):
+    """What the expiry timer needs of its session (``handlers.timers``; implemented by
+    ``ChipiSession``): the timer holds the session and nothing else of it."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def expiry_deadline(self) -> float | None:
+        """The core's bound (``SessionCore.expiry_bound``): the last instant the session
+        signs, or None when nothing can expire by time."""
+        ...
+
+    def expire_by_time(self) -> None:
+        """The deadline passed: expire the session (``ExpiryReason.TIME``)."""
+        ...
+
+    def reschedule(self) -> None:
+        """The deadline may have moved: re-arm the expiry and renewal timers."""
+        ...
+
+
+class OwnerWriteContext(Protocol):
+    """What owner-signed writes need of their session (``handlers.registration.OwnerWrites``;
+    implemented by ``ChipiSession``): the secrets of one write and the journalled send."""
+
+    async def owner_key(self) -> SecretKey:
+        """The owner key, decrypted for one owner-signed write (the caller zeroes it)."""
+        ...
+
+    async def bearer_token(self) -> str | None:
+        """The bearer token of one write, if the backend needs one."""
+        ...
+
+    async def write(
+        self, action: str, public_key: int, send: Callable[[OnSubmit], Awaitable[str]]
+    ) -> str:
+        """One write through the journalled write path (``handlers.writes``)."""
         ...
 
 

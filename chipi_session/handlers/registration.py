@@ -15,12 +15,12 @@ so a status read overlapping it is stale. A session replaced while a write was i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import anyio
 
-from ..backends.base import OnSubmit, TransactionConfirmer, require_writer
+from ..backends.base import TransactionConfirmer, require_writer
 from ..errors import ChipiSessionError, ErrorCode
 from ..events import StatusRefreshed, TransactionSubmitted
 from ..felts import U64_MAX
@@ -29,32 +29,27 @@ from ..session_inputs import parse_entrypoints as _parse_entrypoints
 from ..types import SessionKeyData, SessionState, SessionStatus
 
 if TYPE_CHECKING:
-    from ..keys import SecretKey
-    from .context import CreationContext, OwnerSend, RegistrationContext, SessionContext
+    from .context import (
+        CreationContext,
+        OwnerSend,
+        OwnerWriteContext,
+        RegistrationContext,
+        SessionContext,
+    )
 
 __all__ = ["OwnerWrites", "confirm", "create", "register", "register_key", "revoke", "revoke_key"]
-
-#: ``send(action, public_key, send)``: one write through the journalled write path
-JournalledSend = Callable[[str, int, Callable[[OnSubmit], Awaitable[str]]], Awaitable[str]]
 
 
 class OwnerWrites:
     """One session's owner-signed writes: the lock that serializes them and the write itself
     (bearer token, owner key decrypted for this write only and zeroed after it, sent through
-    the journalled write path). Handed its effects explicitly by the facade."""
+    the journalled write path). It holds its session (``ctx``) and the lock, nothing else
+    (the facade makes it on a session's first owner-signed write)."""
 
-    __slots__ = ("_bearer_token", "_lock", "_owner_key", "_send")
+    __slots__ = ("_ctx", "_lock")
 
-    def __init__(
-        self,
-        *,
-        bearer_token: Callable[[], Awaitable[str | None]],
-        owner_key: Callable[[], Awaitable[SecretKey]],
-        send: JournalledSend,
-    ) -> None:
-        self._bearer_token = bearer_token
-        self._owner_key = owner_key
-        self._send = send
+    def __init__(self, ctx: OwnerWriteContext) -> None:
+        self._ctx = ctx
         self._lock: anyio.Lock | None = None
 
     def guard(self) -> anyio.Lock:
@@ -68,10 +63,11 @@ class OwnerWrites:
         """``send(owner_key, bearer_token, on_submit)`` once, journalled; raises
         :class:`~chipi_session.session_inputs.AppliedHashLost` if it executed but its hash
         was lost."""
-        token = await self._bearer_token()
-        owner = await self._owner_key()
+        ctx = self._ctx
+        token = await ctx.bearer_token()
+        owner = await ctx.owner_key()
         try:
-            return await self._send(
+            return await ctx.write(
                 action, public_key, lambda on_submit: send(owner, token, on_submit)
             )
         finally:

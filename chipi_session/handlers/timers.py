@@ -2,7 +2,9 @@
 
 Moved out of ``engine.py`` (docs/architecture.md, "Module map"). The deadline itself is the
 core's rule (``SessionCore.expiry_bound``); this class only keeps one timer armed at it and
-asks the facade to expire the session once the clock is past it. Expiry is inclusive (at
+asks the facade to expire the session once the clock is past it. It holds the session (an
+:class:`~.context.ExpiryContext`) and the armed handle, nothing else: one per session, so a
+hub of thousands carries no bound methods for it. Expiry is inclusive (at
 ``now == valid_until`` the session still signs), so the timer fires at the first instant
 after the deadline.
 """
@@ -10,40 +12,32 @@ after the deadline.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ..scheduling import TimerHandle, TimerHeap
+if TYPE_CHECKING:
+    from ..scheduling import TimerHandle, TimerHeap
+    from .context import ExpiryContext
 
 __all__ = ["ExpiryTimer"]
 
 
 class ExpiryTimer:
-    """One armed expiry deadline, handed what it needs: ``deadline()`` (the core's bound, or
-    None when nothing can expire by time), ``now()`` (the injected clock), ``expire()`` (the
-    facade's expiry by time) and ``rearm()`` (the facade's re-scheduling, for a timer that
-    fired early because the deadline moved later)."""
+    """One armed expiry deadline of ``ctx``: its ``expiry_deadline()`` (the core's bound, or
+    None when nothing can expire by time), its ``clock``, ``expire_by_time()`` (the facade's
+    expiry by time) and ``reschedule()`` (for a timer that fired early because the deadline
+    moved later)."""
 
-    __slots__ = ("_deadline", "_expire", "_handle", "_now", "_rearm")
+    __slots__ = ("_ctx", "_handle")
 
-    def __init__(
-        self,
-        *,
-        deadline: Callable[[], float | None],
-        now: Callable[[], float],
-        expire: Callable[[], None],
-        rearm: Callable[[], None],
-    ) -> None:
-        self._deadline = deadline
-        self._now = now
-        self._expire = expire
-        self._rearm = rearm
+    def __init__(self, ctx: ExpiryContext) -> None:
+        self._ctx = ctx
         self._handle: TimerHandle | None = None
 
     def arm(self, timers: TimerHeap | None) -> None:
         """Cancel the armed timer and arm one at the current deadline (none without a
         timer heap: a closed or not yet started session)."""
         self.cancel()
-        deadline = self._deadline()
+        deadline = self._ctx.expiry_deadline()
         if deadline is not None and timers is not None:
             self._handle = timers.schedule(math.nextafter(deadline, math.inf), self._due)
 
@@ -54,10 +48,11 @@ class ExpiryTimer:
 
     def _due(self) -> None:
         self._handle = None
-        deadline = self._deadline()
+        ctx = self._ctx
+        deadline = ctx.expiry_deadline()
         if deadline is None:
             return
-        if self._now() > deadline:
-            self._expire()
+        if ctx.clock.now() > deadline:
+            ctx.expire_by_time()
         else:
-            self._rearm()
+            ctx.reschedule()
