@@ -27,24 +27,35 @@ class ExpiryTimer:
     expiry by time) and ``reschedule()`` (for a timer that fired early because the deadline
     moved later)."""
 
-    __slots__ = ("_ctx", "_handle")
+    __slots__ = ("_ctx", "_handle", "_timers")
 
     def __init__(self, ctx: ExpiryContext) -> None:
         self._ctx = ctx
         self._handle: TimerHandle | None = None
+        self._timers: TimerHeap | None = None  # the heap ``_handle`` is in
 
     def arm(self, timers: TimerHeap | None) -> None:
-        """Cancel the armed timer and arm one at the current deadline (none without a
-        timer heap: a closed or not yet started session)."""
-        self.cancel()
+        """Arm the timer at the current deadline (none without a timer heap: a closed or
+        not yet started session). A timer still armed at that deadline in that heap is
+        kept: every execute re-arms, and the deadline rarely moves (a heap entry saved)."""
         deadline = self._ctx.expiry_deadline()
-        if deadline is not None and timers is not None:
-            self._handle = timers.schedule(math.nextafter(deadline, math.inf), self._due)
+        if deadline is None or timers is None:
+            self.cancel()
+            return
+        at = math.nextafter(deadline, math.inf)
+        handle = self._handle
+        if handle is not None and handle.active and handle.deadline == at:
+            if self._timers is timers:
+                return
+        self.cancel()
+        self._handle = timers.schedule(at, self._due)
+        self._timers = timers
 
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+            self._timers = None
 
     def _due(self) -> None:
         self._handle = None
