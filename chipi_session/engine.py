@@ -188,11 +188,7 @@ class ChipiSession:
         #: scopes (handlers/actions.py)
         self._runner = ActionRunner(self)
         #: the session's subscribers and listeners, and a hub's stream (handlers/publishing.py)
-        self._events = Publisher(
-            clock=self._clock,
-            session=lambda: self._keys.session,
-            buffer_size=runtime.event_buffer_size,
-        )
+        self._events = Publisher(self, buffer_size=runtime.event_buffer_size)
         self._scheduler: Scheduler | None = None
         self._owns_scheduler = False
         self._journal: ActionJournal | None = None

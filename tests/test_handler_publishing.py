@@ -7,6 +7,7 @@ real session under a hub.
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from chipi_session import ManualClock, SessionHub, SessionState, StateChanged
@@ -24,30 +25,39 @@ S = SessionState
 KEY = SessionKeyData(public_key=0xABC, encrypted_private_key="blob", valid_until=10)
 
 
+@attrs.define
+class Session:
+    """The publisher's PublisherContext: a clock and the current key (reads counted)."""
+
+    clock: ManualClock
+    current: SessionKeyData | None = KEY
+    asked: int = 0
+
+    @property
+    def session(self) -> SessionKeyData | None:
+        self.asked += 1
+        return self.current
+
+
 def change(publisher: Publisher, **fields: object) -> None:
     publisher.publish(StateChanged, previous=S.NONE, current=S.CREATED, reason="", **fields)
 
 
 def test_an_event_nobody_can_hear_is_not_built() -> None:
-    asked: list[int] = []
-
-    def session() -> SessionKeyData | None:
-        asked.append(1)
-        return KEY
-
-    publisher = Publisher(clock=ManualClock(5), session=session, buffer_size=4)
+    session = Session(ManualClock(5))
+    publisher = Publisher(session, buffer_size=4)
     change(publisher)
-    assert asked == []  # not even stamped
+    assert session.asked == 0  # not even stamped
 
 
 def test_listeners_get_stamped_events_and_can_be_removed() -> None:
     clock = ManualClock(5)
-    current: list[SessionKeyData | None] = [None]
-    publisher = Publisher(clock=clock, session=lambda: current[0], buffer_size=4)
+    session = Session(clock, None)
+    publisher = Publisher(session, buffer_size=4)
     seen: list[Event] = []
     remove = publisher.add_listener(seen.append)
     change(publisher)
-    current[0] = KEY
+    session.current = KEY
     clock.set(7)
     change(publisher)
     change(publisher, session_public_key="0x1")  # the caller names another key
@@ -62,7 +72,7 @@ def test_listeners_get_stamped_events_and_can_be_removed() -> None:
 
 
 async def test_subscribers_have_their_own_bounded_buffers_and_end_on_close() -> None:
-    publisher = Publisher(clock=ManualClock(1), session=lambda: KEY, buffer_size=2)
+    publisher = Publisher(Session(ManualClock(1)), buffer_size=2)
     async with publisher.subscribe() as default, publisher.subscribe(5) as big:
         for _ in range(4):
             change(publisher)
@@ -74,7 +84,7 @@ async def test_subscribers_have_their_own_bounded_buffers_and_end_on_close() -> 
 
 
 def test_a_hubs_stream_hears_every_event_and_outlives_the_close() -> None:
-    publisher = Publisher(clock=ManualClock(1), session=lambda: KEY, buffer_size=2)
+    publisher = Publisher(Session(ManualClock(1)), buffer_size=2)
     hub: Broadcaster[Event] = Broadcaster()
     heard: list[Event] = []
     hub.add_listener(heard.append)

@@ -48,6 +48,7 @@ __all__ = [
     "ExpiryContext",
     "OwnerSend",
     "OwnerWriteContext",
+    "PublisherContext",
     "PollingContext",
     "RegistrationContext",
     "SessionContext",
@@ -103,6 +104,18 @@ class ExpiryContext(Protocol):
     def reschedule(self) -> None:
         """The deadline may have moved: re-arm the expiry and renewal timers."""
         ...
+
+
+class PublisherContext(Protocol):
+    """What the event fan-out needs of its session (``handlers.publishing.Publisher``;
+    implemented by ``ChipiSession``): the clock events are stamped with and the current
+    session key."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def session(self) -> SessionKeyData | None: ...
 
 
 class OwnerWriteContext(Protocol):

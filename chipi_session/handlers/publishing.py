@@ -5,6 +5,8 @@ docs/engine.md, "Events"). A session publishes to its own subscribers and listen
 :class:`~chipi_session.pubsub.Broadcaster` made on the first subscription: a session nobody
 listens to builds no event) and, under a hub, to the hub's stream. Each event is stamped with
 the clock's time and, unless the caller names another, the session's current public key.
+It holds the session (a :class:`~.context.PublisherContext`: its ``clock`` and ``session``),
+not copies or closures of them: one per session, a hub holds thousands.
 """
 
 from __future__ import annotations
@@ -17,27 +19,20 @@ from ..felts import to_hex
 from ..pubsub import Broadcaster, Subscription
 
 if TYPE_CHECKING:
-    from ..clock import Clock
     from ..events import Event
-    from ..types import SessionKeyData
+    from .context import PublisherContext
 
 __all__ = ["Publisher"]
 
 
 class Publisher:
-    """One session's event fan-out (see the module docstring)."""
+    """One session's event fan-out (see the module docstring); ``buffer_size`` is a
+    subscription's default buffer."""
 
-    __slots__ = ("_buffer_size", "_clock", "_local", "_session", "hub")
+    __slots__ = ("_buffer_size", "_ctx", "_local", "hub")
 
-    def __init__(
-        self,
-        *,
-        clock: Clock,
-        session: Callable[[], SessionKeyData | None],
-        buffer_size: int,
-    ) -> None:
-        self._clock = clock
-        self._session = session
+    def __init__(self, ctx: PublisherContext, *, buffer_size: int) -> None:
+        self._ctx = ctx
         self._buffer_size = buffer_size
         self._local: Broadcaster[Event] | None = None
         #: the hub's stream this session also publishes to (``attach``), if any
@@ -64,10 +59,11 @@ class Publisher:
         """Build and publish a ``cls`` event, unless nobody can hear it."""
         if self._local is None and self.hub is None:
             return
+        ctx = self._ctx
         if "session_public_key" not in fields:
-            session = self._session()
+            session = ctx.session
             fields["session_public_key"] = None if session is None else to_hex(session.public_key)
-        event = cls(timestamp=self._clock.now(), **fields)
+        event = cls(timestamp=ctx.clock.now(), **fields)
         if self._local is not None:
             self._local.publish(event)
         if self.hub is not None:
