@@ -71,7 +71,6 @@ S = SessionState
 CallsInput = Call | Mapping[str, Any] | Iterable[Call | Mapping[str, Any]]
 
 
-
 class ChipiSession:
     """One wallet's session key, driven like Chipi's ``useChipiSession`` hook.
 
@@ -213,10 +212,10 @@ class ChipiSession:
             )
             await scheduler.__aenter__()
             self._scheduler, self._owns_scheduler = scheduler, True
-        await self._start()
+        await self.start_attached()
         return self
 
-    async def _start(self) -> None:
+    async def start_attached(self) -> None:
         """Join the scheduler: restore the stored session and reconcile it with the chain."""
         self._entered = True
         if self._auto_check_status and self._wallet.supports_session:
@@ -237,7 +236,7 @@ class ChipiSession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        self._shutdown()
+        self.shutdown()
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None and self._owns_scheduler:
             return await scheduler.__aexit__(exc_type, exc, tb)
@@ -245,10 +244,10 @@ class ChipiSession:
 
     async def aclose(self) -> None:
         """Close a session owned by a ``SessionHub`` (cancel its actions, zero its key)."""
-        self._shutdown()
+        self.shutdown()
         await anyio.lowlevel.checkpoint()
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -449,14 +448,14 @@ class ChipiSession:
         if self._core.model.current is S.NONE:
             self._runner.error = None
             return
-        self._new_generation()
+        self.new_generation()
         self._keys.session = None
         self._core.forget()
         if self._policies is not None:
             self._policies.forget()
         self._runner.error = None
         self.transition("clear")
-        self._persist()
+        self.persist()
 
     async def refetch_status(self) -> SessionStatus | None:
         """Read the session's on-chain status and reconcile the local state with it."""
@@ -500,7 +499,7 @@ class ChipiSession:
         self._keys.session = data
         self.transition("restore")
 
-    def _require_supported(self) -> None:
+    def require_supported(self) -> None:
         if not self._wallet.supports_session:
             raise ChipiSessionError(
                 ErrorCode.INVALID_WALLET_TYPE_FOR_SESSION,
@@ -508,7 +507,7 @@ class ChipiSession:
                 "only CHIPI wallets do",
             )
 
-    def _require_session(self) -> SessionKeyData:
+    def require_session(self) -> SessionKeyData:
         if self._keys.session is None:
             raise ChipiSessionError(ErrorCode.NO_SESSION, "no session: call create_session()")
         return self._keys.session
@@ -524,13 +523,13 @@ class ChipiSession:
             self._policies.reset_windows(int(self._clock.now()))
         return old_key
 
-    def _new_generation(self) -> None:
+    def new_generation(self) -> None:
         self._core.new_generation()
         self._keys.zero()
         self.cancel_renewal()
-        self._reschedule()
+        self.reschedule()
 
-    def _persist(self) -> None:
+    def persist(self) -> None:
         journal = self._journal
         if journal is not None:
             journal.mark_dirty()
@@ -564,12 +563,7 @@ class ChipiSession:
     def learn_registered(self) -> bool:
         return self._core.learn_registered()
 
-    start_attached = _start
-    shutdown = _shutdown
-
-    def hold_in_doubt(
-        self, info: SubmitInfo, *, count: bool, token: object, mine: bool
-    ) -> None:
+    def hold_in_doubt(self, info: SubmitInfo, *, count: bool, token: object, mine: bool) -> None:
         doubts.hold_in_doubt(self, info, count=count, token=token, mine=mine)
 
     async def resolve_outcome(self, info: SubmitInfo | None) -> bool | None:
@@ -585,8 +579,6 @@ class ChipiSession:
         if successor is None and not retiring:
             return  # nothing left to finish (no renewer made for it)
         await self.renewer.resume(successor, retiring, in_doubt)
-
-    persist = _persist
 
     def record_failure(self, action: str, error: ChipiSessionError) -> None:
         self._runner.record_failure(action, error)
@@ -617,9 +609,6 @@ class ChipiSession:
     @property
     def backend(self) -> SessionReader:
         return self._backend
-
-    require_supported = _require_supported
-    require_session = _require_session
 
     def publish(self, cls: type[Event], **fields: Any) -> None:
         self._events.publish(cls, **fields)
@@ -662,8 +651,6 @@ class ChipiSession:
 
     def drop_session_key(self) -> None:
         self._keys.zero()
-
-    new_generation = _new_generation
 
     def cancel_renewal(self) -> None:
         if self._renewer is not None:
@@ -740,25 +727,17 @@ class ChipiSession:
         return logs.action(self._log_context, action)
 
     # ------------------------------------------------------------- expiry timer
-    def _reschedule(self) -> None:
+    def reschedule(self) -> None:
         """The expiry deadline may have moved: re-arm it (``handlers.timers.ExpiryTimer``)
         and the renewal timer."""
-        scheduler = self._scheduler
-        self._expiry_timer.arm(
-            scheduler.timers if scheduler is not None and not self._closed else None
-        )
+        self._expiry_timer.arm(self.timers)
         if self._renewer is not None:
             self._renewer.arm()
 
-    def _expiry_deadline(self) -> float | None:
+    def expiry_deadline(self) -> float | None:
         session = self._keys.session
         return self._core.expiry_bound(None if session is None else session.valid_until)
 
-    def _expire_by_time(self) -> None:
+    def expire_by_time(self) -> None:
         with logs.action(self._log_context, "expire"):  # the shared timer's task
             self.expire(ExpiryReason.TIME)
-
-    reschedule = _reschedule  # the handlers' view (handlers/context.py)
-    expiry_deadline = _expiry_deadline
-    expire_by_time = _expire_by_time
-
