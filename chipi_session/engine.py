@@ -607,6 +607,11 @@ class ChipiSession:
         return self._core
 
     @property
+    def keys(self) -> SessionKeys:
+        """The local session key and the secrets of one write (handlers/session_keys.py)."""
+        return self._keys
+
+    @property
     def backend(self) -> SessionReader:
         return self._backend
 
@@ -632,9 +637,6 @@ class ChipiSession:
             writes = self._owner_writes = OwnerWrites(self)
         return writes
 
-    async def owner_key(self) -> SecretKey:
-        return await self._keys.owner_key()
-
     async def register_key(
         self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
     ) -> str:
@@ -648,9 +650,6 @@ class ChipiSession:
 
     def check_exhausted(self) -> None:
         transitions.check_exhausted(self)
-
-    def drop_session_key(self) -> None:
-        self._keys.zero()
 
     def cancel_renewal(self) -> None:
         if self._renewer is not None:
@@ -670,12 +669,6 @@ class ChipiSession:
             default_duration=self._default_duration,
             default_max_calls=self._default_max_calls,
         )
-
-    async def session_key_for(self, session: SessionKeyData) -> SecretKey:
-        return await self._keys.key_for(session)
-
-    async def bearer_token(self) -> str | None:
-        return await self._keys.bearer_token()
 
     async def write(
         self, action: str, public_key: int, send: Callable[[OnSubmit], Awaitable[str]]

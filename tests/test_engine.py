@@ -127,7 +127,7 @@ async def test_revoke_blocks_execution_and_zeroes_the_key(world: World) -> None:
         data = await s.create_session()
         await s.register_session()
         await s.execute_with_session(world.transfer())
-        key = await s.session_key_for(data)  # the key the execute was signed with (cached)
+        key = await s.keys.key_for(data)  # the key the execute was signed with (cached)
         await s.revoke_session()
         assert s.session_state is SessionState.REVOKED
         assert key.is_zeroed
@@ -265,7 +265,7 @@ async def test_exit_cancels_inflight_action_and_zeroes_key(world: World) -> None
         async with session as s:
             data = await s.create_session()
             await s.register_session()
-            key = await s.session_key_for(data)
+            key = await s.keys.key_for(data)
             outer.start_soon(run)
             while backend.entered == 0:
                 await anyio.sleep(0)
@@ -493,7 +493,7 @@ async def test_no_key_material_in_logs_reprs_or_events(
         with pytest.raises(ChipiSessionError):
             await s.execute_with_session(world.transfer())
         assert s.session is not None
-        key = await s.session_key_for(s.session)  # the key the execute was signed with
+        key = await s.keys.key_for(s.session)  # the key the execute was signed with
         secret = key.reveal()
         owner = world.vault.decrypt(world.wallet.encrypted_private_key, PIN).reveal()
         texts = [caplog.text, repr(s), repr(s.session), repr(world.wallet), repr(key)]

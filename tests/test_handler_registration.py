@@ -36,13 +36,32 @@ DURATION = 3600
 
 
 @attrs.define(eq=False)
+class Keys:
+    """The facade's ``keys`` (``SessionKeys``): the owner key (afresh per write: the write
+    zeroes it), no bearer token, and the decrypted session key (``key``)."""
+
+    world: World
+    key: SecretKey | None = None
+
+    async def bearer_token(self) -> str | None:
+        return None
+
+    async def owner_key(self) -> SecretKey:
+        return self.world.owner
+
+    def zero(self) -> None:
+        if self.key is not None:
+            self.key.zero()
+            self.key = None
+
+
+@attrs.define(eq=False)
 class Ctx:
     """The facade's side of the handlers, as plain state and recorders."""
 
     world: World
     core: SessionCore = attrs.Factory(SessionCore)
     session: SessionKeyData | None = None
-    key: SecretKey | None = None
     closed: bool = False
     events: list[Event] = attrs.Factory(list)
     persisted: int = 0
@@ -55,16 +74,17 @@ class Ctx:
     #: makes each write's hash "lost" after it executed (AppliedHashLost)
     lose_hash: bool = False
     owner_writes: OwnerWrites = attrs.field(init=False)
+    keys: Keys = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.owner_writes = OwnerWrites(self)
+        self.keys = Keys(self.world)
 
-    # OwnerWriteContext
-    async def bearer_token(self) -> str | None:
-        return None
+    @property
+    def key(self) -> SecretKey | None:
+        return self.keys.key
 
-    async def owner_key(self) -> SecretKey:
-        return self.world.owner
+    # OwnerWriteContext (and ``keys``)
 
     async def write(
         self, action: str, public_key: int, send: Callable[[OnSubmit], Awaitable[str]]
@@ -139,11 +159,6 @@ class Ctx:
     def check_exhausted(self) -> None:
         self.exhausted_checks += 1
 
-    def drop_session_key(self) -> None:
-        if self.key is not None:
-            self.key.zero()
-            self.key = None
-
     def cancel_renewal(self) -> None:
         self.renewal_cancelled += 1
 
@@ -160,10 +175,10 @@ class Ctx:
 
     def new_generation(self) -> None:
         self.core.new_generation()
-        self.drop_session_key()
+        self.keys.zero()
 
     def adopt_session(self, data: SessionKeyData, key: SecretKey) -> None:
-        self.session, self.key = data, key
+        self.session, self.keys.key = data, key
 
     def of(self, cls: type[Event]) -> list[Any]:
         return [e for e in self.events if isinstance(e, cls)]
@@ -292,13 +307,16 @@ async def test_revoke_of_a_replaced_session_changes_nothing_local(world: World) 
 async def test_owner_writes_zero_the_owner_key_even_when_the_send_fails(world: World) -> None:
     keys: list[SecretKey] = []
 
-    class Session:  # the OwnerWriteContext
+    class Keys:  # the session's ``keys``
         async def owner_key(self) -> SecretKey:
             keys.append(world.owner)
             return keys[-1]
 
         async def bearer_token(self) -> str | None:
             return "bearer"
+
+    class Session:  # the OwnerWriteContext
+        keys = Keys()
 
         async def write(self, action: str, public_key: int, send: Any) -> str:
             return str(await send(None))

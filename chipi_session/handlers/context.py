@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     )
     from .policies import SpendingPolicies
     from .renewal import Renewer
+    from .session_keys import SessionKeys
 
 __all__ = [
     "ActionContext",
@@ -120,14 +121,13 @@ class PublisherContext(Protocol):
 
 class OwnerWriteContext(Protocol):
     """What owner-signed writes need of their session (``handlers.registration.OwnerWrites``;
-    implemented by ``ChipiSession``): the secrets of one write and the journalled send."""
+    implemented by ``ChipiSession``): the secrets of one write (``keys``) and the journalled
+    send."""
 
-    async def owner_key(self) -> SecretKey:
-        """The owner key, decrypted for one owner-signed write (the caller zeroes it)."""
-        ...
-
-    async def bearer_token(self) -> str | None:
-        """The bearer token of one write, if the backend needs one."""
+    @property
+    def keys(self) -> SessionKeys:
+        """The local session key (decrypted once per session), and per write the owner key
+        (the caller zeroes it) and the bearer token (``handlers.session_keys``)."""
         ...
 
     async def write(
@@ -272,12 +272,10 @@ class ExecuteContext(SessionContext, Protocol):
         """Auto-renewal: started by calls, waited for, told when a retiring key's execute ends."""
         ...
 
-    async def session_key_for(self, session: SessionKeyData) -> SecretKey:
-        """The decrypted session key (derived once per session, kept in memory only)."""
-        ...
-
-    async def bearer_token(self) -> str | None:
-        """The bearer token for a write, if the backend needs one."""
+    @property
+    def keys(self) -> SessionKeys:
+        """The local session key (decrypted once per session), and per write the owner key
+        (the caller zeroes it) and the bearer token (``handlers.session_keys``)."""
         ...
 
     async def write(
@@ -320,8 +318,10 @@ class RegistrationContext(SessionContext, Protocol):
         """Expire the session (reason ``calls``) if its budget is used up."""
         ...
 
-    def drop_session_key(self) -> None:
-        """Zero and forget the decrypted session key (a revoked key never signs again)."""
+    @property
+    def keys(self) -> SessionKeys:
+        """The local session key (decrypted once per session), and per write the owner key
+        (the caller zeroes it) and the bearer token (``handlers.session_keys``)."""
         ...
 
     def cancel_renewal(self) -> None:

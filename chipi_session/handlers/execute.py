@@ -127,8 +127,8 @@ async def _preflight(ctx: ExecuteContext, parsed: tuple[Call, ...]) -> tuple[Ses
 
 async def _send(ctx: ExecuteContext, session: SessionKeyData, parsed: tuple[Call, ...]) -> str:
     """Sign with the session key and send, journalled (``ctx.write``)."""
-    key = await ctx.session_key_for(session)
-    token = await ctx.bearer_token()
+    key = await ctx.keys.key_for(session)
+    token = await ctx.keys.bearer_token()
     return await ctx.write(
         "execute",
         session.public_key,

@@ -64,8 +64,8 @@ class OwnerWrites:
         :class:`~chipi_session.session_inputs.AppliedHashLost` if it executed but its hash
         was lost."""
         ctx = self._ctx
-        token = await ctx.bearer_token()
-        owner = await ctx.owner_key()
+        token = await ctx.keys.bearer_token()
+        owner = await ctx.keys.owner_key()
         try:
             return await ctx.write(
                 action, public_key, lambda on_submit: send(owner, token, on_submit)
@@ -222,7 +222,7 @@ async def _revoke_locked(ctx: RegistrationContext) -> str:
     if generation != core.generation:
         return tx
     core.revoked()
-    ctx.drop_session_key()
+    ctx.keys.zero()
     ctx.cancel_renewal()
     if not lost:
         ctx.publish(TransactionSubmitted, action="revoke", tx_hash=tx)
