@@ -621,9 +621,6 @@ class ChipiSession:
     def transition(self, trigger: str, *, reason: str | None = None, **kwargs: Any) -> None:
         transitions.transition(self, trigger, reason=reason, **kwargs)
 
-    def in_flight(self, public_key: int) -> AbstractContextManager[None]:
-        return self._core.writing_key(public_key)
-
     # registration (handlers/registration.py)
     def owner_guard(self) -> anyio.Lock:
         return self._owner_side().guard()

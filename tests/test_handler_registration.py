@@ -8,8 +8,7 @@ The writes go to a LocalChain (the world fixture, a manual clock); the session c
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -143,14 +142,6 @@ class Ctx:
 
     def owner_guard(self) -> anyio.Lock:
         return self.owner_writes.guard()
-
-    @contextmanager
-    def in_flight(self, public_key: int) -> Iterator[None]:
-        self.core.begin_write(public_key)
-        try:
-            yield
-        finally:
-            self.core.end_write(public_key)
 
     async def owner_write(self, action: str, public_key: int, send: Any) -> str:
         return await self.owner_writes.write(action, public_key, send)

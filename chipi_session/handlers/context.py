@@ -194,10 +194,6 @@ class SessionContext(Protocol):
         """The lock owner-signed writes of this session hold, one at a time."""
         ...
 
-    def in_flight(self, public_key: int) -> AbstractContextManager[None]:
-        """Mark a write in flight (status reads overlapping it are stale)."""
-        ...
-
     async def owner_write(self, action: str, public_key: int, send: OwnerSend) -> str:
         """One owner-signed write: bearer token, owner key decrypted for this write only,
         journalled; raises ``AppliedHashLost`` if it executed but its hash was lost."""

@@ -87,7 +87,7 @@ class SpendingPolicies:
         async with ctx.owner_guard():
             session = ctx.require_session()
             generation = ctx.core.generation
-            with ctx.in_flight(session.public_key):
+            with ctx.core.writing_key(session.public_key):
                 try:
                     tx = await self.send_set(
                         session.public_key, token_addr, max_per_call, max_per_window,
@@ -164,7 +164,7 @@ class SpendingPolicies:
         async with ctx.owner_guard():
             session = ctx.require_session()
             generation = ctx.core.generation
-            with ctx.in_flight(session.public_key):
+            with ctx.core.writing_key(session.public_key):
                 try:
                     tx = await ctx.owner_write(
                         "remove_spending_policy",

@@ -8,7 +8,7 @@ write, the journalled send, the confirmation, the events and the record.
 
 Owner-signed writes of a session (register, revoke, spending policies, renewal's) hold
 :meth:`OwnerWrites.guard` one at a time and check the state they act on once they hold it.
-A write is marked in flight (``SessionContext.in_flight``) until its local effect is applied,
+A write is marked in flight (``SessionCore.writing_key``) until its local effect is applied,
 so a status read overlapping it is stale. A session replaced while a write was in flight
 (another generation) keeps its new state: the write's effect is not applied to it.
 """
@@ -162,7 +162,7 @@ async def _register_locked(
     generation = core.generation
     landed = core.landed_mark()
     lost: AppliedHashLost | None = None
-    with ctx.in_flight(session.public_key):
+    with ctx.core.writing_key(session.public_key):
         try:
             tx = await register_key(ctx, session.public_key, until, calls_budget, allowed)
             await confirm(ctx.backend, tx)
@@ -213,7 +213,7 @@ async def _revoke_locked(ctx: RegistrationContext) -> str:
         raise refused
     generation = core.generation
     lost = False
-    with ctx.in_flight(session.public_key):
+    with ctx.core.writing_key(session.public_key):
         try:
             tx = await revoke_key(ctx, session.public_key)
             await confirm(ctx.backend, tx)
