@@ -634,17 +634,6 @@ class ChipiSession:
             writes = self._owner_writes = OwnerWrites(self)
         return writes
 
-    async def register_key(
-        self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
-    ) -> str:
-        return await registration.register_key(self, public_key, until, max_calls, allowed)
-
-    async def revoke_key(self, public_key: int) -> str:
-        return await registration.revoke_key(self, public_key)
-
-    async def confirm(self, tx_hash: str) -> None:
-        await registration.confirm(self._backend, tx_hash)
-
     def check_exhausted(self) -> None:
         transitions.check_exhausted(self)
 

@@ -11,6 +11,7 @@ import pytest
 
 from chipi_session import ActionFailed, ErrorCode, RenewalPolicy, SessionRenewed
 from chipi_session.events import Event
+from chipi_session.handlers import registration
 from chipi_session.handlers.renewal import Renewer
 
 from .helpers import World, eventually, settle
@@ -140,7 +141,7 @@ async def test_resume_adopts_a_successor_the_chain_has_registered(world: World) 
         await s.register_session(max_calls=10)
         successor, key = await s.new_session_key(3600)
         key.zero()
-        await s.register_key(successor.public_key, successor.valid_until, 7, ())
+        await registration.register_key(s, successor.public_key, successor.valid_until, 7, ())
         r = renewer(s, None)
         await r.resume(successor, ())
         assert s.session is successor and s.remaining_calls == 7

@@ -222,20 +222,6 @@ class RenewalContext(SessionContext, Protocol):
         """A new key valid ``duration`` seconds from now, encrypted and persisted."""
         ...
 
-    async def register_key(
-        self, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
-    ) -> str:
-        """Send the owner-signed register of ``public_key`` (no local effect)."""
-        ...
-
-    async def revoke_key(self, public_key: int) -> str:
-        """Send the owner-signed revoke of ``public_key`` (no local effect)."""
-        ...
-
-    async def confirm(self, tx_hash: str) -> None:
-        """Wait for the backend to confirm a transaction, when it can."""
-        ...
-
     def switch_session(
         self, data: SessionKeyData, key: SecretKey | None, *, reset_windows: bool = False
     ) -> SecretKey | None:

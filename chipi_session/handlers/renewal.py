@@ -24,7 +24,7 @@ from ..events import SessionRenewed, TransactionSubmitted
 from ..felts import to_hex
 from ..session_inputs import AppliedHashLost
 from ..types import SessionKeyData, SessionState, SessionStatus, SubmitInfo
-from . import renewal_resume
+from . import registration, renewal_resume
 
 if TYPE_CHECKING:
     from ..keys import SecretKey
@@ -189,10 +189,10 @@ class Renewer:
                 sent = True
                 allowed = old_status.allowed_entrypoints
                 try:
-                    tx = await ctx.register_key(
-                        data.public_key, data.valid_until, max_calls, allowed
+                    tx = await registration.register_key(
+                        ctx, data.public_key, data.valid_until, max_calls, allowed
                     )
-                    await ctx.confirm(tx)
+                    await registration.confirm(ctx.backend, tx)
                 except AppliedHashLost:
                     pass  # registered: the nonce is used
                 for token_addr, pol in list(ctx.policies.known.items()):
@@ -313,7 +313,7 @@ class Renewer:
             done = False
             async with ctx.owner_guard():
                 try:
-                    tx = await ctx.revoke_key(public_key)
+                    tx = await registration.revoke_key(ctx, public_key)
                     ctx.publish(TransactionSubmitted, action="revoke_previous", tx_hash=tx)
                     done = True
                 except AppliedHashLost:
