@@ -30,7 +30,6 @@ from .events import Event
 from .felts import to_hex
 from .handlers import doubts, execute, registration, transitions, writes
 from .handlers.actions import ActionRunner
-from .handlers.context import OwnerSend
 from .handlers.policies import SpendingPolicies
 from .handlers.polling import StatusPolling
 from .handlers.publishing import Publisher
@@ -622,13 +621,8 @@ class ChipiSession:
         transitions.transition(self, trigger, reason=reason, **kwargs)
 
     # registration (handlers/registration.py)
-    def owner_guard(self) -> anyio.Lock:
-        return self._owner_side().guard()
-
-    async def owner_write(self, action: str, public_key: int, send: OwnerSend) -> str:
-        return await self._owner_side().write(action, public_key, send)
-
-    def _owner_side(self) -> OwnerWrites:
+    @property
+    def owner_writes(self) -> OwnerWrites:
         writes = self._owner_writes
         if writes is None:
             writes = self._owner_writes = OwnerWrites(self)

@@ -140,12 +140,6 @@ class Ctx:
     def record_failure(self, action: str, error: ChipiSessionError) -> None:
         raise AssertionError("registration records no failure itself")
 
-    def owner_guard(self) -> anyio.Lock:
-        return self.owner_writes.guard()
-
-    async def owner_write(self, action: str, public_key: int, send: Any) -> str:
-        return await self.owner_writes.write(action, public_key, send)
-
     # RegistrationContext
     def check_exhausted(self) -> None:
         self.exhausted_checks += 1
@@ -332,8 +326,8 @@ async def test_owner_writes_zero_the_owner_key_even_when_the_send_fails(world: W
 
 async def test_owner_writes_run_one_at_a_time(world: World) -> None:
     ctx = await created(world)
-    guard = ctx.owner_guard()
-    assert ctx.owner_guard() is guard  # one lock per session
+    guard = ctx.owner_writes.guard()
+    assert ctx.owner_writes.guard() is guard  # one lock per session
     order: list[str] = []
     async with anyio.create_task_group() as tg:
         async with guard:

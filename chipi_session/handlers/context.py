@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         WalletData,
     )
     from .policies import SpendingPolicies
+    from .registration import OwnerWrites
     from .renewal import Renewer
     from .session_keys import SessionKeys
 
@@ -190,12 +191,10 @@ class SessionContext(Protocol):
         """Keep ``error`` in ``session.error`` and publish ``ActionFailed``."""
         ...
 
-    def owner_guard(self) -> anyio.Lock:
-        """The lock owner-signed writes of this session hold, one at a time."""
-        ...
-
-    async def owner_write(self, action: str, public_key: int, send: OwnerSend) -> str:
-        """One owner-signed write: bearer token, owner key decrypted for this write only,
+    @property
+    def owner_writes(self) -> OwnerWrites:
+        """This session's owner-signed writes: ``guard()``, the lock they hold one at a time,
+        and ``write(...)``: bearer token, owner key decrypted for this write only,
         journalled; raises ``AppliedHashLost`` if it executed but its hash was lost."""
         ...
 

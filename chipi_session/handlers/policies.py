@@ -84,7 +84,7 @@ class SpendingPolicies:
         token_addr = parse_token(token)
         check_policy(max_per_call, max_per_window, window_seconds)
         ctx.require_supported()
-        async with ctx.owner_guard():
+        async with ctx.owner_writes.guard():
             session = ctx.require_session()
             generation = ctx.core.generation
             with ctx.core.writing_key(session.public_key):
@@ -118,7 +118,7 @@ class SpendingPolicies:
         """Send one ``set_spending_policy`` for ``public_key`` (also a renewal's successor)
         without touching the local view."""
         ctx = self._ctx
-        return await ctx.owner_write(
+        return await ctx.owner_writes.write(
             "set_spending_policy",
             public_key,
             lambda owner, bearer, on_submit: require_writer(
@@ -161,12 +161,12 @@ class SpendingPolicies:
         ctx = self._ctx
         token_addr = parse_token(token)
         ctx.require_supported()
-        async with ctx.owner_guard():
+        async with ctx.owner_writes.guard():
             session = ctx.require_session()
             generation = ctx.core.generation
             with ctx.core.writing_key(session.public_key):
                 try:
-                    tx = await ctx.owner_write(
+                    tx = await ctx.owner_writes.write(
                         "remove_spending_policy",
                         session.public_key,
                         lambda owner, bearer, on_submit: require_writer(

@@ -85,7 +85,7 @@ async def register_key(
     ctx: SessionContext, public_key: int, until: int, max_calls: int, allowed: tuple[int, ...]
 ) -> str:
     """Register (or update) ``public_key`` on the wallet: one owner-signed write."""
-    return await ctx.owner_write(
+    return await ctx.owner_writes.write(
         "register",
         public_key,
         lambda owner, token, on_submit: require_writer(
@@ -105,7 +105,7 @@ async def register_key(
 
 async def revoke_key(ctx: SessionContext, public_key: int) -> str:
     """Revoke ``public_key`` on the wallet: one owner-signed write."""
-    return await ctx.owner_write(
+    return await ctx.owner_writes.write(
         "revoke",
         public_key,
         lambda owner, token, on_submit: require_writer(
@@ -129,7 +129,7 @@ async def register(
 ) -> str:
     """``register_session``: register the local session (owner-signed, serialized);
     ``max_calls`` None is ``default_max_calls``."""
-    async with ctx.owner_guard():
+    async with ctx.owner_writes.guard():
         return await _register_locked(
             ctx, max_calls, allowed_entrypoints, valid_until, default_max_calls
         )
@@ -200,7 +200,7 @@ def _apply_register(
 async def revoke(ctx: RegistrationContext) -> str:
     """``revoke_session``: revoke the local session on chain (owner-signed, serialized);
     the local session is kept, revoked, and its key zeroed."""
-    async with ctx.owner_guard():
+    async with ctx.owner_writes.guard():
         return await _revoke_locked(ctx)
 
 

@@ -181,7 +181,7 @@ class Renewer:
                 core.renewal_failed(give_up=True, max_attempts=policy.max_attempts)
                 raise  # no retry can fix this
             data, new_key = await ctx.new_session_key(duration)
-            async with ctx.owner_guard():
+            async with ctx.owner_writes.guard():
                 if generation != core.generation or not core.can("register"):
                     return  # replaced or revoked meanwhile (spent is fine: that is why)
                 core.successor_on_record(data)
@@ -311,7 +311,7 @@ class Renewer:
             if key is not None:
                 key.zero()
             done = False
-            async with ctx.owner_guard():
+            async with ctx.owner_writes.guard():
                 try:
                     tx = await registration.revoke_key(ctx, public_key)
                     ctx.publish(TransactionSubmitted, action="revoke_previous", tx_hash=tx)

@@ -63,7 +63,7 @@ async def resume(
     except ChipiSessionError as exc:
         log.warning("renewal left by a previous run stays pending: %s", exc.code.value)
         return  # still on record: the next open tries again
-    async with ctx.owner_guard():
+    async with ctx.owner_writes.guard():
         if core.successor is not successor:
             return
         core.successor_on_record(None)
