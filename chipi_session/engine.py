@@ -15,7 +15,7 @@ state is left as it was before it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
@@ -696,8 +696,6 @@ class ChipiSession:
             pass
 
     # ----------------------- the status poller's view (handlers/polling.py; internal)
-    def logged(self, action: str) -> AbstractContextManager[logs.LogContext]:
-        return logs.action(self._log_context, action)
 
     # ------------------------------------------------------------- expiry timer
     def reschedule(self) -> None:

@@ -7,18 +7,18 @@ on a manual clock (registered on start only with ``auto_check_status``, removed 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any, cast
 
 import attrs
 import pytest
 
 from chipi_session import ChipiSessionError, ErrorCode, SessionHub, StatusRefreshed
+from chipi_session import logs as chipi_logs
 from chipi_session.events import Event
 from chipi_session.handlers.context import PollingContext
 from chipi_session.handlers.polling import POLL_ACTION, StatusPolling
+from chipi_session.logs import LogContext
 from chipi_session.session_core import SessionCore
 from chipi_session.types import SessionKeyData, SessionStatus, WalletData
 
@@ -38,25 +38,22 @@ class Recorder:
     is_loading_status: bool = False
     applied: list[SessionStatus] = attrs.Factory(list)
     failures: list[tuple[str, ChipiSessionError]] = attrs.Factory(list)
-    actions: list[str] = attrs.Factory(list)
-    active: str | None = None
+    #: the log action current at each apply / failure recorded (the poll's own context)
+    actions: list[str | None] = attrs.Factory(list)
+    log_context: LogContext = attrs.Factory(lambda: LogContext(slot="polled"))
 
     def apply_status(self, status: SessionStatus) -> None:
-        assert self.active == POLL_ACTION  # applied inside the poll's log context
+        self._note_action()
         self.applied.append(status)
 
     def record_failure(self, action: str, error: ChipiSessionError) -> None:
-        assert self.active == POLL_ACTION
+        self._note_action()
         self.failures.append((action, error))
 
-    @contextlib.contextmanager
-    def logged(self, action: str) -> Iterator[None]:
-        self.actions.append(action)
-        self.active = action
-        try:
-            yield
-        finally:
-            self.active = None
+    def _note_action(self) -> None:
+        current = chipi_logs.current()
+        assert current is not None and current.slot == "polled"  # this session's context
+        self.actions.append(current.action)
 
 
 async def setup(world: World) -> tuple[Recorder, StatusPolling, SessionStatus]:

@@ -15,7 +15,6 @@ Handlers that need more than the shared part declare it as a Protocol extending
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -380,9 +379,10 @@ class PollingContext(SessionContext, Protocol):
         in-doubt writes."""
         ...
 
-    def logged(self, action: str) -> AbstractContextManager[object]:
-        """Log records made inside carry this session and ``action`` (work started by a
-        shared task: the poller, a timer)."""
+    @property
+    def log_context(self) -> LogContext:
+        """What this session's log records carry: work started by a shared task (the
+        poller) runs under ``logs.action(log_context, ...)``."""
         ...
 
 

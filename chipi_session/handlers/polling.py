@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .. import logs
 from ..errors import ChipiSessionError
 from ..logs import get_logger
 from ..types import SessionStatus
@@ -77,13 +78,13 @@ class StatusPolling:
             and isinstance(status, SessionStatus)
             and s.core.fresh(self._version, session.public_key)
         ):
-            with s.logged(POLL_ACTION):  # the shared poller's task
+            with logs.action(s.log_context, POLL_ACTION):  # the shared poller's task
                 s.apply_status(status)
 
     def poll_failed(self, error: Exception) -> None:
         """The read for the last target failed."""
         s = self._session
-        with s.logged(POLL_ACTION):
+        with logs.action(s.log_context, POLL_ACTION):
             if isinstance(error, ChipiSessionError):
                 s.record_failure("refetch_status", error)
             else:
