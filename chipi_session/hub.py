@@ -154,15 +154,18 @@ class SessionHub:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        sessions = list(self._sessions.values())
+        # closed first, so none changes after its record is saved (a renewal finishing
+        # while another session's record is saved would switch keys the store never sees)
+        for session in sessions:
+            session.shutdown()
         with anyio.CancelScope(shield=True):  # a clean shutdown saves what is pending
-            for session in list(self._sessions.values()):
+            for session in sessions:
                 await flush_journal(session.journal)
             if self._leases is not None:
                 for slot in list(self._sessions):
                     if not slot.startswith("#"):
                         await self._leases.release(slot)
-        for session in list(self._sessions.values()):
-            session.shutdown()
         self._sessions.clear()
         self._slots.clear()
         self._events.close()

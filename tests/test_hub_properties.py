@@ -143,16 +143,17 @@ class HubMachine(RuleBasedStateMachine):
         self.hub = self.hub_cm.__enter__()
 
     def stop_hub(self) -> None:
-        current = {slot: s.session for slot, s in self.sessions.items()}
+        closing = dict(self.sessions)
         if self.hub_cm is not None:
             self.hub_cm.__exit__(None, None, None)
         self.hub = self.hub_cm = None
         self.sessions.clear()
-        # a graceful close leaves every open session's current key in the store
-        for slot, data in current.items():
-            if data is not None:
+        # a graceful close leaves every open session's current key in the store; read once
+        # closed (before, the loop's thread may still be finishing a renewal)
+        for slot, s in closing.items():
+            if s.session is not None:
                 record = self.store.load(slot)
-                assert record is not None and record.session == data, slot
+                assert record is not None and record.session == s.session, slot
 
     async def _guard(self, action: Awaitable[Any], slot: str = "", what: str = "") -> Any:
         try:
@@ -329,7 +330,9 @@ class HubMachine(RuleBasedStateMachine):
             async with anyio.create_task_group() as tg:
                 for _ in range(n):
                     tg.start_soon(self._pay, s)
-                tg.start_soon(self._guard, s.register_session(max_calls=max_calls), slot, "register")
+                tg.start_soon(
+                    self._guard, s.register_session(max_calls=max_calls), slot, "register"
+                )
                 tg.start_soon(self._guard, s.refetch_status())
                 tg.start_soon(self._guard, s.revoke_session(), slot, "revoke")
             await quiesce()

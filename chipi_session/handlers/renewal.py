@@ -203,8 +203,9 @@ class Renewer:
                         )  # fmt: skip
                     except AppliedHashLost:
                         pass
-                if generation != core.generation or not core.can("register"):
-                    return
+                if ctx.closed or generation != core.generation or not core.can("register"):
+                    return  # a closed session never switches: its record is final (on
+                    # record: the successor, decided by the next open from the chain)
                 if int(ctx.clock.now()) > data.valid_until:
                     raise ChipiSessionError(
                         ErrorCode.SESSION_EXPIRED, "the successor expired before the switch"

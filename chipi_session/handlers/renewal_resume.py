@@ -64,8 +64,8 @@ async def resume(
         log.warning("renewal left by a previous run stays pending: %s", exc.code.value)
         return  # still on record: the next open tries again
     async with ctx.owner_writes.guard():
-        if core.successor is not successor:
-            return
+        if core.successor is not successor or ctx.closed:
+            return  # decided meanwhile, or closed: a closed session never switches
         core.successor_on_record(None)
         if not status.exists:
             ctx.persist()  # never registered: nothing to adopt

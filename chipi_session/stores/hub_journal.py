@@ -124,7 +124,11 @@ class StoreJournal:
         try:
             while self._dirty:
                 self._dirty = False
-                await self._store.save(self.record(), fencing_token=self._token)
+                try:
+                    await self._store.save(self.record(), fencing_token=self._token)
+                except anyio.get_cancelled_exc_class():
+                    self._dirty = True  # cut short (its writer cancelled): still to be saved
+                    raise
         finally:
             saving, self._saving = self._saving, None
             saving.set()
