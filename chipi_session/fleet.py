@@ -83,7 +83,8 @@ def rendezvous_owner(key: str, owners: Collection[str]) -> str | None:
 class FleetStats:
     """Counters for monitoring (``docs/operations.md``)."""
 
-    ticks: int = 0
+    ticks: int = 0  #: ticks started
+    ticks_done: int = 0  #: ticks whose heartbeat, renewal and rebalance have finished
     acquired: int = 0  #: keys opened here (first owner or takeover)
     refused: int = 0  #: acquisitions refused: another member still holds the lease
     open_failures: int = 0  #: opens that failed otherwise (chain or store unavailable)
@@ -265,8 +266,13 @@ class Fleet:
 
     async def _tick_once(self) -> None:
         """Heartbeat, renew every lease in one batch, then rebalance."""
-        started = self._clock.now()
         self.stats.ticks += 1
+        try:
+            await self._tick_work(self._clock.now())
+        finally:
+            self.stats.ticks_done += 1
+
+    async def _tick_work(self, started: float) -> None:
         await self._heartbeat(started)
         await self._renew(started)
         try:

@@ -85,7 +85,12 @@ async def tick(
         counts = {id(f): f.stats.ticks for f in fleets}
 
         def ticked(counts: dict[int, int] = counts) -> bool:
-            return all(f.stats.ticks > counts[id(f)] for f in fleets)
+            # a tick that started after the advance has also finished its renewal: the clock
+            # never moves on while a member's renewal for the previous time is still running
+            return all(
+                f.stats.ticks > counts[id(f)] and f.stats.ticks_done == f.stats.ticks
+                for f in fleets
+            )
 
         await eventually(ticked)
         if until is not None and until():
