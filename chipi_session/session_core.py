@@ -275,6 +275,7 @@ class SessionCore(lifecycle.SessionModel):
         accepted since ``landed_since`` (a :meth:`landed_mark` taken before the register was
         sent): the chain may have run them after the register, and under-counting the
         budget would let the pre-flight send an execute the chain refuses."""
+        self.version += 1
         self.seen_registered = True
         if landed_since is not None and self.landed > landed_since:
             used = min(status.max_calls, status.calls_used + self.landed - landed_since)
@@ -283,6 +284,7 @@ class SessionCore(lifecycle.SessionModel):
 
     def revoked(self) -> None:
         """The chain revoked this key: a zero status from now on means revoked."""
+        self.version += 1
         self.seen_registered = True
         self.status = SessionStatus(0, 0, 0, ())
 

@@ -277,6 +277,27 @@ def test_what_each_applied_write_leaves(
     assert (core.status, core.seen_registered, core.reserved) == (status, seen, 1)
 
 
+@pytest.mark.parametrize(
+    "apply",
+    [
+        lambda c: c.apply_status(SessionStatus(9, 5, 2)),
+        lambda c: c.local_read(),
+        lambda c: c.registered(SessionStatus(9, 5, 0)),
+        lambda c: c.revoked(),
+    ],
+)
+def test_a_read_started_before_an_applied_change_is_stale(apply: object) -> None:
+    """Two overlapping status reads: once the newer one (or any local change) is applied,
+    the older one must not be applied over it."""
+    core = core_in(S.ACTIVE, status=SessionStatus(1, 1, 1))
+    started = core.version  # an older read leaves
+    assert core.fresh(started, 7)
+    assert callable(apply)
+    apply(core)
+    assert not core.fresh(started, 7)
+    assert core.fresh(core.version, 7)  # a read started now is fresh
+
+
 def test_switch_to_successor_starts_the_new_key_from_zero() -> None:
     core = core_in(S.ACTIVE, status=SessionStatus(100, 3, 2))
     core.reserved, core.generation = 2, 7
