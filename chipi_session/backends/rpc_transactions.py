@@ -16,7 +16,7 @@ adds the session-state reads). What an execute's confirmation costs (docs/execut
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -131,17 +131,11 @@ class TransactionReads(JsonRpcClient):
 
         Raises ``BACKEND_UNAVAILABLE`` (retryable) if it is not final within ``timeout``.
         """
-        last: TransactionStatus | None = None
-        with anyio.move_on_after(timeout):
-            while True:
-                try:
-                    last = await self.get_transaction_status(tx_hash)
-                except ChipiSessionError as exc:
-                    if not exc.retryable:
-                        raise
-                if last is not None and last.is_final:
-                    return last
-                await anyio.sleep(poll_interval)
+        last, done = await self._poll_status(
+            tx_hash, timeout, poll_interval, lambda status: status.is_final
+        )
+        if done and last is not None:
+            return last
         raise ChipiSessionError(
             ErrorCode.BACKEND_UNAVAILABLE,
             f"transaction {to_hex(parse_felt(tx_hash, 'tx_hash'))} not final after {timeout}s "
@@ -260,12 +254,16 @@ class TransactionReads(JsonRpcClient):
                 break
         return answers[0], answers[1]
 
-    async def _settled(
-        self, tx_hash: str, timeout: float | None, poll_interval: float | None
-    ) -> TransactionStatus:
-        """Poll until the transaction is accepted (``confirm_finality``) or reverted."""
-        wait = self._confirm_timeout if timeout is None else timeout
-        interval = self._confirm_interval if poll_interval is None else poll_interval
+    async def _poll_status(
+        self,
+        tx_hash: int | str,
+        wait: float,
+        interval: float,
+        done: Callable[[TransactionStatus], bool],
+    ) -> tuple[TransactionStatus | None, bool]:
+        """Read the status every ``interval`` s until ``done(status)`` holds (it may raise)
+        or ``wait`` s pass; a retryable read error is read again. Returns the last status
+        read and whether ``done`` held."""
         last: TransactionStatus | None = None
         with anyio.move_on_after(wait):
             while True:
@@ -274,19 +272,34 @@ class TransactionReads(JsonRpcClient):
                 except ChipiSessionError as exc:
                     if not exc.retryable:
                         raise
-                if last is not None:
-                    if last.finality_status == "REJECTED":
-                        reason = last.failure_reason or "no reason given"
-                        raise ChipiSessionError(
-                            ErrorCode.TRANSACTION_REJECTED,
-                            f"transaction {tx_hash} REJECTED: {reason[:300]}",
-                            applied=False,
-                        )
-                    if last.execution_status == "REVERTED":
-                        return last
-                    if FINALITY_ORDER.get(last.finality_status, 0) >= self._accepted_rank:
-                        return last
+                if last is not None and done(last):
+                    return last, True
                 await anyio.sleep(interval)
+        return last, False
+
+    async def _settled(
+        self, tx_hash: str, timeout: float | None, poll_interval: float | None
+    ) -> TransactionStatus:
+        """Poll until the transaction is accepted (``confirm_finality``) or reverted."""
+        wait = self._confirm_timeout if timeout is None else timeout
+        interval = self._confirm_interval if poll_interval is None else poll_interval
+
+        def settled(status: TransactionStatus) -> bool:
+            if status.finality_status == "REJECTED":
+                reason = status.failure_reason or "no reason given"
+                raise ChipiSessionError(
+                    ErrorCode.TRANSACTION_REJECTED,
+                    f"transaction {tx_hash} REJECTED: {reason[:300]}",
+                    applied=False,
+                )
+            return (
+                status.execution_status == "REVERTED"
+                or FINALITY_ORDER.get(status.finality_status, 0) >= self._accepted_rank
+            )
+
+        last, done = await self._poll_status(tx_hash, wait, interval, settled)
+        if done and last is not None:
+            return last
         raise ChipiSessionError(
             ErrorCode.UNKNOWN_OUTCOME,
             f"transaction {tx_hash} not confirmed within {wait}s "
