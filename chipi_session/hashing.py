@@ -178,29 +178,20 @@ def outside_execution_hash(
     LocalChain's contract hash the same OutsideExecution, and the second gets the first's result
     instead of hashing it again. Same inputs, same hash: the contract still checks it.
     """
-    call_tuple = tuple(calls)
+    args = (
+        account,
+        chain_id,
+        caller,
+        nonce,
+        execute_after,
+        execute_before,
+        tuple(calls),
+        bool(felt_times),
+    )
     try:
-        return _outside_execution_hash_cached(
-            account,
-            chain_id,
-            caller,
-            nonce,
-            execute_after,
-            execute_before,
-            call_tuple,
-            bool(felt_times),
-        )
+        return _outside_execution_hash_cached(*args)
     except TypeError:  # call objects that cannot be a cache key: hash without the cache
-        return _outside_execution_hash(
-            account,
-            chain_id,
-            caller,
-            nonce,
-            execute_after,
-            execute_before,
-            call_tuple,
-            bool(felt_times),
-        )
+        return _outside_execution_hash(*args)
 
 
 def _call_hash(call: Call) -> int:
