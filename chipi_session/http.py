@@ -6,13 +6,12 @@ Why a layer of our own (on anyio, so it runs on asyncio and trio alike):
   ``total`` deadline over a whole call including retries, so no request can hang forever.
 * **Knowing whether a request left.** Our HTTP/1.1 client knows when the first byte is
   written; through httpx, httpcore's documented ``trace`` extension tells us. A failure
-  *before* that point provably did not reach the server, so even a write may be retried; a failure *after* it is ambiguous for a write and is
-  reported as ``UNKNOWN_OUTCOME`` (never retried), and is retried only for idempotent requests.
+  *before* that point provably did not reach the server, so even a write may be retried; one
+  *after* it is ``UNKNOWN_OUTCOME`` for a write (never retried), retried only if idempotent.
 * **Keep-alive.** One pooled client per backend; connections are reused across calls.
 * **Bounded responses.** Bodies are cut at ``max_response_bytes``.
-* **Light.** Plain-http URLs (localnet, a local node) go through our own HTTP/1.1 client
-  (:mod:`chipi_session.http1`, a fifth of httpx's CPU per request); https URLs and custom
-  transports through httpx (:mod:`chipi_session.http_httpx`), imported on first use.
+* **Light.** Plain-http URLs go through :mod:`chipi_session.http1` (a fifth of httpx's CPU
+  per request); https, ``user:password@`` URLs and custom transports through httpx.
 
 Nothing here logs headers or bodies (they carry API keys, bearer tokens and signatures), and
 error messages name only the URL's origin (RPC URLs often embed a provider key in the path);
@@ -178,9 +177,11 @@ def safe_origin(url: object) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _parsed(url: str, query: tuple[tuple[str, str], ...] = ()) -> tuple[str, str, str, _Target]:
-    """Parsed once per (url, params) (a backend posts to the same few URLs): scheme, origin,
-    path, and for plain http the connection target and request head start."""
+def _parsed(
+    url: str, query: tuple[tuple[str, str], ...] = ()
+) -> tuple[str, str, str, _Target | None]:
+    """Parsed once per (url, params): scheme, origin, path, and the plain-http target (None
+    with ``user:password@``: httpx sends those as basic auth, our client does not)."""
     u = parse_http_url(url)
     if u is None or u.hostname is None:
         raise ChipiSessionError(ErrorCode.INVALID_INPUT, "not an http(s) URL")
@@ -190,7 +191,8 @@ def _parsed(url: str, query: tuple[tuple[str, str], ...] = ()) -> tuple[str, str
     netloc = u.netloc.rpartition("@")[2]  # never the userinfo
     start = f"POST {target} HTTP/1.1\r\nhost: {netloc}\r\n".encode("ascii")
     port = u.port or _DEFAULT_PORTS[u.scheme]
-    return u.scheme, safe_origin(u.geturl()), path, _Target(u.hostname, port, start)
+    plain = None if "@" in u.netloc else _Target(u.hostname, port, start)
+    return u.scheme, safe_origin(u.geturl()), path, plain
 
 
 @attrs.frozen
@@ -335,7 +337,7 @@ class HttpClient:
             attempt += 1
             query = tuple(params.items()) if params else ()
             scheme, origin, path, target = _parsed(url, query)
-            sender = None if scheme == "http" and self._plain is not None else self._httpx_sender()
+            sender = None if scheme == "http" and self._plain and target else self._httpx_sender()
             tracker = SendTracker(sender is None or sender.traceable)
             if redact_path:
                 path = REDACTED_PATH
@@ -415,12 +417,12 @@ class HttpClient:
 
     async def _send_plain(
         self,
-        target: _Target,
+        target: _Target | None,
         body: bytes,
         headers: Mapping[str, str],
         tracker: SendTracker,
     ) -> HttpResponse:
-        assert self._plain is not None
+        assert self._plain is not None and target is not None  # plain http, no userinfo
         started = time.monotonic()
         head = b"".join(
             (

@@ -4,6 +4,7 @@ a scripted raw-socket server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -140,6 +141,21 @@ async def test_keep_alive_reuses_one_connection_and_sends_one_well_formed_reques
     assert fields[b"content-type"] == b"application/json"
     assert fields[b"x-api-key"] == b"k" and fields[b"x-extra"] == b"1"
     assert int(fields[b"content-length"]) == len(body) and body == b'{"i":0}'
+
+
+async def test_userinfo_in_a_plain_http_url_is_sent_as_basic_auth(
+    serve: Callable[[Handler], ScriptedServer],
+) -> None:
+    """``http://user:pass@host`` (a node behind basic auth) goes through httpx, which sends
+    the credentials; our plain client would silently drop them."""
+    server = serve(lambda i, req: (length_response(), False))
+    url = server.url.replace("http://", "http://alice:s3cret@")
+    async with HttpClient(timeouts=FAST) as http:
+        response = await http.post_json(url, {"i": 1}, idempotent=True)
+    assert response.status == 200 and response.json == {"ok": True}
+    head = server.requests[0].partition(b"\r\n\r\n")[0].lower()
+    assert b"authorization: basic " + base64.b64encode(b"alice:s3cret").lower() in head
+    assert b"alice" not in head.split(b"\r\n")[0]  # never in the request line
 
 
 async def test_chunked_and_close_delimited_bodies(
