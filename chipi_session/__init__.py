@@ -7,8 +7,9 @@ importable from here; submodules are for the rest (docs/architecture.md).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from .lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -111,23 +112,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .vault import HighEntropyKey, KdfCost, Vault
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'chipi_session' has no attribute {name!r}")
-    try:
-        imported = importlib.import_module(f".{module}", __name__)
-    except ImportError as exc:
-        extra = _NEEDS_EXTRA.get(name)
-        if extra is None:
-            raise
-        raise ImportError(
-            f"chipi_session.{name} needs the {extra!r} extra: pip install 'chipi-session[{extra}]'"
-        ) from exc
-    value = getattr(imported, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _NEEDS_EXTRA)

@@ -6,9 +6,9 @@ embedded default. The remote backends are imported on first use (PEP 562):
 ``from chipi_session.backends import ChipiApiBackend`` loads only that path.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy_exports import lazy_exports
 from .base import (
     BatchStatusReader,
     ChainTimeReader,
@@ -45,14 +45,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .starknet_rpc import StarknetRpcBackend
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'chipi_session.backends' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

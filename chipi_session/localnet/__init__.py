@@ -7,9 +7,9 @@ starlette only for ``--cors-origin``). Names are imported on first use, so
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy_exports import lazy_exports
 from .cli import main
 
 __all__ = [
@@ -36,10 +36,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .server import DemoWallet, LocalnetServer, generate_api_key
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'chipi_session.localnet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -20,8 +20,9 @@ flows through ``sql``. ``codec`` and ``files`` hold what they share; ``async_sto
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "STORE_FORMAT": "codec",
@@ -72,14 +73,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .sqlite import SqliteStore
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'chipi_session.stores' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

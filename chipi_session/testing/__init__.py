@@ -12,9 +12,9 @@ the fault-injecting backend in :mod:`chipi_session.backends.faults`. See docs/te
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy_exports import lazy_exports
 from .world import DEFAULT_PIN, DEFAULT_START, ChainWorld, make_world, settle, travel
 
 __all__ = [
@@ -31,10 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .machine import SessionLifecycleMachine
 
 
-def __getattr__(name: str) -> Any:
-    # the machine needs hypothesis (the 'testing' extra); import it only when asked for
-    if name == "SessionLifecycleMachine":
-        value = importlib.import_module(".machine", __name__).SessionLifecycleMachine
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'chipi_session.testing' has no attribute {name!r}")
+# the machine needs hypothesis (the 'testing' extra); import it only when asked for
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"SessionLifecycleMachine": "machine"}, {"SessionLifecycleMachine": "testing"}
+)
